@@ -1,0 +1,321 @@
+// Package config reads productstream's application configuration: one YAML
+// file, with ${ENV} references expanded, validated once at start with errors
+// that name the offending field. The result is passed down explicitly; no
+// package reads configuration on its own.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole application configuration.
+type Config struct {
+	Kafka          Kafka     `yaml:"kafka"`
+	SchemaRegistry Registry  `yaml:"schema_registry"`
+	HTTP           HTTP      `yaml:"http"`
+	Sources        []Source  `yaml:"sources"`
+	Processor      Processor `yaml:"processor"`
+}
+
+// Kafka says where the brokers are and how productstream names and creates
+// its topics.
+type Kafka struct {
+	// Brokers are the seed brokers; `dev` ignores them and uses its
+	// embedded broker.
+	Brokers []string `yaml:"brokers"`
+	// TopicPrefix is prepended to every topic name (default "productstream.").
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Partitions is the partition count of topics productstream creates
+	// (default 12). Changes and state topics must agree on it, because a
+	// key's state lives on the same partition number as its changes.
+	Partitions int32 `yaml:"partitions"`
+	// ReplicationFactor of created topics (default -1: the broker's default).
+	ReplicationFactor int16 `yaml:"replication_factor"`
+	// ProduceTimeout bounds how long ingest waits for Kafka to acknowledge a
+	// write before answering 503 (default 10s).
+	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+}
+
+// Registry locates the Confluent-API schema registry.
+type Registry struct {
+	// URL of the registry; `dev` ignores it and uses its embedded registry.
+	URL string `yaml:"url"`
+}
+
+// HTTP configures the ingest edge's listener.
+type HTTP struct {
+	// Listen is the host:port of the ingest server (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// ShutdownTimeout bounds graceful shutdown (default 15s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Source is one configured sender: a provider contract plus its credentials.
+type Source struct {
+	// Name is unique; it names the route /webhooks/{name}.
+	Name string `yaml:"name"`
+	// Provider names the contract (for example "lisa").
+	Provider string `yaml:"provider"`
+	// ID is the provider-side identifier used in provider-compatible routes
+	// (default: Name).
+	ID string `yaml:"id"`
+	// Namespace prefixes record keys "<namespace>:<productId>" (default: Name).
+	Namespace string `yaml:"namespace"`
+	// Secrets are the signing secrets; every one is accepted (rotation).
+	Secrets []string `yaml:"secrets"`
+	// APIKeys are accepted API keys, for providers that send one.
+	APIKeys []string `yaml:"api_keys"`
+	// MaxBodyBytes caps the request body (default: the provider's limit).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Processor configures the coalescing processor.
+type Processor struct {
+	// QuietPeriod: a product's update is emitted once no change has arrived
+	// for this long (default 2s).
+	QuietPeriod time.Duration `yaml:"quiet_period"`
+	// MaxDelay: an update is emitted no later than this after the first
+	// buffered change, however hot the product (default 30s).
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// Group is the Kafka consumer group (default "productstream-processor").
+	Group string `yaml:"group"`
+}
+
+// Defaults applied by Parse to fields left empty.
+const (
+	DefaultTopicPrefix    = "productstream."
+	DefaultPartitions     = 12
+	DefaultProduceTimeout = 10 * time.Second
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultQuietPeriod    = 2 * time.Second
+	DefaultMaxDelay       = 30 * time.Second
+	DefaultGroup          = "productstream-processor"
+)
+
+// FieldError is a validation failure of one configuration field. Field is the
+// path as it is written in the file, such as "sources[1].secrets".
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// ErrMissingEnv surfaces from Parse when the file references an environment
+// variable that is not set.
+var ErrMissingEnv = errors.New("environment variable not set")
+
+// Load reads, expands, parses and defaults the file at path. It does not
+// validate: call Validate with the role's needs.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Parse expands ${NAME} references with lookup, decodes the YAML strictly
+// (unknown keys are errors) and fills in defaults.
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var missing []string
+	expanded := envRef.ReplaceAllFunc(data, func(ref []byte) []byte {
+		name := string(envRef.FindSubmatch(ref)[1])
+		v, ok := lookup(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return []byte(v)
+	})
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrMissingEnv, strings.Join(missing, ", "))
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("parse yaml: %w", err)
+	}
+	cfg.applyDefaults()
+	return &cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Kafka.TopicPrefix == "" {
+		c.Kafka.TopicPrefix = DefaultTopicPrefix
+	}
+	if c.Kafka.Partitions == 0 {
+		c.Kafka.Partitions = DefaultPartitions
+	}
+	if c.Kafka.ReplicationFactor == 0 {
+		c.Kafka.ReplicationFactor = -1
+	}
+	if c.Kafka.ProduceTimeout == 0 {
+		c.Kafka.ProduceTimeout = DefaultProduceTimeout
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = DefaultListen
+	}
+	if c.HTTP.ShutdownTimeout == 0 {
+		c.HTTP.ShutdownTimeout = 15 * time.Second
+	}
+	if c.Processor.QuietPeriod == 0 {
+		c.Processor.QuietPeriod = DefaultQuietPeriod
+	}
+	if c.Processor.MaxDelay == 0 {
+		c.Processor.MaxDelay = DefaultMaxDelay
+	}
+	if c.Processor.Group == "" {
+		c.Processor.Group = DefaultGroup
+	}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		if s.ID == "" {
+			s.ID = s.Name
+		}
+		if s.Namespace == "" {
+			s.Namespace = s.Name
+		}
+	}
+}
+
+// Needs says which external services a role requires to be configured.
+type Needs struct {
+	Brokers  bool // kafka.brokers must be set (not for `dev`)
+	Registry bool // schema_registry.url must be set (not for `dev`)
+	Sources  bool // at least one source (the ingest role)
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Validate checks the configuration and returns every problem found, each
+// a *FieldError, joined.
+func (c *Config) Validate(n Needs) error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if n.Brokers && len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers", "at least one broker is required")
+	}
+	for i, b := range c.Kafka.Brokers {
+		if !strings.Contains(b, ":") {
+			bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
+		}
+	}
+	if !namePattern.MatchString(c.Kafka.TopicPrefix) {
+		bad("kafka.topic_prefix", "%q may hold only letters, digits, '.', '_' and '-'", c.Kafka.TopicPrefix)
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions", "must be at least 1, got %d", c.Kafka.Partitions)
+	}
+	if c.Kafka.ReplicationFactor < -1 || c.Kafka.ReplicationFactor == 0 {
+		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1, got %d", c.Kafka.ReplicationFactor)
+	}
+	if c.Kafka.ProduceTimeout < time.Second {
+		bad("kafka.produce_timeout", "must be at least 1s, got %s", c.Kafka.ProduceTimeout)
+	}
+	if n.Registry {
+		if c.SchemaRegistry.URL == "" {
+			bad("schema_registry.url", "is required")
+		} else if !strings.HasPrefix(c.SchemaRegistry.URL, "http://") && !strings.HasPrefix(c.SchemaRegistry.URL, "https://") {
+			bad("schema_registry.url", "%q must be an http or https URL", c.SchemaRegistry.URL)
+		}
+	}
+	if !strings.Contains(c.HTTP.Listen, ":") {
+		bad("http.listen", "%q is not host:port", c.HTTP.Listen)
+	}
+	if n.Sources && len(c.Sources) == 0 {
+		bad("sources", "at least one source is required")
+	}
+	names := map[string]int{}
+	ids := map[string]int{}
+	for i, s := range c.Sources {
+		f := fmt.Sprintf("sources[%d]", i)
+		switch {
+		case s.Name == "":
+			bad(f+".name", "is required")
+		case !namePattern.MatchString(s.Name):
+			bad(f+".name", "%q may hold only letters, digits, '.', '_' and '-'", s.Name)
+		default:
+			if j, dup := names[s.Name]; dup {
+				bad(f+".name", "%q is already used by sources[%d]", s.Name, j)
+			}
+			names[s.Name] = i
+		}
+		if s.Provider == "" {
+			bad(f+".provider", "is required")
+		}
+		pid := s.Provider + "/" + s.ID
+		if j, dup := ids[pid]; dup && s.ID != "" {
+			bad(f+".id", "%q is already used by sources[%d] of the same provider", s.ID, j)
+		}
+		ids[pid] = i
+		if strings.Contains(s.Namespace, ":") {
+			bad(f+".namespace", "%q must not contain ':' (it separates namespace and id in keys)", s.Namespace)
+		}
+		if len(s.Secrets) == 0 {
+			bad(f+".secrets", "at least one secret is required")
+		}
+		for k, sec := range s.Secrets {
+			if sec == "" {
+				bad(fmt.Sprintf("%s.secrets[%d]", f, k), "is empty")
+			}
+		}
+		for k, key := range s.APIKeys {
+			if key == "" {
+				bad(fmt.Sprintf("%s.api_keys[%d]", f, k), "is empty")
+			}
+		}
+		if s.MaxBodyBytes < 0 {
+			bad(f+".max_body_bytes", "must not be negative")
+		}
+	}
+	if c.Processor.QuietPeriod <= 0 {
+		bad("processor.quiet_period", "must be positive")
+	}
+	if c.Processor.MaxDelay < c.Processor.QuietPeriod {
+		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", c.Processor.MaxDelay, c.Processor.QuietPeriod)
+	}
+	return errors.Join(errs...)
+}
+
+// Demo secrets of the built-in `dev` configuration. They are public (README
+// names them) and for local use only.
+const (
+	DemoSource = "lisa-demo"
+	DemoID     = "demo-plugin"
+	DemoSecret = "demo-secret"
+	DemoAPIKey = "demo-key"
+)
+
+// Demo is the configuration `dev` uses without --config: one LiSA source with
+// public demo credentials.
+func Demo() *Config {
+	c := &Config{
+		Processor: Processor{QuietPeriod: DefaultQuietPeriod, MaxDelay: DefaultMaxDelay},
+		Sources: []Source{{
+			Name:     DemoSource,
+			Provider: "lisa",
+			ID:       DemoID,
+			Secrets:  []string{DemoSecret},
+			APIKeys:  []string{DemoAPIKey},
+		}},
+	}
+	c.applyDefaults()
+	return c
+}

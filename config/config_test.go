@@ -1,0 +1,124 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const sample = `
+kafka:
+  brokers: ["kafka-1:9092"]
+  topic_prefix: "ps."
+  partitions: 6
+schema_registry:
+  url: "http://registry:8081"
+http:
+  listen: "0.0.0.0:8080"
+sources:
+  - name: lisa-main
+    provider: lisa
+    id: "plugin-42"
+    namespace: "shop-eu"
+    secrets: ["${LISA_SECRET}", "s0"]
+    api_keys: ["k1"]
+    max_body_bytes: 196608
+processor:
+  quiet_period: 2s
+  max_delay: 30s
+`
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseExpandsEnvAndDecodesEveryField(t *testing.T) {
+	cfg, err := Parse([]byte(sample), env(map[string]string{"LISA_SECRET": "s1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(Needs{Brokers: true, Registry: true, Sources: true}); err != nil {
+		t.Fatalf("valid sample refused: %v", err)
+	}
+	s := cfg.Sources[0]
+	if s.Secrets[0] != "s1" || s.Secrets[1] != "s0" || s.ID != "plugin-42" || s.Namespace != "shop-eu" || s.MaxBodyBytes != 196608 {
+		t.Fatalf("source decoded wrong: %+v", s)
+	}
+	if cfg.Kafka.Partitions != 6 || cfg.Kafka.TopicPrefix != "ps." || cfg.Processor.QuietPeriod != 2*time.Second || cfg.Processor.MaxDelay != 30*time.Second {
+		t.Fatalf("kafka/processor decoded wrong: %+v %+v", cfg.Kafka, cfg.Processor)
+	}
+	if cfg.Kafka.ProduceTimeout != DefaultProduceTimeout || cfg.Processor.Group != DefaultGroup {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestParseMissingEnvNamesTheVariable(t *testing.T) {
+	_, err := Parse([]byte(sample), env(nil))
+	if !errors.Is(err, ErrMissingEnv) || !strings.Contains(err.Error(), "LISA_SECRET") {
+		t.Fatalf("want ErrMissingEnv naming LISA_SECRET, got %v", err)
+	}
+}
+
+func TestParseRejectsUnknownKeys(t *testing.T) {
+	_, err := Parse([]byte("kafka:\n  brokerz: [a:1]\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "brokerz") {
+		t.Fatalf("want error naming the unknown key, got %v", err)
+	}
+}
+
+func TestDefaultsIDAndNamespaceToName(t *testing.T) {
+	cfg, err := Parse([]byte("sources:\n  - {name: a, provider: lisa, secrets: [x]}\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sources[0].ID != "a" || cfg.Sources[0].Namespace != "a" {
+		t.Fatalf("id/namespace not defaulted: %+v", cfg.Sources[0])
+	}
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	cases := []struct {
+		name  string
+		yaml  string
+		needs Needs
+		field string
+	}{
+		{"brokers required outside dev", "sources: []", Needs{Brokers: true}, "kafka.brokers"},
+		{"broker not host:port", "kafka: {brokers: [nohost]}", Needs{}, "kafka.brokers[0]"},
+		{"registry required outside dev", "{}", Needs{Registry: true}, "schema_registry.url"},
+		{"registry not a URL", "schema_registry: {url: ftp://x}", Needs{Registry: true}, "schema_registry.url"},
+		{"no sources for ingest", "{}", Needs{Sources: true}, "sources"},
+		{"missing name", "sources: [{provider: lisa, secrets: [x]}]", Needs{}, "sources[0].name"},
+		{"duplicate name", "sources: [{name: a, provider: lisa, secrets: [x]}, {name: a, id: b, provider: lisa, secrets: [x]}]", Needs{}, "sources[1].name"},
+		{"duplicate provider id", "sources: [{name: a, id: p, provider: lisa, secrets: [x]}, {name: b, id: p, provider: lisa, secrets: [x]}]", Needs{}, "sources[1].id"},
+		{"missing provider", "sources: [{name: a, secrets: [x]}]", Needs{}, "sources[0].provider"},
+		{"no secrets", "sources: [{name: a, provider: lisa}]", Needs{}, "sources[0].secrets"},
+		{"empty secret", "sources: [{name: a, provider: lisa, secrets: ['']}]", Needs{}, "sources[0].secrets[0]"},
+		{"colon in namespace", "sources: [{name: a, provider: lisa, namespace: 'x:y', secrets: [x]}]", Needs{}, "sources[0].namespace"},
+		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
+		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.yaml), env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Validate(tc.needs)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("want a FieldError, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.field+":") {
+				t.Fatalf("error %q does not name %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDemoIsValid(t *testing.T) {
+	if err := Demo().Validate(Needs{Sources: true}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,312 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// Fields are the typed product fields productstream understands. A nil field
+// was not carried by the notification (or, in a state, never seen).
+type Fields struct {
+	Title        *string
+	Description  *string
+	Brand        *string
+	Price        *string // exact decimal as sent
+	SalePrice    *string // exact decimal as sent
+	Currency     *string
+	URL          *string
+	ImageURL     *string
+	Availability *string
+	SKU          *string
+	GTIN         *string
+}
+
+// fieldRefs pairs each Avro field name with its Go field; the one place
+// that lists them, so conversion and merging cannot drift apart.
+func (f *Fields) refs() []struct {
+	name string
+	ptr  **string
+} {
+	return []struct {
+		name string
+		ptr  **string
+	}{
+		{"title", &f.Title}, {"description", &f.Description}, {"brand", &f.Brand},
+		{"price", &f.Price}, {"sale_price", &f.SalePrice}, {"currency", &f.Currency},
+		{"url", &f.URL}, {"image_url", &f.ImageURL}, {"availability", &f.Availability},
+		{"sku", &f.SKU}, {"gtin", &f.GTIN},
+	}
+}
+
+// Overlay sets every field that newer carries; the others keep their value.
+func (f *Fields) Overlay(newer Fields) {
+	dst, src := f.refs(), newer.refs()
+	for i := range dst {
+		if *src[i].ptr != nil {
+			*dst[i].ptr = *src[i].ptr
+		}
+	}
+}
+
+func (f Fields) native() map[string]any {
+	m := make(map[string]any, 11)
+	for _, r := range f.refs() {
+		m[r.name] = optString(*r.ptr)
+	}
+	return m
+}
+
+func fieldsFromNative(v any) (Fields, error) {
+	var f Fields
+	if v == nil { // written by a schema without typed fields
+		return f, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return f, fmt.Errorf("fields: want record, got %T", v)
+	}
+	for _, r := range f.refs() {
+		*r.ptr = getOptString(m, r.name)
+	}
+	return f, nil
+}
+
+// Change is one normalized change: the value of a ProductChange record.
+type Change struct {
+	EventID    string
+	Source     string
+	Provider   string
+	Namespace  string
+	EventType  string
+	Resource   string
+	ProductID  string
+	Deleted    bool
+	ReceivedAt time.Time
+	OccurredAt time.Time // zero when the provider did not say
+	Fields     Fields
+	Raw        string
+}
+
+// Key is the record key of a change and of its product's state and updates.
+func (c *Change) Key() string { return Key(c.Namespace, c.ProductID) }
+
+// Key builds a record key "<namespace>:<id>".
+func Key(namespace, id string) string { return namespace + ":" + id }
+
+func (c *Change) native() map[string]any {
+	return map[string]any{
+		"event_id":    c.EventID,
+		"source":      c.Source,
+		"provider":    c.Provider,
+		"namespace":   c.Namespace,
+		"event_type":  c.EventType,
+		"resource":    c.Resource,
+		"product_id":  c.ProductID,
+		"deleted":     c.Deleted,
+		"received_at": c.ReceivedAt,
+		"occurred_at": optTime(c.OccurredAt),
+		"fields":      c.Fields.native(),
+		"raw":         c.Raw,
+	}
+}
+
+func changeFromNative(v any) (Change, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Change{}, fmt.Errorf("ProductChange: want record, got %T", v)
+	}
+	f, err := fieldsFromNative(m["fields"])
+	if err != nil {
+		return Change{}, err
+	}
+	return Change{
+		EventID:    getString(m, "event_id"),
+		Source:     getString(m, "source"),
+		Provider:   getString(m, "provider"),
+		Namespace:  getString(m, "namespace"),
+		EventType:  getString(m, "event_type"),
+		Resource:   getString(m, "resource"),
+		ProductID:  getString(m, "product_id"),
+		Deleted:    getBool(m, "deleted"),
+		ReceivedAt: getTime(m, "received_at"),
+		OccurredAt: getOptTime(m, "occurred_at"),
+		Fields:     f,
+		Raw:        getString(m, "raw"),
+	}, nil
+}
+
+// State is the latest known state of one product: a ProductState record.
+type State struct {
+	Namespace   string
+	ProductID   string
+	Source      string
+	Provider    string
+	Fields      Fields
+	Raw         string
+	Version     int64
+	ChangeCount int64
+	LastEventID string
+	UpdatedAt   time.Time
+	OccurredAt  time.Time // zero when no applied change said
+}
+
+// Key is the record key of the state.
+func (s *State) Key() string { return Key(s.Namespace, s.ProductID) }
+
+func (s *State) native() map[string]any {
+	return map[string]any{
+		"namespace":     s.Namespace,
+		"product_id":    s.ProductID,
+		"source":        s.Source,
+		"provider":      s.Provider,
+		"fields":        s.Fields.native(),
+		"raw":           s.Raw,
+		"version":       s.Version,
+		"change_count":  s.ChangeCount,
+		"last_event_id": s.LastEventID,
+		"updated_at":    s.UpdatedAt,
+		"occurred_at":   optTime(s.OccurredAt),
+	}
+}
+
+func stateFromNative(v any) (State, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return State{}, fmt.Errorf("ProductState: want record, got %T", v)
+	}
+	f, err := fieldsFromNative(m["fields"])
+	if err != nil {
+		return State{}, err
+	}
+	return State{
+		Namespace:   getString(m, "namespace"),
+		ProductID:   getString(m, "product_id"),
+		Source:      getString(m, "source"),
+		Provider:    getString(m, "provider"),
+		Fields:      f,
+		Raw:         getString(m, "raw"),
+		Version:     getLong(m, "version"),
+		ChangeCount: getLong(m, "change_count"),
+		LastEventID: getString(m, "last_event_id"),
+		UpdatedAt:   getTime(m, "updated_at"),
+		OccurredAt:  getOptTime(m, "occurred_at"),
+	}, nil
+}
+
+// Update is one collapsed update: a ProductUpdate record.
+type Update struct {
+	Namespace       string
+	ProductID       string
+	Deleted         bool
+	ChangeCount     int32
+	Version         int64
+	FirstReceivedAt time.Time
+	LastReceivedAt  time.Time
+	EmittedAt       time.Time
+	State           *State // nil on delete
+}
+
+// Key is the record key of the update.
+func (u *Update) Key() string { return Key(u.Namespace, u.ProductID) }
+
+func (u *Update) native() map[string]any {
+	var st any
+	if u.State != nil {
+		st = goavro.Union("io.productstream.ProductState", u.State.native())
+	}
+	return map[string]any{
+		"namespace":         u.Namespace,
+		"product_id":        u.ProductID,
+		"deleted":           u.Deleted,
+		"change_count":      u.ChangeCount,
+		"version":           u.Version,
+		"first_received_at": u.FirstReceivedAt,
+		"last_received_at":  u.LastReceivedAt,
+		"emitted_at":        u.EmittedAt,
+		"state":             st,
+	}
+}
+
+func updateFromNative(v any) (Update, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Update{}, fmt.Errorf("ProductUpdate: want record, got %T", v)
+	}
+	u := Update{
+		Namespace:       getString(m, "namespace"),
+		ProductID:       getString(m, "product_id"),
+		Deleted:         getBool(m, "deleted"),
+		ChangeCount:     int32(getLong(m, "change_count")),
+		Version:         getLong(m, "version"),
+		FirstReceivedAt: getTime(m, "first_received_at"),
+		LastReceivedAt:  getTime(m, "last_received_at"),
+		EmittedAt:       getTime(m, "emitted_at"),
+	}
+	if st := unionValue(m["state"]); st != nil {
+		s, err := stateFromNative(st)
+		if err != nil {
+			return Update{}, err
+		}
+		u.State = &s
+	}
+	return u, nil
+}
+
+// Native-form helpers. goavro represents a non-null union value as a one-key
+// map naming the branch; fields a writer schema lacked are absent and read
+// as their zero value.
+
+func optString(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return goavro.Union("string", *s)
+}
+
+func optTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return goavro.Union("long.timestamp-millis", t)
+}
+
+func unionValue(v any) any {
+	if m, ok := v.(map[string]any); ok && len(m) == 1 {
+		for _, inner := range m {
+			return inner
+		}
+	}
+	return nil
+}
+
+func getString(m map[string]any, k string) string { s, _ := m[k].(string); return s }
+func getBool(m map[string]any, k string) bool     { b, _ := m[k].(bool); return b }
+
+func getLong(m map[string]any, k string) int64 {
+	switch n := m[k].(type) {
+	case int64:
+		return n
+	case int32:
+		return int64(n)
+	}
+	return 0
+}
+
+func getTime(m map[string]any, k string) time.Time {
+	t, _ := m[k].(time.Time)
+	return t
+}
+
+func getOptString(m map[string]any, k string) *string {
+	if s, ok := unionValue(m[k]).(string); ok {
+		return &s
+	}
+	return nil
+}
+
+func getOptTime(m map[string]any, k string) time.Time {
+	t, _ := unionValue(m[k]).(time.Time)
+	return t
+}

@@ -1,0 +1,86 @@
+// Package topics names productstream's Kafka topics, creates them with the
+// right configuration, and builds the Kafka clients every role shares.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/productstream/productstream/schemas"
+)
+
+// Names are the topic names for one prefix.
+type Names struct {
+	Changes  string // every accepted change, in arrival order per key
+	Products string // compacted latest state per product key
+	Updates  string // the collapsed stream of product updates
+}
+
+// For returns the topic names under prefix.
+func For(prefix string) Names {
+	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates"}
+}
+
+// ByKind maps each schema kind to the topic carrying it.
+func (n Names) ByKind() map[schemas.Kind]string {
+	return map[schemas.Kind]string{schemas.KindChange: n.Changes, schemas.KindState: n.Products, schemas.KindUpdate: n.Updates}
+}
+
+// Spec says how to create the topics.
+type Spec struct {
+	Partitions        int32
+	ReplicationFactor int16 // -1: the broker's default
+}
+
+// ErrPartitionMismatch surfaces from Ensure when an existing changes topic
+// and products topic have different partition counts: a key's state would
+// then live on another partition number than its changes.
+var ErrPartitionMismatch = errors.New("changes and products topics have different partition counts")
+
+// Ensure creates any missing topic with its configuration and checks that
+// the changes and products topics are co-partitioned. Existing topics are
+// left as they are.
+func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
+	configs := map[string]map[string]*string{
+		n.Changes:  nil,
+		n.Products: {"cleanup.policy": kadm.StringPtr("compact")},
+		n.Updates:  nil,
+	}
+	for topic, cfg := range configs {
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", topic, resp.Err)
+		}
+	}
+	details, err := adm.ListTopics(ctx, n.Changes, n.Products)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	if err := details.Error(); err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	pc, pp := len(details[n.Changes].Partitions), len(details[n.Products].Partitions)
+	if pc != pp {
+		return fmt.Errorf("%w: %s has %d, %s has %d", ErrPartitionMismatch, n.Changes, pc, n.Products, pp)
+	}
+	return nil
+}
+
+// ClientOptions are the options every productstream Kafka client starts
+// from: the seed brokers and franz-go's logs through slog.
+func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.WithLogger(kslog.New(log.With("component", "kgo"))),
+	}
+}
