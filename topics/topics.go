@@ -81,6 +81,17 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
-		kgo.WithLogger(kslog.New(log.With("component", "kgo"))),
+		kgo.WithLogger(quietLogger{kslog.New(log.With("component", "kgo"))}),
 	}
+}
+
+// quietLogger keeps franz-go's chatty info logs (joins, metadata refreshes)
+// out of the log unless the level is debug; warnings and errors pass.
+type quietLogger struct{ *kslog.Logger }
+
+func (q quietLogger) Level() kgo.LogLevel {
+	if l := q.Logger.Level(); l != kgo.LogLevelDebug {
+		return min(l, kgo.LogLevelWarn)
+	}
+	return kgo.LogLevelDebug
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/devstack"
+	"github.com/productstream/productstream/topics"
+)
+
+// runDev runs the whole pipeline in one process on an embedded broker and
+// registry, for local use.
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	path := fs.String("config", "", "config file (default: the built-in demo config)")
+	dataDir := fs.String("data-dir", "./.productstream", "where the embedded broker persists")
+	kafkaAddr := fs.String("kafka-addr", "127.0.0.1:9092", "embedded Kafka broker listen address")
+	registryAddr := fs.String("registry-addr", "127.0.0.1:8081", "embedded schema registry listen address")
+	httpAddr := fs.String("http-addr", "", "ingest listen address (default: the config's http.listen, 127.0.0.1:8080)")
+	syncWrites := fs.Bool("sync-writes", false, "fsync every write of the embedded broker (survives a machine crash, not only a killed process)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg := config.Demo()
+	if *path != "" {
+		if cfg, err = config.Load(*path); err != nil {
+			return err
+		}
+	}
+	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
+	listen := cfg.HTTP.Listen
+	if *httpAddr != "" {
+		listen = *httpAddr
+	}
+
+	names := topics.For(cfg.Kafka.TopicPrefix)
+	stack, err := devstack.Start(devstack.Options{
+		DataDir: *dataDir, KafkaAddr: *kafkaAddr, RegistryAddr: *registryAddr,
+		Topics: names.ByKind(), SyncWrites: *syncWrites, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	svc := services{brokers: []string{stack.KafkaAddr}, registryURL: stack.RegistryURL}
+	serde, _, err := prepare(ctx, cfg, svc, log)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errs <- runProcessor(ctx, cfg, svc, serde, names, log)
+		cancel()
+	}()
+	go func() {
+		defer wg.Done()
+		errs <- serveIngest(ctx, cfg, svc, serde, names, listen, log, func(addr string) {
+			printBanner(cfg, *dataDir, stack, addr)
+		})
+		cancel()
+	}()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr string) {
+	fmt.Printf("productstream dev is running (data in %s); Ctrl-C stops it\n", dataDir)
+	fmt.Printf("  kafka     %s\n", stack.KafkaAddr)
+	fmt.Printf("  registry  %s\n", stack.RegistryURL)
+	fmt.Printf("  ingest    http://%s\n", httpAddr)
+	for _, s := range cfg.Sources {
+		fmt.Printf("  source    %s (%s): POST http://%s/webhooks/%s\n", s.Name, s.Provider, httpAddr, s.Name)
+	}
+	fmt.Printf("  topics    %schanges, %sproducts, %supdates\n", cfg.Kafka.TopicPrefix, cfg.Kafka.TopicPrefix, cfg.Kafka.TopicPrefix)
+	os.Stdout.Sync()
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/ingest"
+	"github.com/productstream/productstream/tail"
+)
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments, as in `tail TOPIC --from-beginning`.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func runTail(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fromBeginning := fs.Bool("from-beginning", false, "read from the start of the topic (default: only new records)")
+	exitAtEnd := fs.Bool("exit-at-end", false, "exit once the records present at start were printed")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated seed brokers (default: the dev broker)")
+	registry := fs.String("registry", "http://127.0.0.1:8081", "schema registry URL (default: the dev registry)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]")
+	}
+	return tail.Run(ctx, tail.Options{
+		Brokers: strings.Split(*brokers, ","), RegistryURL: *registry, Topic: pos[0],
+		FromBeginning: *fromBeginning, ExitAtEnd: *exitAtEnd,
+	}, os.Stdout)
+}
+
+func runSign(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	source := fs.String("source", "", "source name (required)")
+	path := fs.String("config", "", "config file (default: the built-in demo config)")
+	file := fs.String("file", "", "body file (default: standard input)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *source == "" {
+		return errors.New("--source is required")
+	}
+	cfg := config.Demo()
+	if *path != "" {
+		var err error
+		if cfg, err = config.Load(*path); err != nil {
+			return err
+		}
+	}
+	var body []byte
+	var err error
+	if *file != "" {
+		body, err = os.ReadFile(*file)
+	} else {
+		body, err = io.ReadAll(os.Stdin)
+	}
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	sources, err := ingest.NewSources(cfg.Sources)
+	if err != nil {
+		return err
+	}
+	for _, s := range sources {
+		if s.Name == *source {
+			h := s.Provider.Sign(s, body)
+			keys := make([]string, 0, len(h))
+			for k := range h {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Printf("%s: %s\n", k, h.Get(k))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no source named %q", *source)
+}
