@@ -10,6 +10,7 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/devstack"
+	"github.com/productstream/productstream/ingest"
 	"github.com/productstream/productstream/topics"
 )
 
@@ -38,6 +39,10 @@ func runDev(ctx context.Context, args []string) error {
 		}
 	}
 	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
+	sources, err := ingest.NewSources(cfg.Sources)
+	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	listen := cfg.HTTP.Listen
@@ -72,7 +77,7 @@ func runDev(ctx context.Context, args []string) error {
 	}()
 	go func() {
 		defer wg.Done()
-		errs <- serveIngest(ctx, cfg, svc, serde, names, listen, log, func(addr string) {
+		errs <- serveIngest(ctx, cfg, sources, svc, serde, names, listen, log, func(addr string) {
 			printBanner(cfg, *dataDir, stack, addr)
 		})
 		cancel()

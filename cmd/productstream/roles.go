@@ -58,12 +58,16 @@ func runIngestRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	sources, err := ingest.NewSources(cfg.Sources)
+	if err != nil {
+		return fmt.Errorf("invalid config:\n%w", err)
+	}
 	svc := services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}
 	serde, names, err := prepare(ctx, cfg, svc, log)
 	if err != nil {
 		return err
 	}
-	return serveIngest(ctx, cfg, svc, serde, names, cfg.HTTP.Listen, log, func(addr string) {
+	return serveIngest(ctx, cfg, sources, svc, serde, names, cfg.HTTP.Listen, log, func(addr string) {
 		log.Info("ingest listening", "addr", addr)
 	})
 }
@@ -117,11 +121,7 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 // serveIngest runs the HTTP edge on listen until ctx ends, then stops
 // accepting, lets requests in flight finish and flushes the producer.
 // ready is called with the bound address once it accepts connections.
-func serveIngest(ctx context.Context, cfg *config.Config, svc services, serde *schemas.Serde, names topics.Names, listen string, log *slog.Logger, ready func(addr string)) error {
-	sources, err := ingest.NewSources(cfg.Sources)
-	if err != nil {
-		return err
-	}
+func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Source, svc services, serde *schemas.Serde, names topics.Names, listen string, log *slog.Logger, ready func(addr string)) error {
 	cl, err := kgo.NewClient(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(names.Changes, cfg.Kafka.ProduceTimeout)...)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
