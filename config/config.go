@@ -129,29 +129,51 @@ func Load(path string) (*Config, error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// Parse expands ${NAME} references with lookup, decodes the YAML strictly
-// (unknown keys are errors) and fills in defaults.
+// Parse expands ${NAME} references in values with lookup (comments are left
+// alone), decodes the YAML strictly (unknown keys are errors) and fills in
+// defaults.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parse yaml: %w", err)
+	}
 	var missing []string
-	expanded := envRef.ReplaceAllFunc(data, func(ref []byte) []byte {
-		name := string(envRef.FindSubmatch(ref)[1])
+	expand(&doc, func(name string) string {
 		v, ok := lookup(name)
 		if !ok {
 			missing = append(missing, name)
 		}
-		return []byte(v)
+		return v
 	})
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrMissingEnv, strings.Join(missing, ", "))
 	}
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(expanded))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parse yaml: %w", err)
+	if len(doc.Content) > 0 {
+		expanded, err := yaml.Marshal(&doc)
+		if err != nil {
+			return nil, fmt.Errorf("parse yaml: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(expanded))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return nil, fmt.Errorf("parse yaml: %w", err)
+		}
 	}
 	cfg.applyDefaults()
 	return &cfg, nil
+}
+
+// expand replaces ${NAME} in every scalar value below n.
+func expand(n *yaml.Node, value func(name string) string) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			return value(envRef.FindStringSubmatch(ref)[1])
+		})
+	}
+	for _, c := range n.Content {
+		expand(c, value)
+	}
 }
 
 func (c *Config) applyDefaults() {

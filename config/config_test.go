@@ -122,3 +122,23 @@ func TestDemoIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The shipped deployment config parses and validates.
+func TestDeployConfigIsValid(t *testing.T) {
+	cfg, err := Load("../deploy/productstream.yaml")
+	if err == nil {
+		t.Fatal("deploy config loaded without its environment variables")
+	}
+	for _, k := range []string{"LISA_PLUGIN_ID", "LISA_SECRET", "LISA_API_KEY"} {
+		t.Setenv(k, "x-"+k)
+	}
+	if cfg, err = Load("../deploy/productstream.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(Needs{Brokers: true, Registry: true, Sources: true}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sources[0].Secrets[0] != "x-LISA_SECRET" {
+		t.Fatalf("secret not expanded: %q", cfg.Sources[0].Secrets[0])
+	}
+}
