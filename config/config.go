@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,7 +43,15 @@ type Kafka struct {
 	// ProduceTimeout bounds how long ingest waits for Kafka to acknowledge a
 	// write before answering 503 (default 10s).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+	// TopicConfigs are extra topic configs, by topic family ("changes",
+	// "products", "updates"), applied when productstream creates a topic:
+	// for example min.insync.replicas, retention.ms, or segment.ms and
+	// delete.retention.ms to tune compaction of products.
+	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
 }
+
+// TopicFamilies are the keys TopicConfigs accepts.
+var TopicFamilies = []string{"changes", "products", "updates"}
 
 // Registry locates the Confluent-API schema registry.
 type Registry struct {
@@ -247,6 +256,14 @@ func (c *Config) Validate(n Needs) error {
 	}
 	if c.Kafka.ReplicationFactor < -1 || c.Kafka.ReplicationFactor == 0 {
 		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1, got %d", c.Kafka.ReplicationFactor)
+	}
+	for family, cfgs := range c.Kafka.TopicConfigs {
+		if !slices.Contains(TopicFamilies, family) {
+			bad("kafka.topic_configs."+family, "unknown topic family (want one of %v)", TopicFamilies)
+		}
+		if family == "products" && cfgs["cleanup.policy"] != "" && cfgs["cleanup.policy"] != "compact" {
+			bad("kafka.topic_configs.products.cleanup.policy", "must stay compact: products holds the latest state per key")
+		}
 	}
 	if c.Kafka.ProduceTimeout < time.Second {
 		bad("kafka.produce_timeout", "must be at least 1s, got %s", c.Kafka.ProduceTimeout)

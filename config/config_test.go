@@ -96,6 +96,8 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"no secrets", "sources: [{name: a, provider: lisa}]", Needs{}, "sources[0].secrets"},
 		{"empty secret", "sources: [{name: a, provider: lisa, secrets: ['']}]", Needs{}, "sources[0].secrets[0]"},
 		{"colon in namespace", "sources: [{name: a, provider: lisa, namespace: 'x:y', secrets: [x]}]", Needs{}, "sources[0].namespace"},
+		{"unknown topic family", "kafka: {topic_configs: {nope: {a: b}}}", Needs{}, "kafka.topic_configs.nope"},
+		{"products not compacted", "kafka: {topic_configs: {products: {cleanup.policy: delete}}}", Needs{}, "kafka.topic_configs.products.cleanup.policy"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
 	}

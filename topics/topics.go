@@ -37,6 +37,21 @@ func (n Names) ByKind() map[schemas.Kind]string {
 type Spec struct {
 	Partitions        int32
 	ReplicationFactor int16 // -1: the broker's default
+	// Configs are extra topic configs by family ("changes", "products",
+	// "updates"); products is always created with cleanup.policy=compact.
+	Configs map[string]map[string]string
+}
+
+// configs returns the creation configs of one topic family.
+func (s Spec) configs(family string) map[string]*string {
+	out := map[string]*string{}
+	for k, v := range s.Configs[family] {
+		out[k] = kadm.StringPtr(v)
+	}
+	if family == "products" {
+		out["cleanup.policy"] = kadm.StringPtr("compact")
+	}
+	return out
 }
 
 // ErrPartitionMismatch surfaces from Ensure when an existing changes topic
@@ -49,9 +64,9 @@ var ErrPartitionMismatch = errors.New("changes and products topics have differen
 // left as they are.
 func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 	configs := map[string]map[string]*string{
-		n.Changes:  nil,
-		n.Products: {"cleanup.policy": kadm.StringPtr("compact")},
-		n.Updates:  nil,
+		n.Changes:  spec.configs("changes"),
+		n.Products: spec.configs("products"),
+		n.Updates:  spec.configs("updates"),
 	}
 	for topic, cfg := range configs {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)

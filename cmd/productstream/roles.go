@@ -100,7 +100,7 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	spec := topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor}
+	spec := topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor, Configs: cfg.Kafka.TopicConfigs}
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		err = topics.Ensure(ctx, adm, names, spec)
 		if err == nil {

@@ -1,0 +1,106 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/modules/redpanda"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+// backend is a Kafka broker and a Confluent-API schema registry that the
+// backend tests run productstream's roles against.
+type backend struct {
+	name     string
+	brokers  string // comma-separated
+	registry string // base URL of the Confluent-compatible API
+}
+
+// Environment variables that point the suite at any running broker.
+const (
+	envBrokers  = "PRODUCTSTREAM_KAFKA_BROKERS"
+	envRegistry = "PRODUCTSTREAM_SCHEMA_REGISTRY_URL"
+)
+
+// eachBackend runs fn against every backend of this run:
+//   - with PRODUCTSTREAM_KAFKA_BROKERS (and PRODUCTSTREAM_SCHEMA_REGISTRY_URL)
+//     set: that broker and registry only;
+//   - otherwise: an embedded broker (kfake) and registry (srfake) in this
+//     process, and Redpanda through testcontainers-go when a Docker engine
+//     is reachable (skipped, and said so, when none is).
+//
+// The tests share nothing but the backend: each uses its own topic prefix
+// and consumer group.
+func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	if brokers := os.Getenv(envBrokers); brokers != "" {
+		reg := os.Getenv(envRegistry)
+		if reg == "" {
+			t.Fatalf("%s is set but %s is not", envBrokers, envRegistry)
+		}
+		t.Run("external", func(t *testing.T) { fn(t, backend{name: "external", brokers: brokers, registry: reg}) })
+		return
+	}
+	t.Run("embedded", func(t *testing.T) { fn(t, embeddedBackend(t)) })
+	t.Run("testcontainers", func(t *testing.T) {
+		testcontainers.SkipIfProviderIsNotHealthy(t)
+		fn(t, containerBackend(t))
+	})
+}
+
+// embeddedBackend starts a kfake broker whose cleaner runs every 500 ms and
+// an srfake registry, for this test only.
+func embeddedBackend(t *testing.T) backend {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "500"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	return backend{name: "embedded", brokers: cluster.ListenAddrs()[0], registry: reg.URL()}
+}
+
+var (
+	redpandaOnce sync.Once
+	redpandaB    backend
+	redpandaErr  error
+)
+
+// containerBackend starts one Redpanda container (Kafka API and schema
+// registry) for the whole package run; Ryuk removes it afterwards.
+func containerBackend(t *testing.T) backend {
+	t.Helper()
+	redpandaOnce.Do(func() {
+		ctx := context.Background()
+		c, err := redpanda.Run(ctx, "docker.redpanda.com/redpandadata/redpanda:v24.3.7")
+		if err != nil {
+			redpandaErr = err
+			return
+		}
+		var b backend
+		b.name = "testcontainers"
+		if b.brokers, err = c.KafkaSeedBroker(ctx); err == nil {
+			b.registry, err = c.SchemaRegistryAddress(ctx)
+		}
+		redpandaB, redpandaErr = b, err
+	})
+	if redpandaErr != nil {
+		t.Fatalf("start Redpanda: %v", redpandaErr)
+	}
+	return redpandaB
+}
+
+// uniquePrefix names a test's topics so that tests never share one, even on
+// a long-lived external broker.
+func uniquePrefix(t *testing.T) string {
+	name := strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
+	return fmt.Sprintf("it-%s-%d.", name, time.Now().UnixNano()%1_000_000_000)
+}

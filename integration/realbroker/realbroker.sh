@@ -1,0 +1,557 @@
+#!/usr/bin/env bash
+# realbroker.sh - run a REAL Apache Kafka 4.x broker (single combined KRaft
+# node) and a REAL Apicurio Registry 3.x on this machine, without Docker.
+#
+# Usage: realbroker.sh start|stop|status|env|logs
+#
+#   start   resolve (via mvn, cached) and start both; idempotent
+#   stop    SIGTERM both (SIGKILL after 30 s) and remove the state dir
+#   status  report whether each one is running and answering
+#   env     print the export lines the integration tests read
+#   logs    print the tail of both logs
+#
+# Needs only java (17+) and mvn (3.8+) reaching Maven Central, plus the usual
+# coreutils; curl or python3 is used for the registry HTTP checks.
+#
+# Environment (all optional):
+#   KAFKA_VERSION            org.apache.kafka:kafka_2.13 version   (4.4.0)
+#   LOG4J_VERSION            log4j2 backend version                 (2.25.4)
+#   SLF4J_VERSION            slf4j-api version                      (2.0.17)
+#   APICURIO_VERSION         io.apicurio:apicurio-registry-app      (3.3.3)
+#   KAFKA_PORT               PLAINTEXT listener port                (19092)
+#   KAFKA_CONTROLLER_PORT    CONTROLLER listener port               (19093)
+#   REGISTRY_PORT            registry HTTP port                     (18081)
+#   REGISTRY_MANAGEMENT_PORT registry (Quarkus) management port     (18082)
+#   REALBROKER_DIR           state dir: data, logs, pid files       (/tmp/productstream-realbroker)
+#   REALBROKER_CACHE         jar cache dir                          (~/.cache/productstream-realbroker)
+#   REALBROKER_TIMEOUT       readiness timeout, seconds, each       (120)
+#   KAFKA_HEAP_OPTS          broker heap flags                      (-Xms128m -Xmx512m)
+#   REGISTRY_HEAP_OPTS       registry heap flags                    (-Xms64m -Xmx512m)
+#   REALBROKER_MVN_ARGS      extra arguments for every mvn call     (empty)
+set -euo pipefail
+
+KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
+LOG4J_VERSION="${LOG4J_VERSION:-2.25.4}"
+SLF4J_VERSION="${SLF4J_VERSION:-2.0.17}"
+APICURIO_VERSION="${APICURIO_VERSION:-3.3.3}"
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+REGISTRY_PORT="${REGISTRY_PORT:-18081}"
+REGISTRY_MANAGEMENT_PORT="${REGISTRY_MANAGEMENT_PORT:-18082}"
+REALBROKER_DIR="${REALBROKER_DIR:-/tmp/productstream-realbroker}"
+REALBROKER_CACHE="${REALBROKER_CACHE:-$HOME/.cache/productstream-realbroker}"
+REALBROKER_TIMEOUT="${REALBROKER_TIMEOUT:-120}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+REGISTRY_HEAP_OPTS="${REGISTRY_HEAP_OPTS:--Xms64m -Xmx512m}"
+REALBROKER_MVN_ARGS="${REALBROKER_MVN_ARGS:-}"
+
+# Pinned so that the plugin behaves the same with every Maven 3.8+.
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+KAFKA_HOME="$REALBROKER_CACHE/kafka-$KAFKA_VERSION-log4j-$LOG4J_VERSION"
+APICURIO_HOME="$REALBROKER_CACHE/apicurio-registry-$APICURIO_VERSION"
+
+KAFKA_DATA="$REALBROKER_DIR/kafka-data"
+KAFKA_PROPS="$REALBROKER_DIR/server.properties"
+KAFKA_LOG4J="$REALBROKER_DIR/kafka-log4j2.properties"
+KAFKA_TOOLS_LOG4J="$REALBROKER_DIR/tools-log4j2.properties"
+KAFKA_LOG="$REALBROKER_DIR/kafka.log"
+KAFKA_PID="$REALBROKER_DIR/kafka.pid"
+REGISTRY_LOG="$REALBROKER_DIR/registry.log"
+REGISTRY_PID="$REALBROKER_DIR/registry.pid"
+REGISTRY_WORK="$REALBROKER_DIR/registry-work"
+
+# Marker put on each java command line, so that a pid file is only trusted
+# when the pid still belongs to the process we started (pids get reused).
+KAFKA_MARK="-Dproductstream.realbroker=kafka"
+REGISTRY_MARK="-Dproductstream.realbroker=registry"
+
+REGISTRY_BASE="http://127.0.0.1:$REGISTRY_PORT"
+CCOMPAT_URL="$REGISTRY_BASE/apis/ccompat/v7"
+
+log() { printf '[realbroker] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not on PATH"
+}
+
+now() { date +%s; }
+
+# ---------------------------------------------------------------- processes
+
+# pid_alive PIDFILE MARK -> prints pid and succeeds if the process runs.
+pid_alive() {
+  local pidfile=$1 mark=$2 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -e "$mark" || return 1
+  printf '%s\n' "$pid"
+}
+
+# stop_proc NAME PIDFILE MARK: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_proc() {
+  local name=$1 pidfile=$2 mark=$3 pid i
+  if ! pid=$(pid_alive "$pidfile" "$mark"); then
+    log "$name: not running"
+    rm -f "$pidfile"
+    return 0
+  fi
+  log "$name: stopping pid $pid (SIGTERM)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 60; i++)); do
+    pid_alive "$pidfile" "$mark" >/dev/null || break
+    sleep 0.5
+  done
+  if pid_alive "$pidfile" "$mark" >/dev/null; then
+    log "$name: still running after 30 s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do
+      pid_alive "$pidfile" "$mark" >/dev/null || break
+      sleep 0.25
+    done
+  fi
+  rm -f "$pidfile"
+  log "$name: stopped"
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# spawn LOGFILE PIDFILE CMD...: start CMD fully detached (own session, no
+# inherited stdio, so callers that capture our output never hang on it).
+spawn() {
+  local logfile=$1 pidfile=$2
+  shift 2
+  nohup setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  printf '%s\n' "$!" >"$pidfile"
+}
+
+tail_log() {
+  local name=$1 file=$2
+  if [[ -f $file ]]; then
+    printf -- '----- last 60 lines of %s (%s) -----\n' "$name" "$file" >&2
+    tail -n 60 "$file" >&2 || true
+    printf -- '----- end of %s -----\n' "$name" >&2
+  else
+    log "$name: no log file at $file"
+  fi
+}
+
+# ---------------------------------------------------------------- maven
+
+mvn_run() {
+  # shellcheck disable=SC2086 # REALBROKER_MVN_ARGS is word-split on purpose
+  mvn -B -q -ntp $REALBROKER_MVN_ARGS "$@"
+}
+
+# Kafka jars: a generated pom whose runtime dependency closure is copied into
+# $KAFKA_HOME/libs. Marker file .complete makes later runs skip Maven.
+ensure_kafka_jars() {
+  [[ -f $KAFKA_HOME/.complete ]] && return 0
+  need mvn
+  log "resolving Kafka $KAFKA_VERSION (+ log4j $LOG4J_VERSION) with mvn into $KAFKA_HOME (first run only)"
+  rm -rf "$KAFKA_HOME"
+  mkdir -p "$KAFKA_HOME"
+  cat >"$KAFKA_HOME/pom.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0"
+         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>productstream.integration</groupId>
+  <artifactId>realbroker-kafka-classpath</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <!-- kafka_2.13 declares slf4j-api 1.7; the log4j2 binding needs 2.x. -->
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-api</artifactId>
+      <version>$SLF4J_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-api</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId>
+      <version>$LOG4J_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+  if ! mvn_run -f "$KAFKA_HOME/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" >"$KAFKA_HOME/mvn.log" 2>&1; then
+    tail_log "mvn (kafka)" "$KAFKA_HOME/mvn.log"
+    die "could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  fi
+  [[ -f $KAFKA_HOME/libs/kafka_2.13-$KAFKA_VERSION.jar ]] \
+    || die "kafka_2.13-$KAFKA_VERSION.jar missing after mvn copy-dependencies"
+  touch "$KAFKA_HOME/.complete"
+  log "Kafka classpath ready: $(ls "$KAFKA_HOME/libs" | wc -l) jars"
+}
+
+# Apicurio Registry: the Quarkus fast-jar distribution published on Central
+# as io.apicurio:apicurio-registry-app:<v>:tar.gz:all, unpacked into the cache.
+ensure_apicurio() {
+  [[ -f $APICURIO_HOME/.complete ]] && return 0
+  need mvn
+  local coords="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all"
+  log "resolving Apicurio Registry $APICURIO_VERSION ($coords) with mvn into $APICURIO_HOME (first run only)"
+  rm -rf "$APICURIO_HOME"
+  mkdir -p "$APICURIO_HOME/dl"
+  if ! mvn_run "$DEP_PLUGIN:copy" -Dartifact="$coords" \
+      -DoutputDirectory="$APICURIO_HOME/dl" -Dmdep.overWriteReleases=true \
+      >"$APICURIO_HOME/mvn.log" 2>&1; then
+    tail_log "mvn (apicurio)" "$APICURIO_HOME/mvn.log"
+    die "could not resolve $coords"
+  fi
+  local tgz
+  tgz=$(ls "$APICURIO_HOME"/dl/*.tar.gz 2>/dev/null | head -n 1)
+  [[ -n $tgz ]] || die "no tar.gz found after mvn dependency:copy"
+  mkdir -p "$APICURIO_HOME/app"
+  tar -xzf "$tgz" -C "$APICURIO_HOME/app"
+  rm -rf "$APICURIO_HOME/dl" # the tarball stays in ~/.m2
+  [[ -f $APICURIO_HOME/app/quarkus-run.jar ]] || die "quarkus-run.jar missing in $tgz"
+  touch "$APICURIO_HOME/.complete"
+}
+
+# ---------------------------------------------------------------- kafka
+
+kafka_classpath() { printf '%s/libs/*' "$KAFKA_HOME"; }
+
+write_kafka_config() {
+  cat >"$KAFKA_PROPS" <<EOF
+# Generated by realbroker.sh - single combined KRaft node for tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+num.network.threads=2
+num.io.threads=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+default.replication.factor=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+# Make log compaction observable within seconds.
+log.cleaner.enable=true
+log.cleaner.threads=1
+log.cleaner.backoff.ms=1000
+log.cleaner.min.cleanable.ratio=0.01
+log.cleaner.delete.retention.ms=1000
+log.cleaner.min.compaction.lag.ms=0
+log.segment.delete.delay.ms=1000
+log.retention.check.interval.ms=5000
+EOF
+
+  # The broker logs to stdout, which spawn() sends to $KAFKA_LOG.
+  cat >"$KAFKA_LOG4J" <<'EOF'
+status = warn
+name = realbroker-kafka
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.network.name = kafka.network.RequestChannel$
+logger.network.level = WARN
+logger.controller.name = kafka.controller
+logger.controller.level = INFO
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
+EOF
+
+  # Command-line tools (StorageTool) only print warnings, to stderr.
+  cat >"$KAFKA_TOOLS_LOG4J" <<'EOF'
+status = warn
+name = realbroker-tools
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+EOF
+}
+
+# kafka_api_versions_ok: send a raw ApiVersions v0 request (api_key 18,
+# correlation id 42, client id "rb") and check that the broker answers it
+# with error_code 0. Pure bash, no client needed.
+kafka_api_versions_ok() {
+  local resp
+  resp=$(
+    exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT" || exit 1
+    printf '\x00\x00\x00\x0c\x00\x12\x00\x00\x00\x00\x00\x2a\x00\x02rb' >&3
+    timeout 5 head -c 10 <&3 | od -An -tx1 | tr -d ' \n'
+  ) 2>/dev/null || return 1
+  # size(4) correlation_id(4)=0x2a error_code(2)=0
+  [[ ${resp:8:8} == 0000002a && ${resp:16:4} == 0000 ]]
+}
+
+kafka_version_from_log() {
+  sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$KAFKA_LOG" 2>/dev/null | tail -n 1
+}
+
+start_kafka() {
+  local pid
+  if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
+    log "Kafka: already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+    return 0
+  fi
+  rm -f "$KAFKA_PID"
+  local p
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+  done
+  ensure_kafka_jars
+
+  # Not running, so any old data is stale: start from an empty log dir.
+  rm -rf "$KAFKA_DATA"
+  mkdir -p "$KAFKA_DATA"
+  : >"$KAFKA_LOG"
+  write_kafka_config
+
+  local cp cluster_id
+  cp=$(kafka_classpath)
+  cluster_id=$(java -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
+    kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)
+  [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || {
+    tail_log kafka "$KAFKA_LOG"
+    die "StorageTool random-uuid returned '$cluster_id'"
+  }
+  if ! java -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
+      kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
+      >>"$KAFKA_LOG" 2>&1; then
+    tail_log kafka "$KAFKA_LOG"
+    die "StorageTool format failed"
+  fi
+
+  log "Kafka: starting (cluster id $cluster_id) on 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
+  # shellcheck disable=SC2086 # heap options are word-split on purpose
+  spawn "$KAFKA_LOG" "$KAFKA_PID" java $KAFKA_HEAP_OPTS \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    "$KAFKA_MARK" \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
+    -cp "$cp" kafka.Kafka "$KAFKA_PROPS"
+
+  local deadline=$(($(now) + REALBROKER_TIMEOUT))
+  while :; do
+    if ! pid_alive "$KAFKA_PID" "$KAFKA_MARK" >/dev/null; then
+      tail_log kafka "$KAFKA_LOG"
+      rm -f "$KAFKA_PID"
+      die "Kafka exited during startup"
+    fi
+    if grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok; then
+      break
+    fi
+    if (($(now) >= deadline)); then
+      tail_log kafka "$KAFKA_LOG"
+      stop_proc Kafka "$KAFKA_PID" "$KAFKA_MARK"
+      die "Kafka did not become ready within ${REALBROKER_TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+  log "Kafka: ready, version $(kafka_version_from_log), pid $(<"$KAFKA_PID"), bootstrap 127.0.0.1:$KAFKA_PORT"
+}
+
+# ---------------------------------------------------------------- registry
+
+# http_get URL -> prints "<status> <body>"; status 000 when nothing answers.
+http_get() {
+  local url=$1
+  if command -v curl >/dev/null 2>&1; then
+    local out
+    out=$(curl -s -m 5 -w '\n%{http_code}' "$url" 2>/dev/null) || true
+    [[ -n $out ]] || out=$'\n000'
+    printf '%s %s\n' "${out##*$'\n'}" "${out%$'\n'*}"
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 - "$url" <<'EOF'
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        print(r.status, r.read().decode("utf-8", "replace"))
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode("utf-8", "replace"))
+except Exception:
+    print("000 ")
+EOF
+  else
+    die "neither curl nor python3 is available for HTTP checks"
+  fi
+}
+
+registry_version() {
+  local r
+  r=$(http_get "$REGISTRY_BASE/apis/registry/v3/system/info")
+  [[ ${r%% *} == 200 ]] || { echo unknown; return 0; }
+  sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p' <<<"${r#* }" | head -n 1
+}
+
+start_registry() {
+  local pid
+  if pid=$(pid_alive "$REGISTRY_PID" "$REGISTRY_MARK"); then
+    log "Registry: already running (pid $pid) at $CCOMPAT_URL"
+    return 0
+  fi
+  rm -f "$REGISTRY_PID"
+  local p
+  for p in "$REGISTRY_PORT" "$REGISTRY_MANAGEMENT_PORT"; do
+    port_open "$p" && die "port $p is already in use by another process (set REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT)"
+  done
+  ensure_apicurio
+
+  rm -rf "$REGISTRY_WORK"
+  mkdir -p "$REGISTRY_WORK"
+  : >"$REGISTRY_LOG"
+  log "Registry: starting Apicurio $APICURIO_VERSION (in-memory storage) on 127.0.0.1:$REGISTRY_PORT, log $REGISTRY_LOG"
+  # Default storage is SQL on an in-memory H2 database. The management
+  # interface (health/metrics) would otherwise bind 0.0.0.0:9000.
+  # shellcheck disable=SC2086 # heap options are word-split on purpose
+  (cd "$REGISTRY_WORK" && spawn "$REGISTRY_LOG" "$REGISTRY_PID" java $REGISTRY_HEAP_OPTS \
+    "$REGISTRY_MARK" \
+    -Djava.io.tmpdir="$REGISTRY_WORK" \
+    -Dquarkus.http.host=127.0.0.1 \
+    -Dquarkus.http.port="$REGISTRY_PORT" \
+    -Dquarkus.management.host=127.0.0.1 \
+    -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+    -Dapicurio.storage.snapshot.location="$REGISTRY_WORK" \
+    -Dapicurio.import.work-dir="$REGISTRY_WORK" \
+    -Dapicurio.datasource.jdbc.initial-size=2 \
+    -Dapicurio.datasource.jdbc.min-size=2 \
+    -Dapicurio.datasource.jdbc.max-size=20 \
+    -Dquarkus.http.access-log.enabled=false \
+    -jar "$APICURIO_HOME/app/quarkus-run.jar")
+
+  local deadline=$(($(now) + REALBROKER_TIMEOUT)) r
+  while :; do
+    if ! pid_alive "$REGISTRY_PID" "$REGISTRY_MARK" >/dev/null; then
+      tail_log registry "$REGISTRY_LOG"
+      rm -f "$REGISTRY_PID"
+      die "Apicurio Registry exited during startup"
+    fi
+    r=$(http_get "$CCOMPAT_URL/subjects")
+    [[ ${r%% *} == 200 ]] && break
+    if (($(now) >= deadline)); then
+      tail_log registry "$REGISTRY_LOG"
+      stop_proc Registry "$REGISTRY_PID" "$REGISTRY_MARK"
+      die "Apicurio Registry did not answer 200 on $CCOMPAT_URL/subjects within ${REALBROKER_TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+  log "Registry: ready, Apicurio Registry version $(registry_version), pid $(<"$REGISTRY_PID"), ccompat $CCOMPAT_URL"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_start() {
+  need java
+  mkdir -p "$REALBROKER_DIR" "$REALBROKER_CACHE"
+  local t0
+  t0=$(now)
+  start_kafka
+  start_registry
+  log "both up in $(($(now) - t0))s"
+  cmd_env
+}
+
+cmd_stop() {
+  stop_proc Registry "$REGISTRY_PID" "$REGISTRY_MARK"
+  stop_proc Kafka "$KAFKA_PID" "$KAFKA_MARK"
+  rm -rf "$REALBROKER_DIR"
+  log "removed $REALBROKER_DIR"
+}
+
+cmd_status() {
+  local rc=0 pid
+  if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
+    if kafka_api_versions_ok; then
+      echo "kafka: running (pid $pid), version $(kafka_version_from_log), answering on 127.0.0.1:$KAFKA_PORT"
+    else
+      echo "kafka: running (pid $pid) but NOT answering on 127.0.0.1:$KAFKA_PORT"
+      rc=1
+    fi
+  else
+    echo "kafka: stopped"
+    rc=1
+  fi
+  if pid=$(pid_alive "$REGISTRY_PID" "$REGISTRY_MARK"); then
+    local r
+    r=$(http_get "$CCOMPAT_URL/subjects")
+    if [[ ${r%% *} == 200 ]]; then
+      echo "registry: running (pid $pid), Apicurio Registry $(registry_version), answering at $CCOMPAT_URL"
+    else
+      echo "registry: running (pid $pid) but $CCOMPAT_URL/subjects answered ${r%% *}"
+      rc=1
+    fi
+  else
+    echo "registry: stopped"
+    rc=1
+  fi
+  return "$rc"
+}
+
+cmd_env() {
+  echo "export PRODUCTSTREAM_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export PRODUCTSTREAM_SCHEMA_REGISTRY_URL=$CCOMPAT_URL"
+}
+
+cmd_logs() {
+  tail_log kafka "$KAFKA_LOG"
+  tail_log registry "$REGISTRY_LOG"
+}
+
+main() {
+  case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    logs) cmd_logs ;;
+    *)
+      echo "usage: $0 start|stop|status|env|logs" >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
