@@ -295,6 +295,27 @@ func TestQuickstart(t *testing.T) {
 	if out, ok := kcatRead(t, dev.kafka, "productstream.changes"); ok && !strings.Contains(out, "shop-eu:123 ") {
 		t.Fatalf("kcat did not read the change's key: %q", out)
 	}
+
+	// Ctrl-C stops dev gracefully, and a restart on the same data dir has
+	// everything.
+	if err := dev.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- dev.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("dev exited with %v after SIGINT", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not stop within 30s of SIGINT")
+	}
+	dev = startDev(t, filepath.Join(dir, "data"), "--config", cfg)
+	state := latest(readAll(t, dev.kafka, "productstream.products"))
+	if len(state) != 2 || state["shop-eu:123"] == nil || state["shop-eu:burst"] == nil {
+		t.Fatalf("after a graceful restart products holds %d keys", len(state))
+	}
 }
 
 // kcatRead reads topic with kcat, one "key partition" line per record. It
