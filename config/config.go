@@ -44,14 +44,14 @@ type Kafka struct {
 	// write before answering 503 (default 10s).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
 	// TopicConfigs are extra topic configs, by topic family ("changes",
-	// "products", "updates"), applied when productstream creates a topic:
+	// "products", "updates", "events"), applied when productstream creates a topic:
 	// for example min.insync.replicas, retention.ms, or segment.ms and
 	// delete.retention.ms to tune compaction of products.
 	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
 }
 
 // TopicFamilies are the keys TopicConfigs accepts.
-var TopicFamilies = []string{"changes", "products", "updates"}
+var TopicFamilies = []string{"changes", "products", "updates", "events"}
 
 // Registry locates the Confluent-API schema registry.
 type Registry struct {
@@ -79,11 +79,83 @@ type Source struct {
 	// Namespace prefixes record keys "<namespace>:<productId>" (default: Name).
 	Namespace string `yaml:"namespace"`
 	// Secrets are the signing secrets; every one is accepted (rotation).
+	// Which providers need them is checked by the provider.
 	Secrets []string `yaml:"secrets"`
 	// APIKeys are accepted API keys, for providers that send one.
 	APIKeys []string `yaml:"api_keys"`
 	// MaxBodyBytes caps the request body (default: the provider's limit).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// RateLimit bounds the requests this source may send (default: none).
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// BasicAuth, when set, is required on every request of the source (and
+	// is what lets an SNS source accept raw message delivery).
+	BasicAuth *BasicAuth `yaml:"basic_auth"`
+	// DedupeWindow is how long an accepted delivery id is remembered, so a
+	// retried delivery is answered without writing it again (default 10m;
+	// negative: off).
+	DedupeWindow time.Duration `yaml:"dedupe_window"`
+	// SNS configures a source delivered through AWS SNS (provider tipser).
+	SNS *SNS `yaml:"sns"`
+	// HMAC configures the generic hmac provider.
+	HMAC *HMAC `yaml:"hmac"`
+	// Payload says where the generic providers (hmac, standardwebhooks)
+	// find the product id and the event type in the JSON body.
+	Payload *Payload `yaml:"payload"`
+}
+
+// RateLimit is a token bucket: PerSecond requests on average, bursts of Burst.
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"` // 0: unlimited
+	Burst     int     `yaml:"burst"`      // default: max(1, PerSecond)
+}
+
+// BasicAuth is one accepted user; each password in Passwords is accepted
+// (rotation).
+type BasicAuth struct {
+	Username  string   `yaml:"username"`
+	Passwords []string `yaml:"passwords"`
+}
+
+// SNS configures verification of AWS SNS deliveries.
+type SNS struct {
+	// TopicARNs allowed to deliver to this source; anything else gets 403
+	// and nothing is fetched. Required.
+	TopicARNs []string `yaml:"topic_arns"`
+	// SignatureVersions accepted (default ["1", "2"]).
+	SignatureVersions []string `yaml:"signature_versions"`
+	// Strict pins the certificate host to sns.<region of the topic>.amazonaws.com
+	// and its path to /SimpleNotificationService-<hex>.pem.
+	Strict bool `yaml:"strict"`
+	// MaxAge refuses messages whose Timestamp is older (default: no limit).
+	MaxAge time.Duration `yaml:"max_age"`
+	// TrustedCertHosts replaces the AWS host rule for certificate and
+	// subscribe URLs with these exact host[:port] values. For tests only.
+	TrustedCertHosts []string `yaml:"trusted_cert_hosts"`
+}
+
+// HMAC configures the generic hmac provider: which header carries the
+// signature, how it is encoded, and which bytes are signed.
+type HMAC struct {
+	Header   string `yaml:"header"`   // e.g. X-Shopify-Hmac-Sha256; required
+	Encoding string `yaml:"encoding"` // hex (default) or base64
+	Prefix   string `yaml:"prefix"`   // e.g. "sha256="; optional
+	// Signed is "body" (default) or a template over {timestamp} and {body},
+	// e.g. "{timestamp}.{body}", with TimestampHeader naming the header.
+	Signed          string        `yaml:"signed"`
+	TimestampHeader string        `yaml:"timestamp_header"`
+	Tolerance       time.Duration `yaml:"tolerance"` // default 5m when a timestamp is signed
+	// EventIDHeader names a header carrying the sender's delivery id
+	// (e.g. X-Shopify-Webhook-Id), used to recognise retries.
+	EventIDHeader string `yaml:"event_id_header"`
+}
+
+// Payload locates fields in a JSON body with JSON pointers (RFC 6901).
+type Payload struct {
+	IDPointer   string   `yaml:"id_pointer"`   // required, e.g. /id
+	TypePointer string   `yaml:"type_pointer"` // optional, e.g. /type
+	TypeHeader  string   `yaml:"type_header"`  // alternative: a header, e.g. X-Shopify-Topic
+	DeleteTypes []string `yaml:"delete_types"` // event types that mean delete
+	Resource    string   `yaml:"resource"`     // default "product"
 }
 
 // Processor configures the coalescing processor.
@@ -221,6 +293,12 @@ func (c *Config) applyDefaults() {
 		if s.Namespace == "" {
 			s.Namespace = s.Name
 		}
+		if s.DedupeWindow == 0 {
+			s.DedupeWindow = 10 * time.Minute
+		}
+		if s.RateLimit.PerSecond > 0 && s.RateLimit.Burst == 0 {
+			s.RateLimit.Burst = max(1, int(s.RateLimit.PerSecond))
+		}
 	}
 }
 
@@ -307,9 +385,6 @@ func (c *Config) Validate(n Needs) error {
 		if strings.Contains(s.Namespace, ":") {
 			bad(f+".namespace", "%q must not contain ':' (it separates namespace and id in keys)", s.Namespace)
 		}
-		if len(s.Secrets) == 0 {
-			bad(f+".secrets", "at least one secret is required")
-		}
 		for k, sec := range s.Secrets {
 			if sec == "" {
 				bad(fmt.Sprintf("%s.secrets[%d]", f, k), "is empty")
@@ -322,6 +397,12 @@ func (c *Config) Validate(n Needs) error {
 		}
 		if s.MaxBodyBytes < 0 {
 			bad(f+".max_body_bytes", "must not be negative")
+		}
+		if s.RateLimit.PerSecond < 0 || s.RateLimit.Burst < 0 {
+			bad(f+".rate_limit", "must not be negative")
+		}
+		if s.BasicAuth != nil && (s.BasicAuth.Username == "" || len(s.BasicAuth.Passwords) == 0 || slices.Contains(s.BasicAuth.Passwords, "")) {
+			bad(f+".basic_auth", "needs a username and non-empty passwords")
 		}
 	}
 	if c.Processor.QuietPeriod <= 0 {

@@ -93,7 +93,6 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"duplicate name", "sources: [{name: a, provider: lisa, secrets: [x]}, {name: a, id: b, provider: lisa, secrets: [x]}]", Needs{}, "sources[1].name"},
 		{"duplicate provider id", "sources: [{name: a, id: p, provider: lisa, secrets: [x]}, {name: b, id: p, provider: lisa, secrets: [x]}]", Needs{}, "sources[1].id"},
 		{"missing provider", "sources: [{name: a, secrets: [x]}]", Needs{}, "sources[0].provider"},
-		{"no secrets", "sources: [{name: a, provider: lisa}]", Needs{}, "sources[0].secrets"},
 		{"empty secret", "sources: [{name: a, provider: lisa, secrets: ['']}]", Needs{}, "sources[0].secrets[0]"},
 		{"colon in namespace", "sources: [{name: a, provider: lisa, namespace: 'x:y', secrets: [x]}]", Needs{}, "sources[0].namespace"},
 		{"unknown topic family", "kafka: {topic_configs: {nope: {a: b}}}", Needs{}, "kafka.topic_configs.nope"},

@@ -20,6 +20,14 @@ var (
 	ErrBadSignature = errors.New("signature does not match")
 	// ErrUnauthorized: missing or wrong API key or other credential (401).
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrStale: a signed timestamp outside the tolerance, or a message older
+	// than the source's max age (401).
+	ErrStale = errors.New("stale or future timestamp")
+	// ErrForbidden: authentic, but not allowed for this source, such as an
+	// SNS topic not on the allow-list (403).
+	ErrForbidden = errors.New("forbidden")
+	// ErrRateLimited: the source sent more than its rate limit (429).
+	ErrRateLimited = errors.New("rate limit exceeded")
 	// ErrInvalidPayload: the verified body is not what the contract says (400).
 	ErrInvalidPayload = errors.New("invalid payload")
 	// ErrUnavailable: Kafka did not acknowledge in time; retry later (503).
@@ -35,8 +43,12 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrMissingSignature), errors.Is(err, ErrMalformedSignature), errors.Is(err, ErrInvalidPayload):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrUnauthorized):
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrUnauthorized), errors.Is(err, ErrStale):
 		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	}

@@ -1,11 +1,11 @@
 package ingest
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
@@ -35,13 +35,17 @@ func (lisa) DefaultMaxBody() int64 { return lisaMaxBody }
 func (lisa) Routes() []string      { return []string{"/plugin-notifications/:id/updates"} }
 
 func (lisa) Check(i int, src config.Source) error {
+	if err := needSecrets(i, src); err != nil {
+		return err
+	}
 	if len(src.APIKeys) == 0 {
 		return &config.FieldError{Field: fmt.Sprintf("sources[%d].api_keys", i), Msg: "lisa needs at least one API key"}
 	}
 	return nil
 }
 
-func (lisa) Verify(src *Source, h http.Header, body []byte) error {
+func (lisa) Verify(_ context.Context, src *Source, req *Request) error {
+	h, body := req.Header, req.Body
 	// The API key is checked first but its failure is reported after a
 	// malformed signature, so the statuses follow LiSA's table: a request
 	// without a usable signature is a 400 whatever its key.
@@ -57,16 +61,17 @@ func (lisa) Verify(src *Source, h http.Header, body []byte) error {
 	return err
 }
 
-func (lisa) Normalize(src *Source, _ http.Header, body []byte, received time.Time) ([]schemas.Change, error) {
+func (lisa) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
+	body, received := req.Body, req.Received
 	o, err := parseObject(body)
 	if err != nil {
-		return nil, err
+		return Batch{}, err
 	}
 	id, err := o.id("productId")
 	if err != nil {
-		return nil, err
+		return Batch{}, err
 	}
-	return []schemas.Change{{
+	return Batch{Changes: []schemas.Change{{
 		EventID:    bodyEventID(src.Name, body),
 		Source:     src.Name,
 		Provider:   "lisa",
@@ -90,7 +95,7 @@ func (lisa) Normalize(src *Source, _ http.Header, body []byte, received time.Tim
 			GTIN:         o.text("gtin", "ean", "barcode"),
 		},
 		Raw: string(body),
-	}}, nil
+	}}}, nil
 }
 
 func (lisa) Sign(src *Source, body []byte) http.Header {

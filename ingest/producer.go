@@ -20,10 +20,11 @@ type Producer interface {
 	Produce(ctx context.Context, records ...*kgo.Record) error
 }
 
-// Encoder encodes a change as a record value (the Confluent wire format).
-// It is safe for concurrent use.
+// Encoder encodes changes and events as record values (the Confluent wire
+// format). It is safe for concurrent use.
 type Encoder interface {
 	EncodeChange(*schemas.Change) ([]byte, error)
+	EncodeEvent(*schemas.Event) ([]byte, error)
 }
 
 // ProducerOptions are the kgo options the ingest producer needs on top of
@@ -31,9 +32,8 @@ type Encoder interface {
 // default), Kafka's murmur2 key partitioning so every client co-partitions,
 // and a delivery timeout so that a record is never retried past the time its
 // sender was told 503.
-func ProducerOptions(topic string, deliveryTimeout time.Duration) []kgo.Opt {
+func ProducerOptions(deliveryTimeout time.Duration) []kgo.Opt {
 	return []kgo.Opt{
-		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.RecordDeliveryTimeout(deliveryTimeout),

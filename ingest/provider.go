@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sort"
@@ -10,9 +11,29 @@ import (
 	"github.com/productstream/productstream/schemas"
 )
 
+// Request is what a provider sees of one delivery: its headers, the exact
+// raw body (read under the source's limit), and when it arrived.
+type Request struct {
+	Header   http.Header
+	Body     []byte
+	Received time.Time
+}
+
+// Batch is what one delivery carries: catalog changes for the changes topic
+// and analytics events for the events topic, in the order they were sent.
+// An empty batch is a delivery that writes nothing (an SNS subscription
+// confirmation, say) and is still answered as accepted.
+type Batch struct {
+	Changes []schemas.Change
+	Events  []schemas.Event
+}
+
+// Len is the number of records the batch writes.
+func (b Batch) Len() int { return len(b.Changes) + len(b.Events) }
+
 // Provider is one upstream sender's contract: how it authenticates, what its
-// payload means, and where it posts. Implementations are stateless and safe
-// for concurrent use; all per-source data lives in *Source.
+// payload means, and where it posts. A Provider is safe for concurrent use;
+// per-source data lives in *Source.
 type Provider interface {
 	// Name is the provider's name in configuration ("lisa").
 	Name() string
@@ -25,28 +46,57 @@ type Provider interface {
 	// parameter matched against the sources' ID. Every source is also
 	// served at /webhooks/{name}.
 	Routes() []string
-	// Verify authenticates a request from its headers and the exact raw
-	// body. It is a pure function. Errors wrap ErrMissingSignature,
-	// ErrMalformedSignature (400), or ErrBadSignature, ErrUnauthorized (401).
-	Verify(src *Source, h http.Header, body []byte) error
-	// Normalize turns a verified body into the changes it carries, in order.
-	// It is called only after Verify succeeded. Errors wrap ErrInvalidPayload.
-	Normalize(src *Source, h http.Header, body []byte, received time.Time) ([]schemas.Change, error)
+	// Verify authenticates a delivery from its headers and exact raw body.
+	// It must not write anywhere; it may fetch what the scheme requires
+	// (SNS certificates) within ctx. Errors wrap ErrMissingSignature,
+	// ErrMalformedSignature (400), ErrBadSignature, ErrUnauthorized (401),
+	// ErrForbidden (403) or ErrStale (401).
+	Verify(ctx context.Context, src *Source, req *Request) error
+	// Normalize turns a verified delivery into what it carries. It is called
+	// only after Verify succeeded. Errors wrap ErrInvalidPayload, or
+	// ErrUnavailable when a required outbound step failed for now.
+	Normalize(ctx context.Context, src *Source, req *Request) (Batch, error)
 	// Sign returns the headers a sender adds to post body to src: what
 	// `productstream sign`, the tests and the load harness send.
 	Sign(src *Source, body []byte) http.Header
 }
 
-// providers is the registry of provider contracts by name. Adding a provider
-// is its file plus one line here.
-var providers = map[string]Provider{
-	"lisa": lisa{},
+// Responder is implemented by providers whose contract fixes the response
+// bodies (Datasembly). accepted is the number of records written; err is
+// nil on success, else the refusal, whose status is already decided.
+type Responder interface {
+	Respond(status, accepted int, err error) any
+}
+
+// DeliveryIdentifier is implemented by providers whose deliveries can be
+// recognised when retried: a sender's delivery id (SNS MessageId,
+// webhook-id) or a body that names its own event and time. ok is false
+// when this delivery has no such identity; it is then never deduplicated,
+// since an identical body can be a real, repeated change.
+type DeliveryIdentifier interface {
+	DeliveryID(src *Source, req *Request) (id string, ok bool)
+}
+
+// Deps are the outside resources providers may use.
+type Deps struct {
+	// Outbound is the client for the few outbound requests a scheme needs
+	// (SNS certificates and subscription confirmations). Nil: a hardened
+	// default (see NewOutboundClient).
+	Outbound *http.Client
+}
+
+// newProviders builds the registry of provider contracts by name. Adding a
+// provider is its file plus one line here.
+func newProviders(deps Deps) map[string]Provider {
+	return map[string]Provider{
+		"lisa": lisa{},
+	}
 }
 
 // ProviderNames lists the registered providers, sorted.
 func ProviderNames() []string {
-	names := make([]string, 0, len(providers))
-	for n := range providers {
+	var names []string
+	for n := range newProviders(Deps{}) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -61,14 +111,25 @@ type Source struct {
 	MaxBody  int64
 	secrets  [][]byte
 	apiKeys  [][]byte
+	// extra holds what a provider prepared from the configuration at
+	// start (parsed keys, compiled templates); its own type.
+	extra any
+}
+
+// Preparer is implemented by providers that derive per-source data from
+// the configuration once at start; the result is kept in Source.extra.
+type Preparer interface {
+	Prepare(src *Source) (any, error)
 }
 
 // NewSources resolves each configured source's provider and checks its
-// provider-specific configuration. An unknown provider is an error naming it.
-func NewSources(cfgs []config.Source) ([]*Source, error) {
+// provider-specific configuration. An unknown provider is an error naming
+// it. deps are handed to the providers.
+func NewSources(cfgs []config.Source, deps Deps) ([]*Source, error) {
+	registry := newProviders(deps)
 	out := make([]*Source, 0, len(cfgs))
 	for i, c := range cfgs {
-		p, ok := providers[c.Provider]
+		p, ok := registry[c.Provider]
 		if !ok {
 			return nil, &config.FieldError{
 				Field: fmt.Sprintf("sources[%d].provider", i),
@@ -88,7 +149,22 @@ func NewSources(cfgs []config.Source) ([]*Source, error) {
 		for _, k := range c.APIKeys {
 			s.apiKeys = append(s.apiKeys, []byte(k))
 		}
+		if pr, ok := p.(Preparer); ok {
+			extra, err := pr.Prepare(s)
+			if err != nil {
+				return nil, &config.FieldError{Field: fmt.Sprintf("sources[%d]", i), Msg: err.Error()}
+			}
+			s.extra = extra
+		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// needSecrets is the Check shared by providers that sign with a secret.
+func needSecrets(i int, src config.Source) error {
+	if len(src.Secrets) == 0 {
+		return &config.FieldError{Field: fmt.Sprintf("sources[%d].secrets", i), Msg: src.Provider + " needs at least one secret"}
+	}
+	return nil
 }

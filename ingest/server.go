@@ -8,6 +8,8 @@ package ingest
 
 import (
 	"context"
+	"crypto/subtle"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -17,20 +19,36 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 )
+
+// openAPI is the OpenAPI 3 document of every route, served at /openapi.json.
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // Server routes webhook requests to their sources. Build it with New.
 type Server struct {
 	byName     map[string]*Source
 	byProvider map[string]map[string]*Source // provider -> id -> source
-	producer   Producer
-	encoder    Encoder
+	limits     map[string]*rate.Limiter      // source name -> limiter
+	seen       map[string]*expirable.LRU[string, int]
+	out        Output
 	log        *slog.Logger
 	timeout    time.Duration
 	retryAfter string
 	now        func() time.Time
 	engine     *gin.Engine
+}
+
+// Output is where accepted deliveries go.
+type Output struct {
+	Producer     Producer
+	Encoder      Encoder
+	ChangesTopic string
+	EventsTopic  string
 }
 
 // Option configures a Server.
@@ -48,13 +66,20 @@ func WithRetryAfter(seconds int) Option {
 	return func(s *Server) { s.retryAfter = strconv.Itoa(seconds) }
 }
 
-// New builds the edge for sources, producing changes encoded by enc through p.
-func New(sources []*Source, p Producer, enc Encoder, opts ...Option) *Server {
+// withClock replaces the clock, for tests.
+func withClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// dedupeCapacity bounds each source's memory of accepted delivery ids.
+const dedupeCapacity = 100_000
+
+// New builds the edge for sources, writing what they accept to out.
+func New(sources []*Source, out Output, opts ...Option) *Server {
 	s := &Server{
 		byName:     map[string]*Source{},
 		byProvider: map[string]map[string]*Source{},
-		producer:   p,
-		encoder:    enc,
+		limits:     map[string]*rate.Limiter{},
+		seen:       map[string]*expirable.LRU[string, int]{},
+		out:        out,
 		log:        slog.Default(),
 		timeout:    10 * time.Second,
 		retryAfter: "5",
@@ -70,6 +95,12 @@ func New(sources []*Source, p Producer, enc Encoder, opts ...Option) *Server {
 			s.byProvider[name] = map[string]*Source{}
 		}
 		s.byProvider[name][src.ID] = src
+		if rl := src.RateLimit; rl.PerSecond > 0 {
+			s.limits[src.Name] = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
+		}
+		if _, ok := src.Provider.(DeliveryIdentifier); ok && src.DedupeWindow > 0 {
+			s.seen[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, src.DedupeWindow)
+		}
 	}
 	s.engine = s.routes()
 	return s
@@ -89,70 +120,150 @@ func (s *Server) routes() *gin.Engine {
 	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "no such route"}) })
 	r.NoMethod(func(c *gin.Context) { c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 
 	r.POST("/webhooks/:name", func(c *gin.Context) { s.serve(c, s.byName[c.Param("name")]) })
 	seen := map[string]bool{}
-	for _, p := range providers {
+	for _, name := range ProviderNames() {
+		p := newProviders(Deps{})[name]
 		for _, route := range p.Routes() {
 			if seen[route] {
 				panic("ingest: two providers claim route " + route)
 			}
 			seen[route] = true
-			name := p.Name()
 			r.POST(route, func(c *gin.Context) { s.serve(c, s.byProvider[name][c.Param("id")]) })
 		}
 	}
 	return r
 }
 
-// serve is the whole request pipeline: raw bytes -> verify -> normalize ->
-// produce. src is nil when the route named no configured source.
+// serve is the whole request pipeline: limits -> raw bytes -> verify ->
+// dedupe -> normalize -> produce. src is nil when the route named no
+// configured source.
 func (s *Server) serve(c *gin.Context, src *Source) {
-	received := s.now().UTC()
-	n, err := s.accept(c.Request, src, received)
+	n, err := s.accept(c.Request, src)
+	status := http.StatusAccepted
 	if err != nil {
-		s.refuse(c, src, err)
+		status = statusOf(err)
+		s.logRefusal(c, src, status, err)
+		switch status {
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+			c.Header("Retry-After", s.retryAfter)
+		case http.StatusRequestEntityTooLarge:
+			// The rest of an oversized body is not read: close the
+			// connection rather than drain it.
+			c.Header("Connection", "close")
+		}
+	}
+	if src != nil {
+		if r, ok := src.Provider.(Responder); ok {
+			if err == nil {
+				status = http.StatusOK
+			}
+			c.JSON(status, r.Respond(status, n, err))
+			return
+		}
+	}
+	if err != nil {
+		msg := err.Error()
+		if status == http.StatusInternalServerError {
+			msg = "internal error"
+		}
+		c.JSON(status, gin.H{"error": msg})
 		return
 	}
-	c.JSON(http.StatusAccepted, gin.H{"accepted": n})
+	c.JSON(status, gin.H{"accepted": n})
 }
 
-func (s *Server) accept(req *http.Request, src *Source, received time.Time) (int, error) {
+func (s *Server) accept(req *http.Request, src *Source) (int, error) {
 	if src == nil {
 		return 0, ErrUnknownSource
+	}
+	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
+		return 0, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
 	}
 	body, err := readBody(req, src.MaxBody)
 	if err != nil {
 		return 0, err
 	}
-	if err := src.Provider.Verify(src, req.Header, body); err != nil {
+	if err := checkBasicAuth(src, req); err != nil {
 		return 0, err
 	}
-	changes, err := src.Provider.Normalize(src, req.Header, body, received)
+	r := &Request{Header: req.Header, Body: body, Received: s.now().UTC()}
+	if err := src.Provider.Verify(req.Context(), src, r); err != nil {
+		return 0, err
+	}
+	var deliveryID string
+	seen := s.seen[src.Name]
+	if seen != nil {
+		var ok bool
+		if deliveryID, ok = src.Provider.(DeliveryIdentifier).DeliveryID(src, r); ok {
+			if n, dup := seen.Get(deliveryID); dup {
+				s.log.Info("duplicate delivery answered without writing", "source", src.Name, "delivery_id", deliveryID)
+				return n, nil
+			}
+		} else {
+			deliveryID = ""
+		}
+	}
+	batch, err := src.Provider.Normalize(req.Context(), src, r)
 	if err != nil {
 		return 0, err
 	}
-	records := make([]*kgo.Record, len(changes))
-	for i := range changes {
-		v, err := s.encoder.EncodeChange(&changes[i])
-		if err != nil {
-			return 0, fmt.Errorf("encode change: %w", err)
-		}
-		records[i] = &kgo.Record{
-			Key:   []byte(changes[i].Key()),
-			Value: v,
-			Headers: []kgo.RecordHeader{
-				{Key: "event-id", Value: []byte(changes[i].EventID)},
-				{Key: "source", Value: []byte(src.Name)},
-			},
-		}
-	}
-	ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
-	defer cancel()
-	if err := s.producer.Produce(ctx, records...); err != nil {
+	records, err := s.records(src, batch)
+	if err != nil {
 		return 0, err
 	}
+	if len(records) > 0 {
+		ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
+		defer cancel()
+		if err := s.out.Producer.Produce(ctx, records...); err != nil {
+			return 0, err
+		}
+	}
+	if deliveryID != "" {
+		seen.Add(deliveryID, len(records))
+	}
 	return len(records), nil
+}
+
+// records encodes a batch as Kafka records, changes first.
+func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, error) {
+	records := make([]*kgo.Record, 0, b.Len())
+	headers := func(eventID string) []kgo.RecordHeader {
+		return []kgo.RecordHeader{{Key: "event-id", Value: []byte(eventID)}, {Key: "source", Value: []byte(src.Name)}}
+	}
+	for i := range b.Changes {
+		v, err := s.out.Encoder.EncodeChange(&b.Changes[i])
+		if err != nil {
+			return nil, fmt.Errorf("encode change: %w", err)
+		}
+		records = append(records, &kgo.Record{Topic: s.out.ChangesTopic, Key: []byte(b.Changes[i].Key()), Value: v, Headers: headers(b.Changes[i].EventID)})
+	}
+	for i := range b.Events {
+		v, err := s.out.Encoder.EncodeEvent(&b.Events[i])
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		records = append(records, &kgo.Record{Topic: s.out.EventsTopic, Key: []byte(b.Events[i].Key()), Value: v, Headers: headers(b.Events[i].EventID)})
+	}
+	return records, nil
+}
+
+// checkBasicAuth enforces the source's basic auth, when it has one.
+func checkBasicAuth(src *Source, req *http.Request) error {
+	if src.BasicAuth == nil {
+		return nil
+	}
+	user, pass, ok := req.BasicAuth()
+	match := 0
+	for _, p := range src.BasicAuth.Passwords {
+		match |= subtle.ConstantTimeCompare([]byte(pass), []byte(p))
+	}
+	if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(src.BasicAuth.Username)) != 1 || match != 1 {
+		return fmt.Errorf("%w: missing or invalid basic auth", ErrUnauthorized)
+	}
+	return nil
 }
 
 // readBody reads the whole body, refusing more than limit bytes: at once
@@ -172,29 +283,14 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-func (s *Server) refuse(c *gin.Context, src *Source, err error) {
-	status := statusOf(err)
+func (s *Server) logRefusal(c *gin.Context, src *Source, status int, err error) {
 	attrs := []any{"status", status, "path", c.Request.URL.Path, "reason", err.Error()}
 	if src != nil {
 		attrs = append(attrs, "source", src.Name)
 	}
-	switch {
-	case status >= 500:
+	if status >= 500 {
 		s.log.Warn("request not accepted", attrs...)
-	default:
+	} else {
 		s.log.Info("request refused", attrs...)
 	}
-	if status == http.StatusServiceUnavailable {
-		c.Header("Retry-After", s.retryAfter)
-	}
-	if status == http.StatusRequestEntityTooLarge {
-		// The rest of an oversized body is not read: close the connection
-		// rather than drain it.
-		c.Header("Connection", "close")
-	}
-	msg := err.Error()
-	if status == http.StatusInternalServerError {
-		msg = "internal error"
-	}
-	c.JSON(status, gin.H{"error": msg})
 }

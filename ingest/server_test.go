@@ -28,7 +28,10 @@ import (
 	"github.com/productstream/productstream/topics"
 )
 
-const testTopic = "t.changes"
+const (
+	testTopic       = "t.changes"
+	testEventsTopic = "t.events"
+)
 
 type fixture struct {
 	t       *testing.T
@@ -47,7 +50,7 @@ var testSources = []config.Source{{
 
 func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 	t.Helper()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,21 +59,21 @@ func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 	t.Cleanup(reg.Close)
 	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
 	serde := schemas.NewSerde(rcl)
-	if err := serde.Register(context.Background(), map[schemas.Kind]string{schemas.KindChange: testTopic}); err != nil {
+	if err := serde.Register(context.Background(), map[schemas.Kind]string{schemas.KindChange: testTopic, schemas.KindEvent: testEventsTopic}); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts := append(topics.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(testTopic, produceTimeout)...)
+	opts := append(topics.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(produceTimeout)...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	sources, err := NewSources(testSources)
+	sources, err := NewSources(testSources, Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(New(sources, KafkaProducer{cl}, serde, WithLogger(log), WithProduceTimeout(produceTimeout)).Handler())
+	srv := httptest.NewServer(New(sources, Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}, WithLogger(log), WithProduceTimeout(produceTimeout)).Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, cluster: cluster, url: srv.URL, adm: kadm.NewClient(cl), serde: serde, client: cl, src: sources[0]}
 }

@@ -199,6 +199,11 @@ func (p *Processor) consume(r *kgo.Record) {
 		p.log.Error("skipping undecodable change", "partition", r.Partition, "offset", r.Offset, "err", err)
 		return
 	}
+	if ch.Resource != "" && ch.Resource != "product" {
+		// Collections, categories, options and groups get state topics of
+		// their own; until then they stay on the changes topic only.
+		return
+	}
 	pt.states[key] = apply(e, &ch, r.Offset)
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), ch.Deleted); np != nil {
 		pt.queue = append(pt.queue, np)

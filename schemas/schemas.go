@@ -25,11 +25,12 @@ const (
 	KindChange Kind = iota // ProductChange, on <prefix>changes
 	KindState              // ProductState, on <prefix>products
 	KindUpdate             // ProductUpdate, on <prefix>updates
+	KindEvent              // AnalyticsEvent, on <prefix>events
 	numKinds
 )
 
 // Kinds lists every kind, in ID order.
-var Kinds = []Kind{KindChange, KindState, KindUpdate}
+var Kinds = []Kind{KindChange, KindState, KindUpdate, KindEvent}
 
 func (k Kind) String() string {
 	switch k {
@@ -39,6 +40,8 @@ func (k Kind) String() string {
 		return "ProductState"
 	case KindUpdate:
 		return "ProductUpdate"
+	case KindEvent:
+		return "AnalyticsEvent"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -51,6 +54,8 @@ func (k Kind) file() string {
 		return "product_state"
 	case KindUpdate:
 		return "product_update"
+	case KindEvent:
+		return "analytics_event"
 	}
 	panic(fmt.Sprintf("schemas: unknown kind %d", int(k)))
 }
@@ -68,6 +73,7 @@ var Published = []Version{
 	{KindChange, 1, 1},
 	{KindState, 1, 2},
 	{KindUpdate, 1, 3},
+	{KindEvent, 1, 4},
 }
 
 // Current returns the schema text of kind as it is written now.

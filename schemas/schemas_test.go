@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 )
 
-var testTopics = map[Kind]string{KindChange: "t.changes", KindState: "t.products", KindUpdate: "t.updates"}
+var testTopics = map[Kind]string{KindChange: "t.changes", KindState: "t.products", KindUpdate: "t.updates", KindEvent: "t.events"}
 
 func newSerde(t *testing.T) (*Serde, *srfake.Registry) {
 	t.Helper()
@@ -53,6 +53,15 @@ func TestRoundTripEveryKind(t *testing.T) {
 	if got.Key() != "ns:p1" || *got.Fields.Title != "Shoe" || *got.Fields.Price != "19.99" || got.Fields.Brand != nil ||
 		!got.ReceivedAt.Equal(now) || !got.OccurredAt.Equal(now.Add(-time.Second)) || got.Raw != ch.Raw {
 		t.Fatalf("change round trip: %+v", got)
+	}
+
+	ev := Event{EventID: "e2", Source: "s", Provider: "aicommerce", Namespace: "ns", EventType: "product.viewed", Subject: "p9", ReceivedAt: now, Raw: "{}"}
+	b, err = s.EncodeEvent(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ge, err := s.DecodeEvent(ctx, b); err != nil || ge != ev {
+		t.Fatalf("event round trip: %+v %v", ge, err)
 	}
 
 	st := State{Namespace: "ns", ProductID: "p1", Fields: ch.Fields, Raw: ch.Raw, Version: 42, ChangeCount: 3, UpdatedAt: now}

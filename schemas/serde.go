@@ -80,6 +80,18 @@ func (s *Serde) EncodeState(st *State) ([]byte, error) { return s.encode(KindSta
 // EncodeUpdate encodes an update as a ProductUpdate record value.
 func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) { return s.encode(KindUpdate, u.native()) }
 
+// EncodeEvent encodes an analytics event as an AnalyticsEvent record value.
+func (s *Serde) EncodeEvent(e *Event) ([]byte, error) { return s.encode(KindEvent, e.native()) }
+
+// DecodeEvent decodes an AnalyticsEvent record value.
+func (s *Serde) DecodeEvent(ctx context.Context, b []byte) (Event, error) {
+	n, _, err := s.decode(ctx, b)
+	if err != nil {
+		return Event{}, err
+	}
+	return eventFromNative(n)
+}
+
 // codec returns the codec for a writer schema ID, asking the registry once.
 func (s *Serde) codec(ctx context.Context, id int) (*goavro.Codec, error) {
 	if c, ok := s.codecs.Load(id); ok {

@@ -310,3 +310,51 @@ func getOptTime(m map[string]any, k string) time.Time {
 	t, _ := unionValue(m[k]).(time.Time)
 	return t
 }
+
+// Event is an analytics event: the value of an AnalyticsEvent record.
+type Event struct {
+	EventID    string
+	Source     string
+	Provider   string
+	Namespace  string
+	EventType  string
+	Subject    string
+	ReceivedAt time.Time
+	OccurredAt time.Time // zero when the provider did not say
+	Raw        string
+}
+
+// Key is the record key of the event.
+func (e *Event) Key() string { return Key(e.Namespace, e.Subject) }
+
+func (e *Event) native() map[string]any {
+	return map[string]any{
+		"event_id":    e.EventID,
+		"source":      e.Source,
+		"provider":    e.Provider,
+		"namespace":   e.Namespace,
+		"event_type":  e.EventType,
+		"subject":     e.Subject,
+		"received_at": e.ReceivedAt,
+		"occurred_at": optTime(e.OccurredAt),
+		"raw":         e.Raw,
+	}
+}
+
+func eventFromNative(v any) (Event, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Event{}, fmt.Errorf("AnalyticsEvent: want record, got %T", v)
+	}
+	return Event{
+		EventID:    getString(m, "event_id"),
+		Source:     getString(m, "source"),
+		Provider:   getString(m, "provider"),
+		Namespace:  getString(m, "namespace"),
+		EventType:  getString(m, "event_type"),
+		Subject:    getString(m, "subject"),
+		ReceivedAt: getTime(m, "received_at"),
+		OccurredAt: getOptTime(m, "occurred_at"),
+		Raw:        getString(m, "raw"),
+	}, nil
+}

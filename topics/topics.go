@@ -21,16 +21,17 @@ type Names struct {
 	Changes  string // every accepted change, in arrival order per key
 	Products string // compacted latest state per product key
 	Updates  string // the collapsed stream of product updates
+	Events   string // analytics events that are not catalog changes
 }
 
 // For returns the topic names under prefix.
 func For(prefix string) Names {
-	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates"}
+	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates", Events: prefix + "events"}
 }
 
 // ByKind maps each schema kind to the topic carrying it.
 func (n Names) ByKind() map[schemas.Kind]string {
-	return map[schemas.Kind]string{schemas.KindChange: n.Changes, schemas.KindState: n.Products, schemas.KindUpdate: n.Updates}
+	return map[schemas.Kind]string{schemas.KindChange: n.Changes, schemas.KindState: n.Products, schemas.KindUpdate: n.Updates, schemas.KindEvent: n.Events}
 }
 
 // Spec says how to create the topics.
@@ -67,6 +68,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 		n.Changes:  spec.configs("changes"),
 		n.Products: spec.configs("products"),
 		n.Updates:  spec.configs("updates"),
+		n.Events:   spec.configs("events"),
 	}
 	for topic, cfg := range configs {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)

@@ -58,7 +58,7 @@ func runIngestRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sources, err := ingest.NewSources(cfg.Sources)
+	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
@@ -122,12 +122,12 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 // accepting, lets requests in flight finish and flushes the producer.
 // ready is called with the bound address once it accepts connections.
 func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Source, svc services, serde *schemas.Serde, names topics.Names, listen string, log *slog.Logger, ready func(addr string)) error {
-	cl, err := kgo.NewClient(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(names.Changes, cfg.Kafka.ProduceTimeout)...)...)
+	cl, err := kgo.NewClient(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
-	edge := ingest.New(sources, ingest.KafkaProducer{Client: cl}, serde,
+	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
 		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout))
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

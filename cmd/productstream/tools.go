@@ -79,7 +79,7 @@ func runSign(_ context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read body: %w", err)
 	}
-	sources, err := ingest.NewSources(cfg.Sources)
+	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{})
 	if err != nil {
 		return err
 	}

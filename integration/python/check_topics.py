@@ -2,7 +2,7 @@
 """Reads every productstream topic on a broker with clients nobody here wrote.
 
 Confluent's client (librdkafka) consumes every partition of every topic whose
-name ends in .changes, .products or .updates; its schema-registry client and
+name ends in .changes, .products, .updates or .events; its schema-registry client and
 fastavro decode each value through the registry. For each record it checks:
 
 - the key is a UTF-8 "<namespace>:<id>" string;
@@ -27,7 +27,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from kafka.partitioner.default import murmur2
 
-FAMILIES = ("changes", "products", "updates")
+FAMILIES = ("changes", "products", "updates", "events")
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:
@@ -110,8 +110,9 @@ def main():
             else:
                 try:
                     value = decode(msg.value(), SerializationContext(topic, MessageField.VALUE))
-                    if (value.get("namespace"), value.get("product_id")) != (namespace, ident):
-                        problems.append(f"value is {value.get('namespace')}:{value.get('product_id')}, key {key_text}")
+                    subject = value.get("subject") if family == "events" else value.get("product_id")
+                    if (value.get("namespace"), subject) != (namespace, ident):
+                        problems.append(f"value is {value.get('namespace')}:{subject}, key {key_text}")
                     if family == "updates" and value.get("change_count", 0) < 1:
                         problems.append("update stands for no change")
                 except Exception as e:  # any decoding failure is a failed record

@@ -17,7 +17,11 @@
 #   KAFKA_VERSION            org.apache.kafka:kafka_2.13 version   (4.4.0)
 #   LOG4J_VERSION            log4j2 backend version                 (2.25.4)
 #   SLF4J_VERSION            slf4j-api version                      (2.0.17)
-#   APICURIO_VERSION         io.apicurio:apicurio-registry-app      (3.3.3)
+#   APICURIO_VERSION         io.apicurio:apicurio-registry-app      (3.0.9)
+#                            3.0.x runs on Java 17; 3.1+ (e.g. 3.3.3) is built
+#                            for Java 21, see REGISTRY_JAVA.
+#   KAFKA_JAVA               java binary for Kafka                  (java)
+#   REGISTRY_JAVA            java binary for the registry           (java)
 #   KAFKA_PORT               PLAINTEXT listener port                (19092)
 #   KAFKA_CONTROLLER_PORT    CONTROLLER listener port               (19093)
 #   REGISTRY_PORT            registry HTTP port                     (18081)
@@ -33,7 +37,9 @@ set -euo pipefail
 KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.25.4}"
 SLF4J_VERSION="${SLF4J_VERSION:-2.0.17}"
-APICURIO_VERSION="${APICURIO_VERSION:-3.3.3}"
+APICURIO_VERSION="${APICURIO_VERSION:-3.0.9}"
+KAFKA_JAVA="${KAFKA_JAVA:-java}"
+REGISTRY_JAVA="${REGISTRY_JAVA:-java}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 REGISTRY_PORT="${REGISTRY_PORT:-18081}"
@@ -47,6 +53,7 @@ REALBROKER_MVN_ARGS="${REALBROKER_MVN_ARGS:-}"
 
 # Pinned so that the plugin behaves the same with every Maven 3.8+.
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+DEP_PLUGIN_OLD="org.apache.maven.plugins:maven-dependency-plugin:2.8"
 
 KAFKA_HOME="$REALBROKER_CACHE/kafka-$KAFKA_VERSION-log4j-$LOG4J_VERSION"
 APICURIO_HOME="$REALBROKER_CACHE/apicurio-registry-$APICURIO_VERSION"
@@ -77,6 +84,30 @@ need() {
 }
 
 now() { date +%s; }
+
+# java_major JAVA -> prints the feature version (17, 21, ...) of that JVM.
+java_major() {
+  local v
+  v=$("$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' | head -n 1)
+  v=${v#1.}
+  printf '%s\n' "${v:-0}"
+}
+
+# need_java JAVA MIN WHAT: fail clearly when JAVA is missing or too old.
+need_java() {
+  local j=$1 min=$2 what=$3 major
+  command -v "$j" >/dev/null 2>&1 || die "'$j' (java for $what) is not on PATH"
+  major=$(java_major "$j")
+  ((major >= min)) || die "$what needs Java $min+, but '$j' is Java $major"
+}
+
+# Apicurio Registry 3.0.x is built for Java 17; 3.1 and later for Java 21.
+apicurio_min_java() {
+  case "$APICURIO_VERSION" in
+    2.* | 3.0.*) echo 17 ;;
+    *) echo 21 ;;
+  esac
+}
 
 # ---------------------------------------------------------------- processes
 
@@ -217,11 +248,20 @@ ensure_apicurio() {
   log "resolving Apicurio Registry $APICURIO_VERSION ($coords) with mvn into $APICURIO_HOME (first run only)"
   rm -rf "$APICURIO_HOME"
   mkdir -p "$APICURIO_HOME/dl"
+  # Some apicurio-registry-app releases (e.g. 3.0.9) reference a parent pom
+  # that the repository does not serve; dependency-plugin 3.x then refuses to
+  # copy even with -Dtransitive=false, while the 2.8 plugin does not read the
+  # descriptor and copies the file fine. Try 3.x first, then 2.8.
   if ! mvn_run "$DEP_PLUGIN:copy" -Dartifact="$coords" \
       -DoutputDirectory="$APICURIO_HOME/dl" -Dmdep.overWriteReleases=true \
       >"$APICURIO_HOME/mvn.log" 2>&1; then
-    tail_log "mvn (apicurio)" "$APICURIO_HOME/mvn.log"
-    die "could not resolve $coords"
+    log "dependency-plugin 3.x could not copy $coords, retrying with $DEP_PLUGIN_OLD"
+    if ! mvn_run "$DEP_PLUGIN_OLD:copy" -Dartifact="$coords" \
+        -DoutputDirectory="$APICURIO_HOME/dl" -Dmdep.overWriteReleases=true \
+        >>"$APICURIO_HOME/mvn.log" 2>&1; then
+      tail_log "mvn (apicurio)" "$APICURIO_HOME/mvn.log"
+      die "could not resolve $coords"
+    fi
   fi
   local tgz
   tgz=$(ls "$APICURIO_HOME"/dl/*.tar.gz 2>/dev/null | head -n 1)
@@ -229,7 +269,16 @@ ensure_apicurio() {
   mkdir -p "$APICURIO_HOME/app"
   tar -xzf "$tgz" -C "$APICURIO_HOME/app"
   rm -rf "$APICURIO_HOME/dl" # the tarball stays in ~/.m2
-  [[ -f $APICURIO_HOME/app/quarkus-run.jar ]] || die "quarkus-run.jar missing in $tgz"
+  # 3.1+ ships a Quarkus fast-jar (quarkus-run.jar); 3.0.x a legacy
+  # "<artifact>-runner.jar" with lib/ beside it. Remember which one to run.
+  local jar
+  if [[ -f $APICURIO_HOME/app/quarkus-run.jar ]]; then
+    jar=$APICURIO_HOME/app/quarkus-run.jar
+  else
+    jar=$(ls "$APICURIO_HOME"/app/*-runner.jar 2>/dev/null | head -n 1)
+  fi
+  [[ -n $jar && -f $jar ]] || die "neither quarkus-run.jar nor *-runner.jar found in $tgz"
+  printf '%s\n' "$jar" >"$APICURIO_HOME/launcher"
   touch "$APICURIO_HOME/.complete"
 }
 
@@ -342,6 +391,7 @@ start_kafka() {
   for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
     port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
   done
+  need_java "$KAFKA_JAVA" 17 "Kafka $KAFKA_VERSION"
   ensure_kafka_jars
 
   # Not running, so any old data is stale: start from an empty log dir.
@@ -352,13 +402,13 @@ start_kafka() {
 
   local cp cluster_id
   cp=$(kafka_classpath)
-  cluster_id=$(java -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
+  cluster_id=$("$KAFKA_JAVA" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
     kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)
   [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || {
     tail_log kafka "$KAFKA_LOG"
     die "StorageTool random-uuid returned '$cluster_id'"
   }
-  if ! java -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
+  if ! "$KAFKA_JAVA" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
       kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
       >>"$KAFKA_LOG" 2>&1; then
     tail_log kafka "$KAFKA_LOG"
@@ -367,7 +417,7 @@ start_kafka() {
 
   log "Kafka: starting (cluster id $cluster_id) on 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
   # shellcheck disable=SC2086 # heap options are word-split on purpose
-  spawn "$KAFKA_LOG" "$KAFKA_PID" java $KAFKA_HEAP_OPTS \
+  spawn "$KAFKA_LOG" "$KAFKA_PID" "$KAFKA_JAVA" $KAFKA_HEAP_OPTS \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
     "$KAFKA_MARK" \
@@ -438,6 +488,7 @@ start_registry() {
   for p in "$REGISTRY_PORT" "$REGISTRY_MANAGEMENT_PORT"; do
     port_open "$p" && die "port $p is already in use by another process (set REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT)"
   done
+  need_java "$REGISTRY_JAVA" "$(apicurio_min_java)" "Apicurio Registry $APICURIO_VERSION"
   ensure_apicurio
 
   rm -rf "$REGISTRY_WORK"
@@ -447,7 +498,7 @@ start_registry() {
   # Default storage is SQL on an in-memory H2 database. The management
   # interface (health/metrics) would otherwise bind 0.0.0.0:9000.
   # shellcheck disable=SC2086 # heap options are word-split on purpose
-  (cd "$REGISTRY_WORK" && spawn "$REGISTRY_LOG" "$REGISTRY_PID" java $REGISTRY_HEAP_OPTS \
+  (cd "$REGISTRY_WORK" && spawn "$REGISTRY_LOG" "$REGISTRY_PID" "$REGISTRY_JAVA" $REGISTRY_HEAP_OPTS \
     "$REGISTRY_MARK" \
     -Djava.io.tmpdir="$REGISTRY_WORK" \
     -Dquarkus.http.host=127.0.0.1 \
@@ -460,7 +511,7 @@ start_registry() {
     -Dapicurio.datasource.jdbc.min-size=2 \
     -Dapicurio.datasource.jdbc.max-size=20 \
     -Dquarkus.http.access-log.enabled=false \
-    -jar "$APICURIO_HOME/app/quarkus-run.jar")
+    -jar "$(<"$APICURIO_HOME/launcher")")
 
   local deadline=$(($(now) + REALBROKER_TIMEOUT)) r
   while :; do
@@ -484,7 +535,6 @@ start_registry() {
 # ---------------------------------------------------------------- commands
 
 cmd_start() {
-  need java
   mkdir -p "$REALBROKER_DIR" "$REALBROKER_CACHE"
   local t0
   t0=$(now)
