@@ -89,7 +89,13 @@ type Deps struct {
 // provider is its file plus one line here.
 func newProviders(deps Deps) map[string]Provider {
 	return map[string]Provider{
-		"lisa": lisa{},
+		"lisa":             lisa{},
+		"datasembly":       datasembly{},
+		"iimmpact":         iimmpact{},
+		"aicommerce":       aicommerce{},
+		"tipser":           newTipser(deps),
+		"hmac":             genericHMAC{},
+		"standardwebhooks": standardWebhooks{},
 	}
 }
 

@@ -50,6 +50,13 @@ var testSources = []config.Source{{
 
 func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 	t.Helper()
+	return startEdge(t, testSources, Deps{}, produceTimeout)
+}
+
+// startEdge serves sources on a loopback HTTP server, producing to an
+// in-process broker through a real registry, with produceTimeout before 503.
+func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
 	if err != nil {
 		t.Fatal(err)
@@ -63,17 +70,17 @@ func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts := append(topics.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(produceTimeout)...)
-	cl, err := kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(append(topics.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(produceTimeout)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	sources, err := NewSources(testSources, Deps{})
+	sources, err := NewSources(cfgs, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(New(sources, Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}, WithLogger(log), WithProduceTimeout(produceTimeout)).Handler())
+	out := Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
+	srv := httptest.NewServer(New(sources, out, append([]Option{WithLogger(log), WithProduceTimeout(produceTimeout)}, opts...)...).Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, cluster: cluster, url: srv.URL, adm: kadm.NewClient(cl), serde: serde, client: cl, src: sources[0]}
 }
@@ -84,6 +91,12 @@ func sign(secret string, body []byte) string {
 
 func (f *fixture) post(path string, body io.Reader, length int64, hdr map[string]string) (int, map[string]any, http.Header) {
 	f.t.Helper()
+	return f.postT(f.t, path, body, length, hdr)
+}
+
+// postT posts and fails t (not the fixture's test) on transport errors.
+func (f *fixture) postT(t *testing.T, path string, body io.Reader, length int64, hdr map[string]string) (int, map[string]any, http.Header) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, f.url+path, body)
 	req.ContentLength = length
 	for k, v := range hdr {
@@ -91,13 +104,13 @@ func (f *fixture) post(path string, body io.Reader, length int64, hdr map[string
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out map[string]any
 	raw, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(raw, &out); err != nil {
-		f.t.Fatalf("response body is not JSON: %q", raw)
+		t.Fatalf("response body is not JSON: %q", raw)
 	}
 	return resp.StatusCode, out, resp.Header
 }
@@ -109,11 +122,14 @@ func (f *fixture) postSigned(path string, body []byte, secret, apiKey string) (i
 }
 
 // records reads everything on the changes topic.
-func (f *fixture) records() []*kgo.Record {
+func (f *fixture) records() []*kgo.Record { return f.recordsOf(testTopic) }
+
+// recordsOf reads everything on topic.
+func (f *fixture) recordsOf(topic string) []*kgo.Record {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ends, err := f.adm.ListEndOffsets(ctx, testTopic)
+	ends, err := f.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -122,7 +138,7 @@ func (f *fixture) records() []*kgo.Record {
 	if total == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.ConsumeTopics(testTopic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		f.t.Fatal(err)

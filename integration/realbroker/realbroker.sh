@@ -380,19 +380,39 @@ kafka_version_from_log() {
   sed -n 's/.*Kafka version: \([^ ]*\).*/\1/p' "$KAFKA_LOG" 2>/dev/null | tail -n 1
 }
 
-start_kafka() {
-  local pid
+# A KRaft cluster id is 16 random bytes in URL-safe base64 without padding
+# (what StorageTool random-uuid prints); Kafka avoids ids starting with '-'.
+gen_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* ]] || break
+  done
+  printf '%s\n' "$id"
+}
+
+# Set to 1 by *_launch when this invocation spawned the process, so that a
+# failed start can take down what it started (and only that).
+KAFKA_LAUNCHED=0
+REGISTRY_LAUNCHED=0
+
+abort_start() {
+  local msg=$1
+  ((REGISTRY_LAUNCHED)) && stop_proc Registry "$REGISTRY_PID" "$REGISTRY_MARK"
+  ((KAFKA_LAUNCHED)) && stop_proc Kafka "$KAFKA_PID" "$KAFKA_MARK"
+  die "$msg"
+}
+
+kafka_launch() {
+  local pid p
   if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
     log "Kafka: already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
     return 0
   fi
   rm -f "$KAFKA_PID"
-  local p
   for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_open "$p" && die "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+    port_open "$p" && abort_start "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
   done
-  need_java "$KAFKA_JAVA" 17 "Kafka $KAFKA_VERSION"
-  ensure_kafka_jars
 
   # Not running, so any old data is stale: start from an empty log dir.
   rm -rf "$KAFKA_DATA"
@@ -402,20 +422,15 @@ start_kafka() {
 
   local cp cluster_id
   cp=$(kafka_classpath)
-  cluster_id=$("$KAFKA_JAVA" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
-    kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)
-  [[ $cluster_id =~ ^[A-Za-z0-9_-]{22}$ ]] || {
-    tail_log kafka "$KAFKA_LOG"
-    die "StorageTool random-uuid returned '$cluster_id'"
-  }
+  cluster_id=$(gen_cluster_id)
   if ! "$KAFKA_JAVA" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
       kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
       >>"$KAFKA_LOG" 2>&1; then
     tail_log kafka "$KAFKA_LOG"
-    die "StorageTool format failed"
+    abort_start "kafka.tools.StorageTool format failed"
   fi
 
-  log "Kafka: starting (cluster id $cluster_id) on 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
+  log "Kafka: starting $KAFKA_VERSION (cluster id $cluster_id) on 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
   # shellcheck disable=SC2086 # heap options are word-split on purpose
   spawn "$KAFKA_LOG" "$KAFKA_PID" "$KAFKA_JAVA" $KAFKA_HEAP_OPTS \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
@@ -423,21 +438,25 @@ start_kafka() {
     "$KAFKA_MARK" \
     -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
     -cp "$cp" kafka.Kafka "$KAFKA_PROPS"
+  KAFKA_LAUNCHED=1
+}
 
+kafka_wait() {
+  ((KAFKA_LAUNCHED)) || return 0
   local deadline=$(($(now) + REALBROKER_TIMEOUT))
   while :; do
     if ! pid_alive "$KAFKA_PID" "$KAFKA_MARK" >/dev/null; then
       tail_log kafka "$KAFKA_LOG"
       rm -f "$KAFKA_PID"
-      die "Kafka exited during startup"
+      KAFKA_LAUNCHED=0
+      abort_start "Kafka exited during startup"
     fi
     if grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok; then
       break
     fi
     if (($(now) >= deadline)); then
       tail_log kafka "$KAFKA_LOG"
-      stop_proc Kafka "$KAFKA_PID" "$KAFKA_MARK"
-      die "Kafka did not become ready within ${REALBROKER_TIMEOUT}s"
+      abort_start "Kafka did not become ready within ${REALBROKER_TIMEOUT}s"
     fi
     sleep 0.5
   done
@@ -477,26 +496,32 @@ registry_version() {
   sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p' <<<"${r#* }" | head -n 1
 }
 
-start_registry() {
-  local pid
+# 3.1+ (Quarkus fast-jar builds) also open a management interface.
+apicurio_has_management() {
+  case "$APICURIO_VERSION" in
+    2.* | 3.0.*) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+registry_launch() {
+  local pid p ports=("$REGISTRY_PORT")
   if pid=$(pid_alive "$REGISTRY_PID" "$REGISTRY_MARK"); then
     log "Registry: already running (pid $pid) at $CCOMPAT_URL"
     return 0
   fi
   rm -f "$REGISTRY_PID"
-  local p
-  for p in "$REGISTRY_PORT" "$REGISTRY_MANAGEMENT_PORT"; do
-    port_open "$p" && die "port $p is already in use by another process (set REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT)"
+  apicurio_has_management && ports+=("$REGISTRY_MANAGEMENT_PORT")
+  for p in "${ports[@]}"; do
+    port_open "$p" && abort_start "port $p is already in use by another process (set REGISTRY_PORT / REGISTRY_MANAGEMENT_PORT)"
   done
-  need_java "$REGISTRY_JAVA" "$(apicurio_min_java)" "Apicurio Registry $APICURIO_VERSION"
-  ensure_apicurio
 
   rm -rf "$REGISTRY_WORK"
   mkdir -p "$REGISTRY_WORK"
   : >"$REGISTRY_LOG"
-  log "Registry: starting Apicurio $APICURIO_VERSION (in-memory storage) on 127.0.0.1:$REGISTRY_PORT, log $REGISTRY_LOG"
-  # Default storage is SQL on an in-memory H2 database. The management
-  # interface (health/metrics) would otherwise bind 0.0.0.0:9000.
+  log "Registry: starting Apicurio Registry $APICURIO_VERSION (in-memory storage) on 127.0.0.1:$REGISTRY_PORT, log $REGISTRY_LOG"
+  # Default storage is SQL on an in-memory H2 database, which is what we
+  # want. The management interface of 3.1+ would otherwise bind 0.0.0.0:9000.
   # shellcheck disable=SC2086 # heap options are word-split on purpose
   (cd "$REGISTRY_WORK" && spawn "$REGISTRY_LOG" "$REGISTRY_PID" "$REGISTRY_JAVA" $REGISTRY_HEAP_OPTS \
     "$REGISTRY_MARK" \
@@ -505,6 +530,7 @@ start_registry() {
     -Dquarkus.http.port="$REGISTRY_PORT" \
     -Dquarkus.management.host=127.0.0.1 \
     -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+    -Dquarkus.log.console.format='%d{yyyy-MM-dd HH:mm:ss,SSS} %-5p [%c{3.}] (%t) %s%e%n' \
     -Dapicurio.storage.snapshot.location="$REGISTRY_WORK" \
     -Dapicurio.import.work-dir="$REGISTRY_WORK" \
     -Dapicurio.datasource.jdbc.initial-size=2 \
@@ -512,20 +538,24 @@ start_registry() {
     -Dapicurio.datasource.jdbc.max-size=20 \
     -Dquarkus.http.access-log.enabled=false \
     -jar "$(<"$APICURIO_HOME/launcher")")
+  REGISTRY_LAUNCHED=1
+}
 
+registry_wait() {
+  ((REGISTRY_LAUNCHED)) || return 0
   local deadline=$(($(now) + REALBROKER_TIMEOUT)) r
   while :; do
     if ! pid_alive "$REGISTRY_PID" "$REGISTRY_MARK" >/dev/null; then
       tail_log registry "$REGISTRY_LOG"
       rm -f "$REGISTRY_PID"
-      die "Apicurio Registry exited during startup"
+      REGISTRY_LAUNCHED=0
+      abort_start "Apicurio Registry exited during startup"
     fi
     r=$(http_get "$CCOMPAT_URL/subjects")
     [[ ${r%% *} == 200 ]] && break
     if (($(now) >= deadline)); then
       tail_log registry "$REGISTRY_LOG"
-      stop_proc Registry "$REGISTRY_PID" "$REGISTRY_MARK"
-      die "Apicurio Registry did not answer 200 on $CCOMPAT_URL/subjects within ${REALBROKER_TIMEOUT}s"
+      abort_start "Apicurio Registry did not answer 200 on $CCOMPAT_URL/subjects within ${REALBROKER_TIMEOUT}s"
     fi
     sleep 0.5
   done
@@ -538,8 +568,16 @@ cmd_start() {
   mkdir -p "$REALBROKER_DIR" "$REALBROKER_CACHE"
   local t0
   t0=$(now)
-  start_kafka
-  start_registry
+  # Resolve (first run only) before launching anything, then launch both
+  # JVMs at once and wait for each: they start in parallel.
+  need_java "$KAFKA_JAVA" 17 "Kafka $KAFKA_VERSION"
+  need_java "$REGISTRY_JAVA" "$(apicurio_min_java)" "Apicurio Registry $APICURIO_VERSION"
+  ensure_kafka_jars
+  ensure_apicurio
+  kafka_launch
+  registry_launch
+  kafka_wait
+  registry_wait
   log "both up in $(($(now) - t0))s"
   cmd_env
 }
