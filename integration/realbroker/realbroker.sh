@@ -190,9 +190,7 @@ ensure_kafka_jars() {
   mkdir -p "$KAFKA_HOME"
   cat >"$KAFKA_HOME/pom.xml" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
-<project xmlns="http://maven.apache.org/POM/4.0.0"
-         xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-         xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
+<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>productstream.integration</groupId>
   <artifactId>realbroker-kafka-classpath</artifactId>
@@ -236,7 +234,8 @@ EOF
   [[ -f $KAFKA_HOME/libs/kafka_2.13-$KAFKA_VERSION.jar ]] \
     || die "kafka_2.13-$KAFKA_VERSION.jar missing after mvn copy-dependencies"
   touch "$KAFKA_HOME/.complete"
-  log "Kafka classpath ready: $(ls "$KAFKA_HOME/libs" | wc -l) jars"
+  local jars=("$KAFKA_HOME"/libs/*.jar)
+  log "Kafka classpath ready: ${#jars[@]} jars"
 }
 
 # Apicurio Registry: the Quarkus fast-jar distribution published on Central
@@ -263,21 +262,21 @@ ensure_apicurio() {
       die "could not resolve $coords"
     fi
   fi
-  local tgz
-  tgz=$(ls "$APICURIO_HOME"/dl/*.tar.gz 2>/dev/null | head -n 1)
-  [[ -n $tgz ]] || die "no tar.gz found after mvn dependency:copy"
+  local tgzs=("$APICURIO_HOME"/dl/*.tar.gz) tgz
+  tgz=${tgzs[0]}
+  [[ -f $tgz ]] || die "no tar.gz found after mvn dependency:copy"
   mkdir -p "$APICURIO_HOME/app"
   tar -xzf "$tgz" -C "$APICURIO_HOME/app"
   rm -rf "$APICURIO_HOME/dl" # the tarball stays in ~/.m2
   # 3.1+ ships a Quarkus fast-jar (quarkus-run.jar); 3.0.x a legacy
   # "<artifact>-runner.jar" with lib/ beside it. Remember which one to run.
-  local jar
+  local jar runners=("$APICURIO_HOME"/app/*-runner.jar)
   if [[ -f $APICURIO_HOME/app/quarkus-run.jar ]]; then
     jar=$APICURIO_HOME/app/quarkus-run.jar
   else
-    jar=$(ls "$APICURIO_HOME"/app/*-runner.jar 2>/dev/null | head -n 1)
+    jar=${runners[0]}
   fi
-  [[ -n $jar && -f $jar ]] || die "neither quarkus-run.jar nor *-runner.jar found in $tgz"
+  [[ -f $jar ]] || die "neither quarkus-run.jar nor *-runner.jar found in $tgz"
   printf '%s\n' "$jar" >"$APICURIO_HOME/launcher"
   touch "$APICURIO_HOME/.complete"
 }
