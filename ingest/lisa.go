@@ -41,6 +41,9 @@ func (lisa) Check(i int, src config.Source) error {
 	if len(src.APIKeys) == 0 {
 		return &config.FieldError{Field: fmt.Sprintf("sources[%d].api_keys", i), Msg: "lisa needs at least one API key"}
 	}
+	if src.BasicAuth != nil {
+		return &config.FieldError{Field: fmt.Sprintf("sources[%d].basic_auth", i), Msg: "lisa sends its API key in Authorization, which basic auth would need too"}
+	}
 	return nil
 }
 
