@@ -68,3 +68,45 @@ func TestIdenticalLiSABodiesAreNotDeduplicated(t *testing.T) {
 		t.Fatalf("%d records, want 3", n)
 	}
 }
+
+// A source with basic auth refuses requests without it, whatever their
+// signature, and accepts each rotated password.
+func TestBasicAuthRequiredWhenConfigured(t *testing.T) {
+	f := startEdge(t, []config.Source{{Name: "gh", Provider: "hmac", Namespace: "ns", Secrets: []string{"s1"},
+		HMAC:      &config.HMAC{Header: "X-Hub-Signature-256", Prefix: "sha256="},
+		Payload:   &config.Payload{IDPointer: "/id"},
+		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"old", "new"}}}}, Deps{}, 5*time.Second)
+	cases := []struct {
+		name   string
+		user   string
+		pass   string
+		status int
+	}{
+		{"none", "", "", 401},
+		{"wrong password", "u", "nope", 401},
+		{"wrong user", "x", "new", 401},
+		{"rotated password old", "u", "old", 202},
+		{"rotated password new", "u", "new", 202},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(fmt.Sprintf(`{"id":"b%d"}`, i))
+			req, _ := http.NewRequest(http.MethodPost, f.url+"/webhooks/gh", bytes.NewReader(body))
+			req.Header.Set("X-Hub-Signature-256", "sha256="+sign("s1", body))
+			if tc.user != "" {
+				req.SetBasicAuth(tc.user, tc.pass)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+		})
+	}
+	if n := len(f.records()); n != 2 {
+		t.Fatalf("%d records, want 2", n)
+	}
+}
