@@ -1,8 +1,374 @@
 package ingest
 
-// tipser is being written (issue 4).
-type tipser struct{ unimplemented }
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
 
-func newTipser(Deps) Provider { return tipser{} }
+	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/schemas"
+)
 
-func (tipser) Name() string { return "tipser" }
+// tipser is Tipser's Product Webhook API (shared/providers/
+// tipser-product-webhook-api-sns.txt), delivered by AWS SNS:
+//
+//	POST /webhooks/{name}
+//	Content-Type: text/plain (SNS's default; the raw bytes are read)
+//	x-amz-sns-message-type, x-amz-sns-message-id, x-amz-sns-topic-arn
+//	body: the SNS JSON envelope, signed by AWS (signatures.md, "AWS SNS")
+//
+// A Notification's Message is one Tipser event {"eventType", "data"}; each
+// becomes one change. A SubscriptionConfirmation is confirmed by visiting its
+// SubscribeURL; an UnsubscribeConfirmation is only logged. With raw message
+// delivery (x-amz-sns-rawdelivery: true) the body is the Tipser event
+// itself, unsigned: accepted only from a source with basic auth.
+//
+// Answers: 202 accepted (an empty batch for confirmations); 400 malformed
+// envelope, unknown Type or eventType, header and body disagreeing, bad
+// SubscribeURL query or path, undecodable Signature; 401 SignatureVersion
+// not accepted, untrusted SigningCertURL, certificate not a usable RSA
+// certificate, signature mismatch, message older than max_age, raw delivery
+// without basic auth; 403 TopicArn not allowed, SubscribeURL host not
+// allowed; 413 over 300 KiB; 503 certificate fetch or confirmation failed
+// for now, or Kafka did not acknowledge (SNS retries).
+type tipser struct {
+	// client makes the outbound requests: certificate fetches and
+	// subscription confirmations. It never follows redirects.
+	client *http.Client
+	certs  *certCache
+}
+
+const tipserMaxBody = 300 << 10 // SNS messages are at most 256 KiB, plus the envelope
+
+// newTipser builds the provider around deps.Outbound, or the hardened
+// NewOutboundClient when it is nil. Whatever the client, redirects are not
+// followed and each request is bounded by outboundTimeout.
+func newTipser(deps Deps) Provider {
+	base := deps.Outbound
+	if base == nil {
+		base = NewOutboundClient()
+	}
+	client := *base
+	client.CheckRedirect = refuseRedirects
+	if client.Timeout <= 0 || client.Timeout > outboundTimeout {
+		client.Timeout = outboundTimeout
+	}
+	return &tipser{client: &client, certs: newCertCache(&client)}
+}
+
+func (*tipser) Name() string          { return "tipser" }
+func (*tipser) DefaultMaxBody() int64 { return tipserMaxBody }
+func (*tipser) Routes() []string      { return nil }
+
+// Check needs an sns block with at least one topic ARN; secrets are not
+// used (AWS signs with its own key).
+func (*tipser) Check(i int, src config.Source) error { return checkSNSConfig(i, src.SNS) }
+
+// Prepare keeps the source's sns block ready for checks.
+func (*tipser) Prepare(src *Source) (any, error) { return newSNSPolicy(src.SNS), nil }
+
+// policy returns the source's prepared sns block.
+func (*tipser) policy(src *Source) (*snsPolicy, error) {
+	if p, ok := src.extra.(*snsPolicy); ok {
+		return p, nil
+	}
+	if err := checkSNSConfig(0, src.SNS); err != nil {
+		return nil, fmt.Errorf("tipser source %s: %w", src.Name, err)
+	}
+	return newSNSPolicy(src.SNS), nil
+}
+
+// isRawDelivery reports whether SNS delivered the message raw, without its
+// signed envelope.
+func isRawDelivery(h http.Header) bool {
+	return strings.EqualFold(strings.TrimSpace(h.Get(snsHeaderRawDelivery)), "true")
+}
+
+// Verify checks, in this order and before any outbound request: the
+// envelope and its headers, the Type, the SignatureVersion, the Signature's
+// encoding, the TopicArn, the SigningCertURL, the max age and, for a
+// SubscriptionConfirmation, the SubscribeURL. Only then is the certificate
+// fetched (or taken from the cache) and the signature checked.
+func (t *tipser) Verify(ctx context.Context, src *Source, req *Request) error {
+	pol, err := t.policy(src)
+	if err != nil {
+		return err
+	}
+	if isRawDelivery(req.Header) {
+		return verifyRawDelivery(src, pol, req.Header)
+	}
+	env, err := parseSNSEnvelope(req.Body)
+	if err != nil {
+		return err
+	}
+	if err := env.checkHeaders(req.Header); err != nil {
+		return err
+	}
+	ts, err := env.validate()
+	if err != nil {
+		return err
+	}
+	if !pol.acceptsVersion(env.SignatureVersion) {
+		return fmt.Errorf("%w: SignatureVersion %q is not accepted by this source", ErrBadSignature, snsClip(env.SignatureVersion, 16))
+	}
+	sig, err := decodeSNSSignature(env.Signature)
+	if err != nil {
+		return err
+	}
+	if !pol.allowsTopic(env.TopicArn) {
+		return fmt.Errorf("%w: TopicArn is not allowed for this source", ErrForbidden)
+	}
+	certURL, err := pol.checkCertURL(env.SigningCertURL, env.TopicArn)
+	if err != nil {
+		return err
+	}
+	if pol.maxAge > 0 && req.Received.Sub(ts) > pol.maxAge {
+		return fmt.Errorf("%w: message Timestamp is older than %s", ErrStale, pol.maxAge)
+	}
+	if env.Type == snsSubscriptionConfirmation {
+		if _, err := pol.checkSubscribeURL(env); err != nil {
+			return err
+		}
+	}
+	signed, err := env.stringToSign()
+	if err != nil {
+		return err
+	}
+	key, err := t.certs.key(ctx, certURL.String())
+	if err != nil {
+		return err
+	}
+	return verifySNSSignature(key, env.SignatureVersion, signed, sig)
+}
+
+// verifyRawDelivery accepts an unsigned raw delivery only from a source
+// with basic auth, which the server has already checked. The unsigned
+// headers then still have to name a Notification from an allowed topic.
+func verifyRawDelivery(src *Source, pol *snsPolicy, h http.Header) error {
+	if src.BasicAuth == nil {
+		return fmt.Errorf("%w: raw message delivery carries no signature; it needs a source with basic_auth", ErrUnauthorized)
+	}
+	for _, v := range h.Values(snsHeaderType) {
+		if v != snsNotification {
+			return fmt.Errorf("%w: a raw delivery must be a Notification", ErrInvalidPayload)
+		}
+	}
+	for _, v := range h.Values(snsHeaderTopicARN) {
+		if !pol.allowsTopic(v) {
+			return fmt.Errorf("%w: TopicArn is not allowed for this source", ErrForbidden)
+		}
+	}
+	return nil
+}
+
+// DeliveryID is the SNS MessageId, which SNS reuses when it retries; for a
+// raw delivery, a hash of the source and body.
+func (*tipser) DeliveryID(src *Source, req *Request) (string, bool) {
+	if isRawDelivery(req.Header) {
+		return bodyEventID(src.Name, req.Body), true
+	}
+	env, err := parseSNSEnvelope(req.Body)
+	if err != nil || env.MessageID == "" {
+		return "", false
+	}
+	return env.MessageID, true
+}
+
+// Normalize turns a Notification into its one change, confirms a
+// SubscriptionConfirmation (an empty batch) and logs an
+// UnsubscribeConfirmation (an empty batch).
+func (t *tipser) Normalize(ctx context.Context, src *Source, req *Request) (Batch, error) {
+	if isRawDelivery(req.Header) {
+		ch, err := normalizeTipser(src, req.Body, bodyEventID(src.Name, req.Body), time.Time{}, req.Received)
+		if err != nil {
+			return Batch{}, err
+		}
+		return Batch{Changes: []schemas.Change{ch}}, nil
+	}
+	env, err := parseSNSEnvelope(req.Body)
+	if err != nil {
+		return Batch{}, err
+	}
+	ts, err := env.validate()
+	if err != nil {
+		return Batch{}, err
+	}
+	switch env.Type {
+	case snsSubscriptionConfirmation:
+		pol, err := t.policy(src)
+		if err != nil {
+			return Batch{}, err
+		}
+		return Batch{}, t.confirm(ctx, src, pol, env)
+	case snsUnsubscribeConfirmation:
+		slog.Info("SNS unsubscribe confirmation received; not visiting its SubscribeURL",
+			"source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
+		return Batch{}, nil
+	}
+	ch, err := normalizeTipser(src, []byte(env.Message), env.MessageID, ts, req.Received)
+	if err != nil {
+		return Batch{}, err
+	}
+	return Batch{Changes: []schemas.Change{ch}}, nil
+}
+
+// confirm visits a checked SubscribeURL once. A failure wraps
+// ErrUnavailable, so SNS sends the confirmation again.
+func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *snsEnvelope) error {
+	u, err := pol.checkSubscribeURL(env)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, outboundTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("%w: SubscribeURL: %w", ErrInvalidPayload, err)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		slog.Warn("SNS subscription confirmation failed", "source", src.Name, "topic_arn", env.TopicArn, "err", redactURLError(err))
+		return fmt.Errorf("%w: confirming the SNS subscription failed", ErrUnavailable)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, snsMaxCertBytes))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%w: confirming the SNS subscription answered %d", ErrUnavailable, resp.StatusCode)
+	}
+	slog.Info("SNS subscription confirmed", "source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
+	return nil
+}
+
+// redactURLError drops the URL, whose query holds the subscription Token,
+// from a client error.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// tipserEvents says how each Tipser eventType becomes a change: its
+// resource, the data field holding its id (the record key is
+// "<namespace>:<id>"), other ids it must carry, and whether it carries
+// collectionsIds. The other ids stay in Raw only.
+var tipserEvents = map[string]struct {
+	resource    string
+	idField     string
+	otherIDs    []string
+	collections bool
+}{
+	"product-changed":               {resource: "product", idField: "productId"},
+	"product-customization-changed": {resource: "product", idField: "productId", otherIDs: []string{"productCustomizationId"}},
+	"product-in-collection-changed": {resource: "product", idField: "productId", collections: true},
+	"pos-collections-changed":       {resource: "pos", idField: "posId", collections: true},
+	"collection-changed":            {resource: "collection", idField: "collectionId"},
+	"collection-added":              {resource: "collection", idField: "collectionId"},
+}
+
+// normalizeTipser turns one Tipser event, msg, into its change. eventID is
+// the SNS MessageId (or a body hash for raw delivery); occurred is the SNS
+// Timestamp (zero for raw delivery). Raw is msg byte for byte. Errors wrap
+// ErrInvalidPayload and name the field.
+func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received time.Time) (schemas.Change, error) {
+	o, err := parseObject(msg)
+	if err != nil {
+		return schemas.Change{}, fmt.Errorf("Tipser message: %w", err)
+	}
+	var eventType string
+	if raw, ok := o["eventType"]; !ok || string(raw) == "null" {
+		return schemas.Change{}, fmt.Errorf("%w: missing field eventType", ErrInvalidPayload)
+	} else if err := json.Unmarshal(raw, &eventType); err != nil {
+		return schemas.Change{}, fmt.Errorf("%w: field eventType must be a string", ErrInvalidPayload)
+	}
+	spec, ok := tipserEvents[eventType]
+	if !ok {
+		return schemas.Change{}, fmt.Errorf("%w: unknown Tipser eventType %q", ErrInvalidPayload, snsClip(eventType, 64))
+	}
+	rawData, ok := o["data"]
+	if !ok || string(rawData) == "null" {
+		return schemas.Change{}, fmt.Errorf("%w: missing field data", ErrInvalidPayload)
+	}
+	var data object
+	if err := json.Unmarshal(rawData, &data); err != nil || data == nil {
+		return schemas.Change{}, fmt.Errorf("%w: field data must be a JSON object", ErrInvalidPayload)
+	}
+	id, err := data.tipserID(spec.idField)
+	if err != nil {
+		return schemas.Change{}, err
+	}
+	for _, f := range spec.otherIDs {
+		if _, err := data.tipserID(f); err != nil {
+			return schemas.Change{}, err
+		}
+	}
+	if spec.collections {
+		if err := data.tipserStrings("collectionsIds"); err != nil {
+			return schemas.Change{}, err
+		}
+	}
+	return schemas.Change{
+		EventID:    eventID,
+		Source:     src.Name,
+		Provider:   "tipser",
+		Namespace:  src.Namespace,
+		EventType:  eventType,
+		Resource:   spec.resource,
+		ProductID:  id,
+		ReceivedAt: received,
+		OccurredAt: occurred,
+		Raw:        string(msg),
+	}, nil
+}
+
+// tipserID returns the id in key of a Tipser event's data object, naming
+// the field as data.<key> in errors.
+func (o object) tipserID(key string) (string, error) {
+	if raw, ok := o[key]; !ok || string(raw) == "null" {
+		return "", fmt.Errorf("%w: missing field data.%s", ErrInvalidPayload, key)
+	}
+	id, err := o.id(key)
+	if err != nil {
+		return "", fmt.Errorf("%w: field data.%s must be a string or an integer of 1 to %d bytes", ErrInvalidPayload, key, maxIDLen)
+	}
+	return id, nil
+}
+
+// tipserStrings checks that key of a Tipser event's data object holds an
+// array of non-empty strings (it may be empty: a snapshot of no
+// collections).
+func (o object) tipserStrings(key string) error {
+	raw, ok := o[key]
+	if !ok || string(raw) == "null" {
+		return fmt.Errorf("%w: missing field data.%s", ErrInvalidPayload, key)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return fmt.Errorf("%w: field data.%s must be an array of strings", ErrInvalidPayload, key)
+	}
+	for _, it := range items {
+		var s string
+		if len(it) == 0 || it[0] != '"' || json.Unmarshal(it, &s) != nil || s == "" || len(s) > maxIDLen {
+			return fmt.Errorf("%w: field data.%s must be an array of non-empty strings", ErrInvalidPayload, key)
+		}
+	}
+	return nil
+}
+
+// Sign cannot sign: an SNS signature needs AWS's private key, so
+// `productstream sign` prints only the headers SNS sends with a
+// Notification. Tests sign envelopes with their own key and certificate.
+func (*tipser) Sign(*Source, []byte) http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "text/plain")
+	h.Set(snsHeaderType, snsNotification)
+	return h
+}

@@ -15,7 +15,7 @@ import (
 
 var testTopics = map[Kind]string{KindChange: "t.changes", KindState: "t.products", KindUpdate: "t.updates", KindEvent: "t.events"}
 
-func newSerde(t *testing.T) (*Serde, *srfake.Registry) {
+func newSerde(t testing.TB) (*Serde, *srfake.Registry) {
 	t.Helper()
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
