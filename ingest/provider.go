@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sort"
 	"time"
@@ -83,6 +84,8 @@ type Deps struct {
 	// (SNS certificates and subscription confirmations). Nil: a hardened
 	// default (see NewOutboundClient).
 	Outbound *http.Client
+	// Log receives what providers log (default slog.Default()).
+	Log *slog.Logger
 }
 
 // newProviders builds the registry of provider contracts by name. Adding a

@@ -75,6 +75,9 @@ func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout tim
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
+	if deps.Log == nil {
+		deps.Log = log
+	}
 	sources, err := NewSources(cfgs, deps)
 	if err != nil {
 		t.Fatal(err)

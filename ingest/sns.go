@@ -497,6 +497,7 @@ func (p *snsPolicy) checkSubscribeURL(e *snsEnvelope) (*url.URL, error) {
 type certCache struct {
 	client *http.Client
 	now    func() time.Time
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	keys     *simplelru.LRU[string, cachedKey]
@@ -515,12 +516,12 @@ type certFetch struct {
 	err  error
 }
 
-func newCertCache(client *http.Client) *certCache {
+func newCertCache(client *http.Client, log *slog.Logger) *certCache {
 	keys, err := simplelru.NewLRU[string, cachedKey](snsCertCacheSize, nil)
 	if err != nil {
 		panic(err) // only for a non-positive size
 	}
-	return &certCache{client: client, now: time.Now, keys: keys, inflight: map[string]*certFetch{}}
+	return &certCache{client: client, now: time.Now, log: log, keys: keys, inflight: map[string]*certFetch{}}
 }
 
 // key returns the RSA key of the certificate at certURL, which the caller
@@ -572,7 +573,7 @@ func (c *certCache) fetch(ctx context.Context, certURL string) (*rsa.PublicKey, 
 	if err != nil {
 		// The cause (an address the dialer refused, a timeout) goes to the
 		// log, not to the sender.
-		slog.Warn("SNS signing certificate fetch failed", "url", certURL, "err", err)
+		c.log.Warn("SNS signing certificate fetch failed", "url", certURL, "err", err)
 		return nil, fmt.Errorf("%w: fetching the SNS signing certificate failed", ErrUnavailable)
 	}
 	defer resp.Body.Close()

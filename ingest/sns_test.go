@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -464,7 +465,7 @@ func TestSNSCertCache(t *testing.T) {
 	}))
 	defer srv.Close()
 	count := func(path string) int { mu.Lock(); defer mu.Unlock(); return fetched[path] }
-	c := newCertCache(srv.Client())
+	c := newCertCache(srv.Client(), slog.Default())
 	now := time.Now()
 	c.now = func() time.Time { return now }
 	get := func(path string) {
@@ -512,7 +513,7 @@ func TestSNSCertCache(t *testing.T) {
 	c2 := newCertCache(&http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		<-r.Context().Done()
 		return nil, r.Context().Err()
-	})})
+	})}, slog.Default())
 	if _, err := c2.key(ctx, "https://sns.eu-west-1.amazonaws.com/x.pem"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("canceled wait: %v, want ErrUnavailable", err)
 	}

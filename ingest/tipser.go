@@ -43,6 +43,7 @@ type tipser struct {
 	// subscription confirmations. It never follows redirects.
 	client *http.Client
 	certs  *certCache
+	log    *slog.Logger
 }
 
 const tipserMaxBody = 300 << 10 // SNS messages are at most 256 KiB, plus the envelope
@@ -60,7 +61,11 @@ func newTipser(deps Deps) Provider {
 	if client.Timeout <= 0 || client.Timeout > outboundTimeout {
 		client.Timeout = outboundTimeout
 	}
-	return &tipser{client: &client, certs: newCertCache(&client)}
+	log := deps.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &tipser{client: &client, certs: newCertCache(&client, log), log: log}
 }
 
 func (*tipser) Name() string          { return "tipser" }
@@ -208,7 +213,7 @@ func (t *tipser) Normalize(ctx context.Context, src *Source, req *Request) (Batc
 		}
 		return Batch{}, t.confirm(ctx, src, pol, env)
 	case snsUnsubscribeConfirmation:
-		slog.Info("SNS unsubscribe confirmation received; not visiting its SubscribeURL",
+		t.log.Info("SNS unsubscribe confirmation received; not visiting its SubscribeURL",
 			"source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
 		return Batch{}, nil
 	}
@@ -234,7 +239,7 @@ func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *
 	}
 	resp, err := t.client.Do(req)
 	if err != nil {
-		slog.Warn("SNS subscription confirmation failed", "source", src.Name, "topic_arn", env.TopicArn, "err", redactURLError(err))
+		t.log.Warn("SNS subscription confirmation failed", "source", src.Name, "topic_arn", env.TopicArn, "err", redactURLError(err))
 		return fmt.Errorf("%w: confirming the SNS subscription failed", ErrUnavailable)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, snsMaxCertBytes))
@@ -242,7 +247,7 @@ func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%w: confirming the SNS subscription answered %d", ErrUnavailable, resp.StatusCode)
 	}
-	slog.Info("SNS subscription confirmed", "source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
+	t.log.Info("SNS subscription confirmed", "source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
 	return nil
 }
 

@@ -41,7 +41,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
-	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{})
+	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}

@@ -58,7 +58,7 @@ func runIngestRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{})
+	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
