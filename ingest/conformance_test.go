@@ -2,17 +2,13 @@ package ingest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/productstream/productstream/config"
 )
@@ -258,21 +254,13 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	t.Run("Kafka unreachable, then back", func(t *testing.T) {
 		i, body := next()
 		h := c.sign("s1", body)
-		var down atomic.Bool
-		down.Store(true)
-		f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-			f.cluster.KeepControl()
-			if down.Load() {
-				return nil, errors.New("broker down"), true
-			}
-			return nil, nil, false
-		})
+		kafkaBack := f.breakProduce()
 		status, resp, hdr := send(t, body, h)
 		refused(t, status, http.StatusServiceUnavailable, resp)
 		if hdr.Get("Retry-After") == "" {
 			t.Fatal("503 without Retry-After")
 		}
-		down.Store(false)
+		kafkaBack()
 		deadline := time.Now().Add(15 * time.Second)
 		for status != c.okStatus {
 			if time.Now().After(deadline) {

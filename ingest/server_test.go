@@ -88,6 +88,21 @@ func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout tim
 	return &fixture{t: t, cluster: cluster, url: srv.URL, adm: kadm.NewClient(cl), serde: serde, client: cl, src: sources[0]}
 }
 
+// breakProduce makes the broker refuse every produce request, as when Kafka
+// is unreachable, until the returned func is called.
+func (f *fixture) breakProduce() (restore func()) {
+	var down atomic.Bool
+	down.Store(true)
+	f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		f.cluster.KeepControl()
+		if down.Load() {
+			return nil, errors.New("broker down"), true
+		}
+		return nil, nil, false
+	})
+	return func() { down.Store(false) }
+}
+
 func sign(secret string, body []byte) string {
 	return hex.EncodeToString(hmacSHA256([]byte(secret), body))
 }
@@ -298,20 +313,12 @@ func TestBrokerOutageAnswers503ThenRecovers(t *testing.T) {
 	if status, resp, _ := f.postSigned("/webhooks/lisa-main", []byte(`{"productId":"warm"}`), "s1", "k1"); status != http.StatusAccepted {
 		t.Fatalf("warm-up: %d %v", status, resp)
 	}
-	var down atomic.Bool
-	down.Store(true)
-	f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		f.cluster.KeepControl()
-		if down.Load() {
-			return nil, errors.New("broker down"), true
-		}
-		return nil, nil, false
-	})
+	kafkaBack := f.breakProduce()
 	status, resp, h := f.postSigned("/webhooks/lisa-main", body, "s1", "k1")
 	if status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(fmt.Sprint(resp["error"]), "unavailable") {
 		t.Fatalf("during outage: %d %v Retry-After=%q", status, resp, h.Get("Retry-After"))
 	}
-	down.Store(false)
+	kafkaBack()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		status, resp, _ = f.postSigned("/webhooks/lisa-main", body, "s1", "k1")

@@ -29,8 +29,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kmsg"
-
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 )
@@ -789,20 +787,12 @@ func TestTipserKafkaUnreachable(t *testing.T) {
 	if status, resp := postSNS(t, f, "tipser-main", warm); status != http.StatusAccepted {
 		t.Fatalf("warm-up: %d %v", status, resp)
 	}
-	var down atomic.Bool
-	down.Store(true)
-	f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		f.cluster.KeepControl()
-		if down.Load() {
-			return nil, errors.New("broker down"), true
-		}
-		return nil, nil, false
-	})
+	kafkaBack := f.breakProduce()
 	m := b.sign(t, b.notification("outage", tipserEvent("product-changed", `{"productId":"outage"}`)), "2")
 	if status, resp := postSNS(t, f, "tipser-main", m); status != http.StatusServiceUnavailable {
 		t.Fatalf("during the outage: %d %v, want 503", status, resp)
 	}
-	down.Store(false)
+	kafkaBack()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		status, resp := postSNS(t, f, "tipser-main", m)
