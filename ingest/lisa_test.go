@@ -49,3 +49,16 @@ func TestLiSADocumentationVector(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A stray closing brace or bracket after the object is refused (found by
+// FuzzAICommerceNormalize in the shared parser).
+func TestParseObjectRefusesStrayClosers(t *testing.T) {
+	for _, body := range []string{`{"productId":"1"}}`, `{"productId":"1"}]`, `{"productId":"1"} {}`} {
+		if _, err := parseObject([]byte(body)); err == nil {
+			t.Errorf("%s accepted", body)
+		}
+	}
+	if _, err := parseObject([]byte(" {\"productId\":\"1\"}\n")); err != nil {
+		t.Errorf("surrounding whitespace refused: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,9 @@ func parseObject(body []byte) (object, error) {
 	if err := dec.Decode(&o); err != nil || o == nil {
 		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
 	}
-	if dec.More() {
+	// More is false before a stray '}' or ']': ask for the next token,
+	// which must be the end of the input.
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidPayload)
 	}
 	return o, nil
