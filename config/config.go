@@ -51,7 +51,7 @@ type Kafka struct {
 }
 
 // TopicFamilies are the keys TopicConfigs accepts.
-var TopicFamilies = []string{"changes", "products", "updates", "events"}
+var TopicFamilies = []string{"changes", "products", "updates", "events", "dlq", "pending"}
 
 // Registry locates the Confluent-API schema registry.
 type Registry struct {
@@ -168,6 +168,13 @@ type Processor struct {
 	MaxDelay time.Duration `yaml:"max_delay"`
 	// Group is the Kafka consumer group (default "productstream-processor").
 	Group string `yaml:"group"`
+	// ExactlyOnce writes outputs, the pending buffer and the consumed
+	// offsets in one Kafka transaction (default true). Set it false for
+	// brokers without transactions: at-least-once, see README.
+	ExactlyOnce *bool `yaml:"exactly_once"`
+	// MaxPendingKeys bounds the keys buffered at once; past it the keys
+	// closest to their deadline are flushed early (default 1,000,000).
+	MaxPendingKeys int `yaml:"max_pending_keys"`
 }
 
 // Defaults applied by Parse to fields left empty.
@@ -284,6 +291,13 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Processor.Group == "" {
 		c.Processor.Group = DefaultGroup
+	}
+	if c.Processor.ExactlyOnce == nil {
+		yes := true
+		c.Processor.ExactlyOnce = &yes
+	}
+	if c.Processor.MaxPendingKeys == 0 {
+		c.Processor.MaxPendingKeys = 1_000_000
 	}
 	for i := range c.Sources {
 		s := &c.Sources[i]
@@ -407,6 +421,9 @@ func (c *Config) Validate(n Needs) error {
 	}
 	if c.Processor.QuietPeriod <= 0 {
 		bad("processor.quiet_period", "must be positive")
+	}
+	if c.Processor.MaxPendingKeys < 0 {
+		bad("processor.max_pending_keys", "must not be negative")
 	}
 	if c.Processor.MaxDelay < c.Processor.QuietPeriod {
 		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", c.Processor.MaxDelay, c.Processor.QuietPeriod)

@@ -60,6 +60,32 @@ func (c *coalescer) add(key string, partition int32, offset int64, received, now
 	return p
 }
 
+// restore puts back a pending entry read from the changelog, keeping its
+// original times so that max_delay holds across restarts.
+func (c *coalescer) restore(p *pending) {
+	p.deadline = p.lastSeen.Add(c.quiet)
+	if capAt := p.firstSeen.Add(c.maxDelay); capAt.Before(p.deadline) {
+		p.deadline = capAt
+	}
+	if old, ok := c.byKey[p.key]; ok {
+		heap.Remove(&c.due, old.idx)
+	}
+	c.byKey[p.key] = p
+	heap.Push(&c.due, p)
+}
+
+// popEarliest removes and returns the n keys closest to their deadline:
+// what is flushed early when too many keys are pending.
+func (c *coalescer) popEarliest(n int) []*pending {
+	var out []*pending
+	for ; n > 0 && len(c.due) > 0; n-- {
+		p := heap.Pop(&c.due).(*pending)
+		delete(c.byKey, p.key)
+		out = append(out, p)
+	}
+	return out
+}
+
 // next returns the earliest deadline, if any key is buffered.
 func (c *coalescer) next() (time.Time, bool) {
 	if len(c.due) == 0 {

@@ -3,31 +3,45 @@
 // (a quiet period, capped by a max delay), and writes the compacted products
 // topic and the collapsed updates topic.
 //
-// Guarantees: offsets are committed only up to the first change whose
-// product has not been written yet, so a crash never loses a change; every
-// state carries the offset of the last change applied (its version), and a
-// change at or below a key's restored version is skipped, so replaying after
-// a crash does not apply a change twice to the state. Updates are written at
-// least once: a crash between writing and committing can repeat one.
+// Two modes share that core:
+//
+//   - Exactly once (the default): each cycle runs in one Kafka transaction
+//     that writes the outputs, the changes to the pending buffer's changelog
+//     (<prefix><group>-pending, compacted), and the offsets of everything
+//     consumed. A crash or an aborted transaction loses nothing and applies
+//     nothing twice: the next owner restores products and the pending buffer
+//     as of the last committed transaction. Readers use read_committed.
+//   - At least once, for brokers without transactions: offsets are committed
+//     only up to the first change whose product has not been written yet, so
+//     nothing is lost. A change at or below a key's restored version is
+//     skipped, so state never applies a change twice. But a crash between
+//     writing and committing can repeat an update, and a product's state and
+//     its update are not written atomically.
+//
+// In both modes every state and update carries the offset of the last change
+// applied (its version), which only grows per key.
 package processor
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
 )
 
-// Config configures a Processor. Every field is required but Log.
+// Config configures a Processor. Brokers, Topics, Group, QuietPeriod,
+// MaxDelay and Serde are required.
 type Config struct {
 	Brokers     []string
 	Topics      topics.Names
@@ -36,23 +50,35 @@ type Config struct {
 	MaxDelay    time.Duration
 	Serde       *schemas.Serde
 	Log         *slog.Logger
-	// RestoreIdle ends a partition's restore when the products topic has
-	// sent nothing for this long before its end offset was reached (records
-	// at the end removed by compaction). Default 2s.
+	// ExactlyOnce selects the transactional mode (see the package doc).
+	ExactlyOnce bool
+	// MaxPendingKeys bounds the buffered keys; past it the keys closest to
+	// their deadline are flushed early (default 1,000,000).
+	MaxPendingKeys int
+	// TopicSpec creates the pending changelog in exactly-once mode.
+	TopicSpec topics.Spec
+	// RestoreIdle ends a partition's restore when a state topic has sent
+	// nothing for this long before its end offset was reached (records at
+	// the end removed by compaction). Default 2s.
 	RestoreIdle time.Duration
 }
 
 // Processor is one member of the processor consumer group. Build it with
 // New, run it with Run.
 type Processor struct {
-	cfg    Config
-	log    *slog.Logger
-	client *kgo.Client
-	now    func() time.Time
+	cfg     Config
+	log     *slog.Logger
+	pending string // the pending changelog topic (exactly-once mode)
+	client  *kgo.Client
+	sess    *kgo.GroupTransactSession // exactly-once mode
+	now     func() time.Time
 
-	mu    sync.Mutex // held by the loop while it processes, and by rebalance callbacks
-	parts map[int32]*partition
-	co    *coalescer
+	mu     sync.Mutex // held by the loop while it processes, and by rebalance callbacks
+	parts  map[int32]*partition
+	co     *coalescer
+	dirty  map[string]int32 // exactly-once: keys whose pending entry changed this cycle
+	dlq    []*kgo.Record    // poison records to write this cycle
+	forced int64            // keys flushed early because of MaxPendingKeys
 }
 
 // partition is the state of one assigned partition of the changes topic.
@@ -76,7 +102,7 @@ func (pt *partition) watermark() int64 {
 	return pt.next
 }
 
-// New validates cfg and joins the group (the join completes in Run).
+// New validates cfg and builds the group member (it joins in Run).
 func New(cfg Config) (*Processor, error) {
 	switch {
 	case len(cfg.Brokers) == 0:
@@ -94,12 +120,17 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.RestoreIdle == 0 {
 		cfg.RestoreIdle = 2 * time.Second
 	}
+	if cfg.MaxPendingKeys == 0 {
+		cfg.MaxPendingKeys = 1_000_000
+	}
 	p := &Processor{
-		cfg:   cfg,
-		log:   cfg.Log.With("component", "processor"),
-		now:   time.Now,
-		parts: map[int32]*partition{},
-		co:    newCoalescer(cfg.QuietPeriod, cfg.MaxDelay),
+		cfg:     cfg,
+		log:     cfg.Log.With("component", "processor"),
+		pending: cfg.Topics.Pending(cfg.Group),
+		now:     time.Now,
+		parts:   map[int32]*partition{},
+		co:      newCoalescer(cfg.QuietPeriod, cfg.MaxDelay),
+		dirty:   map[string]int32{},
 	}
 	opts := append(topics.ClientOptions(cfg.Brokers, cfg.Log),
 		kgo.ConsumerGroup(cfg.Group),
@@ -115,51 +146,65 @@ func New(cfg Config) (*Processor, error) {
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerLinger(5*time.Millisecond),
 	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("processor client: %w", err)
+	if !cfg.ExactlyOnce {
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("processor client: %w", err)
+		}
+		p.client = cl
+		return p, nil
 	}
-	p.client = cl
+	// Every process has its own transactional id; fencing of zombies is by
+	// the group generation (KIP-447), so the id need not be stable.
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	opts = append(opts,
+		kgo.TransactionalID(cfg.Group+"-"+hex.EncodeToString(id[:])),
+		kgo.TransactionTimeout(time.Minute),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+	)
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("processor transactional session: %w", err)
+	}
+	p.sess, p.client = sess, sess.Client()
 	return p, nil
 }
 
-// Run processes until ctx ends, then writes what is buffered, commits and
-// leaves the group. It returns nil after a clean shutdown, or the error
-// that stopped it (the process should exit; a restart resumes from the
-// committed offsets).
+// Run processes until ctx ends. It returns nil after a clean shutdown, or
+// the error that stopped it (the process should exit; a restart resumes
+// from what was committed).
 func (p *Processor) Run(ctx context.Context) error {
-	defer p.client.Close()
-	for {
-		wait := 250 * time.Millisecond
-		if next, ok := p.nextDeadline(); ok {
-			wait = min(max(time.Until(next), time.Millisecond), wait)
-		}
-		pctx, cancel := context.WithTimeout(ctx, wait)
-		fetches := p.client.PollRecords(pctx, 10000)
-		cancel()
-		if fetches.IsClientClosed() {
-			return nil
-		}
-		fetches.EachError(func(t string, part int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				p.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
-			}
-		})
-		p.mu.Lock()
-		fetches.EachRecord(p.consume)
-		err := p.flush(context.WithoutCancel(ctx), p.co.popDue(p.now()))
-		if err == nil {
-			err = p.commit(context.WithoutCancel(ctx))
-		}
-		p.mu.Unlock()
-		p.client.AllowRebalance()
-		if err != nil {
+	if p.sess != nil {
+		if err := topics.EnsurePending(ctx, kadm.NewClient(p.client), p.cfg.Topics, p.cfg.Group, p.cfg.TopicSpec); err != nil {
+			p.sess.Close()
 			return err
 		}
-		if ctx.Err() != nil {
-			return p.shutdown()
-		}
+		return p.runTransactional(ctx)
 	}
+	return p.runAtLeastOnce(ctx)
+}
+
+// poll waits for records until the next deadline (at most 250 ms) and logs
+// fetch errors. It reports false when the client is closed.
+func (p *Processor) poll(ctx context.Context, pollRecords func(context.Context, int) kgo.Fetches) (kgo.Fetches, bool) {
+	wait := 250 * time.Millisecond
+	if next, ok := p.nextDeadline(); ok {
+		wait = min(max(time.Until(next), time.Millisecond), wait)
+	}
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	fetches := pollRecords(pctx, 10000)
+	cancel()
+	if fetches.IsClientClosed() {
+		return nil, false
+	}
+	fetches.EachError(func(t string, part int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			p.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
+		}
+	})
+	return fetches, true
 }
 
 // nextDeadline returns the coalescer's next deadline.
@@ -167,19 +212,6 @@ func (p *Processor) nextDeadline() (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.co.next()
-}
-
-// shutdown writes everything buffered and commits it; Close then leaves
-// the group.
-func (p *Processor) shutdown() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.flush(ctx, p.co.popDue(time.Unix(1<<40, 0))); err != nil {
-		return fmt.Errorf("flush on shutdown: %w", err)
-	}
-	return p.commit(ctx)
 }
 
 // consume applies one record of the changes topic. Called with mu held.
@@ -196,7 +228,7 @@ func (p *Processor) consume(r *kgo.Record) {
 	}
 	ch, err := p.cfg.Serde.DecodeChange(context.Background(), r.Value)
 	if err != nil {
-		p.log.Error("skipping undecodable change", "partition", r.Partition, "offset", r.Offset, "err", err)
+		p.deadLetter(r, err)
 		return
 	}
 	if ch.Resource != "" && ch.Resource != "product" {
@@ -208,16 +240,41 @@ func (p *Processor) consume(r *kgo.Record) {
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), ch.Deleted); np != nil {
 		pt.queue = append(pt.queue, np)
 	}
+	if p.sess != nil {
+		p.dirty[key] = r.Partition
+	}
 }
 
-// flush writes the state and an update of each due key and waits for Kafka
-// to acknowledge them all. Called with mu held.
-func (p *Processor) flush(ctx context.Context, due []*pending) error {
-	if len(due) == 0 {
-		return nil
+// deadLetter queues a record that cannot be processed for the DLQ topic,
+// with headers naming the error and its origin; processing goes on.
+func (p *Processor) deadLetter(r *kgo.Record, err error) {
+	p.log.Error("record sent to the dead letter topic", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	headers := append([]kgo.RecordHeader{
+		{Key: "dlq-error", Value: []byte(err.Error())},
+		{Key: "dlq-origin-topic", Value: []byte(r.Topic)},
+		{Key: "dlq-origin-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+		{Key: "dlq-origin-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	}, r.Headers...)
+	p.dlq = append(p.dlq, &kgo.Record{Topic: p.cfg.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: headers})
+}
+
+// due returns the keys to emit now: those past their deadline, and the
+// earliest ones beyond MaxPendingKeys. Called with mu held.
+func (p *Processor) due() []*pending {
+	due := p.co.popDue(p.now())
+	if over := p.co.len() - p.cfg.MaxPendingKeys; over > 0 {
+		due = append(due, p.co.popEarliest(over)...)
+		p.forced += int64(over)
+		p.log.Warn("too many pending keys: flushing early", "keys", over, "max_pending_keys", p.cfg.MaxPendingKeys, "total_forced", p.forced)
 	}
+	return due
+}
+
+// outputs builds the state and update records of the due keys, then the
+// queued dead letters. Called with mu held.
+func (p *Processor) outputs(due []*pending) ([]*kgo.Record, error) {
 	now := p.now().UTC()
-	records := make([]*kgo.Record, 0, 2*len(due))
+	records := make([]*kgo.Record, 0, 2*len(due)+len(p.dlq))
 	for _, d := range due {
 		pt := p.parts[d.partition]
 		if pt == nil {
@@ -235,76 +292,29 @@ func (p *Processor) flush(ctx context.Context, due []*pending) error {
 			up.State = &st
 			v, err := p.cfg.Serde.EncodeState(&st)
 			if err != nil {
-				return fmt.Errorf("encode state of %s: %w", d.key, err)
+				return nil, fmt.Errorf("encode state of %s: %w", d.key, err)
 			}
 			stateRec.Value = v
 		}
 		uv, err := p.cfg.Serde.EncodeUpdate(&up)
 		if err != nil {
-			return fmt.Errorf("encode update of %s: %w", d.key, err)
+			return nil, fmt.Errorf("encode update of %s: %w", d.key, err)
 		}
 		records = append(records, stateRec, &kgo.Record{Topic: p.cfg.Topics.Updates, Key: []byte(d.key), Value: uv})
 	}
-	if err := p.client.ProduceSync(ctx, records...).FirstErr(); err != nil {
-		return fmt.Errorf("write %d state and update records: %w", len(records), err)
-	}
-	for _, d := range due {
-		d.flushed = true
-	}
-	p.log.Debug("flushed", "keys", len(due), "pending", p.co.len())
-	return nil
+	return append(records, p.dlq...), nil
 }
 
-// commit commits each assigned partition's watermark where it moved.
-// Called with mu held.
-func (p *Processor) commit(ctx context.Context) error {
-	offsets := map[int32]kgo.EpochOffset{}
-	for part, pt := range p.parts {
-		if w := pt.watermark(); w > pt.committed {
-			offsets[part] = kgo.EpochOffset{Epoch: -1, Offset: w}
-		}
-	}
-	if len(offsets) == 0 {
-		return nil
-	}
-	var commitErr error
-	p.client.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Topics.Changes: offsets},
-		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-			if err != nil {
-				commitErr = err
-				return
-			}
-			for _, t := range resp.Topics {
-				for _, part := range t.Partitions {
-					if part.ErrorCode != 0 {
-						commitErr = fmt.Errorf("partition %d: error code %d", part.Partition, part.ErrorCode)
-					}
-				}
-			}
-		})
-	if commitErr != nil {
-		// Not fatal: the offsets stay uncommitted and are retried next
-		// round; at worst a restart re-reads changes the versions skip.
-		p.log.Warn("commit failed", "err", commitErr)
-		return nil
-	}
-	for part, o := range offsets {
-		if pt := p.parts[part]; pt != nil {
-			pt.committed = o.Offset
-		}
-	}
-	return nil
-}
-
-// assigned restores the state of newly assigned partitions from the
-// products topic before any of their changes is processed.
+// assigned restores the state of newly assigned partitions (and, in
+// exactly-once mode, their pending buffer) before any of their changes is
+// processed.
 func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	parts := assigned[p.cfg.Topics.Changes]
 	if len(parts) == 0 {
 		return
 	}
 	start := time.Now()
-	states, n, err := p.restore(ctx, parts)
+	r, err := p.restore(ctx, parts)
 	if err != nil {
 		// Without its state a partition cannot be processed correctly:
 		// stop the member so that the group moves the partitions on.
@@ -314,30 +324,44 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, part := range parts {
-		p.parts[part] = &partition{states: states[part], next: -1, committed: -1}
-	}
-	p.log.Info("partitions assigned", "partitions", parts, "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
+	p.install(parts, r)
+	took := time.Since(start)
+	p.log.Info("partitions assigned", "partitions", parts, "restored_records", r.records, "pending_keys", len(r.pending),
+		"took", took.Round(time.Millisecond), "records_per_s", int(float64(r.records)/max(took.Seconds(), 1e-3)))
 }
 
-// revoked writes what is buffered for the revoked partitions and commits
-// it, then forgets them.
+// install puts restored partitions in place. Called with mu held.
+func (p *Processor) install(parts []int32, r *restored) {
+	for _, part := range parts {
+		p.parts[part] = &partition{states: r.states[part], next: -1, committed: -1}
+	}
+	for _, pe := range r.pending {
+		p.co.restore(pe)
+		if pt := p.parts[pe.partition]; pt != nil {
+			pt.queue = append(pt.queue, pe)
+		}
+	}
+}
+
+// revoked gives up partitions. At least once, it writes what is buffered
+// for them and commits it; exactly once, the pending buffer is already in
+// its changelog as of the last transaction, so it is just dropped.
 func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	parts := revoked[p.cfg.Topics.Changes]
-	for _, part := range parts {
-		if err := p.flush(context.WithoutCancel(ctx), p.co.popPartition(part)); err != nil {
-			// Left uncommitted: the next owner re-reads these changes.
-			p.log.Error("flush on revoke failed", "partition", part, "err", err)
+	if p.sess == nil {
+		for _, part := range parts {
+			if err := p.flush(context.WithoutCancel(ctx), p.co.popPartition(part)); err != nil {
+				// Left uncommitted: the next owner re-reads these changes.
+				p.log.Error("flush on revoke failed", "partition", part, "err", err)
+			}
+		}
+		if err := p.commit(context.WithoutCancel(ctx)); err != nil {
+			p.log.Warn("commit on revoke failed", "err", err)
 		}
 	}
-	if err := p.commit(context.WithoutCancel(ctx)); err != nil {
-		p.log.Warn("commit on revoke failed", "err", err)
-	}
-	for _, part := range parts {
-		delete(p.parts, part)
-	}
+	p.drop(parts)
 	p.log.Info("partitions revoked", "partitions", parts)
 }
 
@@ -345,69 +369,19 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, part := range lost[p.cfg.Topics.Changes] {
-		p.co.popPartition(part)
-		delete(p.parts, part)
-	}
+	p.drop(lost[p.cfg.Topics.Changes])
 	p.log.Warn("partitions lost", "partitions", lost[p.cfg.Topics.Changes])
 }
 
-// restore reads the products topic's partitions from the start to their
-// current end and returns the latest state per key (tombstones remove).
-func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]map[string]*entry, int, error) {
-	states := make(map[int32]map[string]*entry, len(parts))
-	start := map[int32]kgo.Offset{}
+// drop forgets partitions and everything buffered for them. Called with mu held.
+func (p *Processor) drop(parts []int32) {
 	for _, part := range parts {
-		states[part] = map[string]*entry{}
-		start[part] = kgo.NewOffset().AtStart()
-	}
-	cl, err := kgo.NewClient(append(topics.ClientOptions(p.cfg.Brokers, p.cfg.Log),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.cfg.Topics.Products: start}))...)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, p.cfg.Topics.Products)
-	if err != nil {
-		return nil, 0, fmt.Errorf("end offsets of %s: %w", p.cfg.Topics.Products, err)
-	}
-	remaining := map[int32]int64{}
-	for _, part := range parts {
-		if o, ok := ends.Lookup(p.cfg.Topics.Products, part); ok && o.Err == nil && o.Offset > 0 {
-			remaining[part] = o.Offset
-		} else if ok && o.Err != nil {
-			return nil, 0, fmt.Errorf("end offset of %s/%d: %w", p.cfg.Topics.Products, part, o.Err)
+		p.co.popPartition(part)
+		delete(p.parts, part)
+		for k, kp := range p.dirty {
+			if kp == part {
+				delete(p.dirty, k)
+			}
 		}
 	}
-	n := 0
-	for len(remaining) > 0 {
-		pctx, cancel := context.WithTimeout(ctx, p.cfg.RestoreIdle)
-		fetches := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
-		}
-		if fetches.Empty() {
-			p.log.Warn("restore idle before the end offset; assuming compacted tail", "partitions", remaining)
-			break
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok {
-				return
-			}
-			if r.Value == nil {
-				delete(states[r.Partition], string(r.Key))
-			} else if st, err := p.cfg.Serde.DecodeState(ctx, r.Value); err != nil {
-				p.log.Error("skipping undecodable state", "partition", r.Partition, "offset", r.Offset, "err", err)
-			} else {
-				states[r.Partition][string(r.Key)] = &entry{state: st}
-			}
-			n++
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
-	}
-	return states, n, nil
 }

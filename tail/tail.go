@@ -60,7 +60,10 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		start = kgo.NewOffset().AtStart()
 	}
 	cl, err := kgo.NewClient(append(topics.ClientOptions(o.Brokers, o.Log),
-		kgo.ConsumeTopics(o.Topic), kgo.ConsumeResetOffset(start))...)
+		kgo.ConsumeTopics(o.Topic), kgo.ConsumeResetOffset(start),
+		// Committed records only; markers are kept so that a partition
+		// ending in one is seen to end, and are not printed.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -91,7 +94,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		})
 		var werr error
 		fetches.EachRecord(func(r *kgo.Record) {
-			if werr == nil {
+			if werr == nil && !r.Attrs.IsControl() {
 				werr = enc.Encode(line(ctx, serde, r))
 			}
 			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
@@ -107,7 +110,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 
 // toRead returns, per partition with something to read, its end offset.
 func toRead(ctx context.Context, adm *kadm.Client, topic string, fromBeginning bool) (map[int32]int64, error) {
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
 	}

@@ -22,11 +22,18 @@ type Names struct {
 	Products string // compacted latest state per product key
 	Updates  string // the collapsed stream of product updates
 	Events   string // analytics events that are not catalog changes
+	DLQ      string // records the processor could not decode or apply
+	prefix   string
 }
+
+// Pending names the changelog of a processor group's pending buffer (used
+// in exactly-once mode): compacted, co-partitioned with changes.
+func (n Names) Pending(group string) string { return n.prefix + group + "-pending" }
 
 // For returns the topic names under prefix.
 func For(prefix string) Names {
-	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates", Events: prefix + "events"}
+	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates",
+		Events: prefix + "events", DLQ: prefix + "dlq", prefix: prefix}
 }
 
 // ByKind maps each schema kind to the topic carrying it.
@@ -49,10 +56,31 @@ func (s Spec) configs(family string) map[string]*string {
 	for k, v := range s.Configs[family] {
 		out[k] = kadm.StringPtr(v)
 	}
-	if family == "products" {
+	if family == "products" || family == "pending" {
 		out["cleanup.policy"] = kadm.StringPtr("compact")
 	}
 	return out
+}
+
+// EnsurePending creates a processor group's pending changelog if missing,
+// compacted and with as many partitions as the changes topic.
+func EnsurePending(ctx context.Context, adm *kadm.Client, n Names, group string, spec Spec) error {
+	details, err := adm.ListTopics(ctx, n.Changes)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", n.Changes, err)
+	}
+	if err := details.Error(); err != nil {
+		return fmt.Errorf("describe %s: %w", n.Changes, err)
+	}
+	topic := n.Pending(group)
+	resp, err := adm.CreateTopic(ctx, int32(len(details[n.Changes].Partitions)), spec.ReplicationFactor, spec.configs("pending"), topic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, resp.Err)
+	}
+	return nil
 }
 
 // ErrPartitionMismatch surfaces from Ensure when an existing changes topic
@@ -69,6 +97,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 		n.Products: spec.configs("products"),
 		n.Updates:  spec.configs("updates"),
 		n.Events:   spec.configs("events"),
+		n.DLQ:      spec.configs("dlq"),
 	}
 	for topic, cfg := range configs {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)

@@ -163,13 +163,16 @@ func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Sour
 // runProcessor runs one processor group member until ctx ends.
 func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *schemas.Serde, names topics.Names, log *slog.Logger) error {
 	p, err := processor.New(processor.Config{
-		Brokers:     svc.brokers,
-		Topics:      names,
-		Group:       cfg.Processor.Group,
-		QuietPeriod: cfg.Processor.QuietPeriod,
-		MaxDelay:    cfg.Processor.MaxDelay,
-		Serde:       serde,
-		Log:         log,
+		Brokers:        svc.brokers,
+		Topics:         names,
+		Group:          cfg.Processor.Group,
+		QuietPeriod:    cfg.Processor.QuietPeriod,
+		MaxDelay:       cfg.Processor.MaxDelay,
+		Serde:          serde,
+		Log:            log,
+		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
+		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
+		TopicSpec:      topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor, Configs: cfg.Kafka.TopicConfigs},
 	})
 	if err != nil {
 		return err

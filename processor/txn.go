@@ -1,0 +1,122 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// runTransactional is the loop of the exactly-once mode: each cycle's
+// outputs, pending-buffer changes and consumed offsets commit together.
+func (p *Processor) runTransactional(ctx context.Context) error {
+	defer p.sess.CloseAllowingRebalance()
+	for {
+		fetches, ok := p.poll(ctx, p.sess.PollRecords)
+		if !ok {
+			return nil
+		}
+		if ctx.Err() != nil {
+			// What was polled and not committed is read again by the next
+			// owner; the pending buffer is in its changelog.
+			return nil
+		}
+		p.mu.Lock()
+		fetches.EachRecord(p.consume)
+		due := p.due()
+		var err error
+		if fetches.NumRecords() > 0 || len(due) > 0 || len(p.dlq) > 0 {
+			err = p.transact(ctx, due)
+		}
+		p.mu.Unlock()
+		p.sess.AllowRebalance()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// transact writes one cycle in a transaction: states and updates of the due
+// keys, their pending entries removed, the changed pending entries, the dead
+// letters, and the consumed offsets. Called with mu held.
+func (p *Processor) transact(parent context.Context, due []*pending) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), time.Minute)
+	defer cancel()
+	if err := p.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	records, err := p.outputs(due)
+	if err == nil {
+		for _, d := range due {
+			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(d.key)})
+			delete(p.dirty, d.key)
+		}
+		for key, part := range p.dirty {
+			pe, pt := p.co.byKey[key], p.parts[part]
+			if pe == nil || pt == nil {
+				continue
+			}
+			var v []byte
+			if v, err = encodePending(pt.states[key], pe); err != nil {
+				break
+			}
+			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v})
+		}
+	}
+	var (
+		mu         sync.Mutex
+		produceErr error
+	)
+	if err == nil {
+		for _, r := range records {
+			p.sess.Produce(ctx, r, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					produceErr = err
+					mu.Unlock()
+				}
+			})
+		}
+		if err = p.client.Flush(ctx); err == nil {
+			err = produceErr
+		}
+	}
+	try := kgo.TryCommit
+	if err != nil {
+		try = kgo.TryAbort
+	}
+	committed, endErr := p.sess.End(ctx, try)
+	if endErr != nil {
+		return fmt.Errorf("end transaction: %w", endErr)
+	}
+	if !committed {
+		p.log.Warn("transaction aborted; restoring from what was committed", "err", err)
+		return p.reset(ctx)
+	}
+	for _, d := range due {
+		d.flushed = true
+	}
+	clear(p.dirty)
+	p.dlq = nil
+	return nil
+}
+
+// reset throws away everything not committed and restores the owned
+// partitions from their state topics; the session has rewound consumption
+// to the committed offsets. Called with mu held.
+func (p *Processor) reset(ctx context.Context) error {
+	parts := make([]int32, 0, len(p.parts))
+	for part := range p.parts {
+		parts = append(parts, part)
+	}
+	p.drop(parts)
+	p.dlq = nil
+	r, err := p.restore(ctx, parts)
+	if err != nil {
+		return fmt.Errorf("restore after an aborted transaction: %w", err)
+	}
+	p.install(parts, r)
+	return nil
+}
