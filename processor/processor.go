@@ -102,6 +102,10 @@ func (pt *partition) watermark() int64 {
 	return pt.next
 }
 
+// transactionTimeout bounds a transaction; the broker aborts one left open
+// by a member that died after this long, and restores wait for that.
+const transactionTimeout = 10 * time.Second
+
 // New validates cfg and builds the group member (it joins in Run).
 func New(cfg Config) (*Processor, error) {
 	switch {
@@ -160,7 +164,7 @@ func New(cfg Config) (*Processor, error) {
 	_, _ = rand.Read(id[:])
 	opts = append(opts,
 		kgo.TransactionalID(cfg.Group+"-"+hex.EncodeToString(id[:])),
-		kgo.TransactionTimeout(time.Minute),
+		kgo.TransactionTimeout(transactionTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 	)
@@ -286,7 +290,8 @@ func (p *Processor) outputs(due []*pending) ([]*kgo.Record, error) {
 			ChangeCount: int32(d.count), Version: e.state.Version,
 			FirstReceivedAt: d.firstRecv, LastReceivedAt: d.lastRecv, EmittedAt: now,
 		}
-		stateRec := &kgo.Record{Topic: p.cfg.Topics.Products, Key: []byte(d.key)}
+		stateRec := &kgo.Record{Topic: p.cfg.Topics.Products, Key: []byte(d.key),
+			Headers: []kgo.RecordHeader{{Key: versionHeader, Value: []byte(strconv.FormatInt(e.state.Version, 10))}}}
 		if !e.deleted {
 			st := e.state
 			up.State = &st

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -49,7 +50,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	}
 	n, err := p.readToEnd(ctx, p.cfg.Topics.Products, parts, func(rec *kgo.Record) {
 		if rec.Value == nil {
-			delete(r.states[rec.Partition], string(rec.Key))
+			// A delete: keep its version, so that replayed changes at or
+			// below it are still skipped.
+			r.states[rec.Partition][string(rec.Key)] = &entry{deleted: true, state: schemas.State{Version: tombstoneVersion(rec)}}
 		} else if st, err := p.cfg.Serde.DecodeState(ctx, rec.Value); err != nil {
 			p.log.Error("skipping undecodable state", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		} else {
@@ -60,7 +63,13 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	if err != nil || p.sess == nil {
 		return r, err
 	}
-	pend := map[string]*pending{}
+	// Only the entries still alive after the whole changelog count: a
+	// later tombstone means the key was flushed (its state is on products).
+	type alive struct {
+		v    pendingValue
+		part int32
+	}
+	pend := map[string]alive{}
 	n, err = p.readToEnd(ctx, p.pending, parts, func(rec *kgo.Record) {
 		key := string(rec.Key)
 		if rec.Value == nil {
@@ -72,13 +81,13 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 			p.log.Error("skipping undecodable pending entry", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 			return
 		}
-		r.states[rec.Partition][key] = &entry{state: v.State, deleted: v.Deleted}
-		pend[key] = &pending{key: key, partition: rec.Partition, first: v.First, count: v.Count,
-			firstSeen: v.FirstSeen, lastSeen: v.LastSeen, firstRecv: v.FirstRecv, lastRecv: v.LastRecv}
+		pend[key] = alive{v, rec.Partition}
 	})
 	r.records += n
-	for _, pe := range pend {
-		r.pending = append(r.pending, pe)
+	for key, a := range pend {
+		r.states[a.part][key] = &entry{state: a.v.State, deleted: a.v.Deleted}
+		r.pending = append(r.pending, &pending{key: key, partition: a.part, first: a.v.First, count: a.v.Count,
+			firstSeen: a.v.FirstSeen, lastSeen: a.v.LastSeen, firstRecv: a.v.FirstRecv, lastRecv: a.v.LastRecv})
 	}
 	slices.SortFunc(r.pending, func(a, b *pending) int { return int(a.first - b.first) })
 	return r, err
@@ -101,9 +110,9 @@ func (p *Processor) readToEnd(ctx context.Context, topic string, parts []int32, 
 		return 0, err
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	ends, err := p.stableEnds(ctx, kadm.NewClient(cl), topic, parts)
 	if err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", topic, err)
+		return 0, err
 	}
 	remaining := map[int32]int64{}
 	for _, part := range parts {
@@ -143,4 +152,59 @@ func (p *Processor) readToEnd(ctx context.Context, topic string, parts []int32, 
 		})
 	}
 	return n, nil
+}
+
+// versionHeader carries a tombstone's version: the offset on changes of the
+// delete it stands for.
+const versionHeader = "version"
+
+func tombstoneVersion(r *kgo.Record) int64 {
+	for _, h := range r.Headers {
+		if h.Key == versionHeader {
+			if v, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// stableEnds returns the end offsets to read parts of topic to. Exactly
+// once, a transaction left open by a member that died holds the last stable
+// offset back until the broker aborts it (TransactionTimeout): reading to
+// that offset would miss transactions committed after it. So the restore
+// waits until the last stable offset reaches the high watermark: nobody
+// else writes to partitions being assigned to us.
+func (p *Processor) stableEnds(ctx context.Context, adm *kadm.Client, topic string, parts []int32) (kadm.ListedOffsets, error) {
+	deadline := time.Now().Add(2*transactionTimeout + 10*time.Second)
+	for {
+		lso, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("stable offsets of %s: %w", topic, err)
+		}
+		if p.sess == nil {
+			return lso, nil
+		}
+		hwm, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		}
+		open := false
+		for _, part := range parts {
+			l, _ := lso.Lookup(topic, part)
+			h, _ := hwm.Lookup(topic, part)
+			open = open || l.Offset < h.Offset
+		}
+		if !open {
+			return lso, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: a transaction stayed open past %s", topic, 2*transactionTimeout+10*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
