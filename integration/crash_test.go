@@ -1065,48 +1065,6 @@ func (pt *productsTail) waitConverged(t *testing.T, exp *expectation, timeout ti
 	}
 }
 
-// readCommitted reads every committed record of topic present now, as a
-// read_committed consumer does: up to the last stable offset, without the
-// records of aborted transactions.
-func readCommitted(t *testing.T, env *stressEnv, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cl := env.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	var out []*kgo.Record
-	for len(remaining) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: %v (still to read: %v)", topic, ctx.Err(), remaining)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
-	}
-	return out
-}
-
 // waitTransactionsSettled waits until no transaction is open on products
 // and updates (their last stable offsets reach their ends): a killed
 // processor's transaction stays open until the broker aborts it after the
@@ -1216,7 +1174,7 @@ func checkInvariants(t *testing.T, env *stressEnv, gen *generator, exp *expectat
 	// (2) The final state of every key, as read_committed consumers see it
 	// once the transactions of killed processors are aborted.
 	env.waitTransactionsSettled(t)
-	productRecs := readCommitted(t, env, env.names.Products)
+	productRecs := readAll(t, env.b.brokers, env.names.Products)
 	finalObs := map[string][]stateObs{}
 	latestRec := map[string]*kgo.Record{}
 	for _, r := range productRecs {
@@ -1292,7 +1250,7 @@ func checkInvariants(t *testing.T, env *stressEnv, gen *generator, exp *expectat
 	// (3) and (4) on updates.
 	updates := map[string][]updateObs{}
 	var counted int64
-	for _, r := range readCommitted(t, env, env.names.Updates) {
+	for _, r := range readAll(t, env.b.brokers, env.names.Updates) {
 		u, err := env.serde.DecodeUpdate(ctx, r.Value)
 		if err != nil {
 			t.Fatalf("updates %d/%d: %v", r.Partition, r.Offset, err)

@@ -179,7 +179,9 @@ func post(url string, h http.Header, body []byte) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// readAll reads every record of topic present now.
+// readAll reads every committed record of topic present now, as a
+// read_committed consumer does: up to the last stable offset, without the
+// records of aborted transactions (markers are fetched only to see the end).
 func readAll(t *testing.T, brokers, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
