@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -40,11 +41,17 @@ type Kafka struct {
 	Partitions int32 `yaml:"partitions"`
 	// ReplicationFactor of created topics (default -1: the broker's default).
 	ReplicationFactor int16 `yaml:"replication_factor"`
+	// MinInsyncReplicas sets min.insync.replicas on every topic created
+	// (default 0: the broker's default). With acks=all, a write is then
+	// acknowledged only once this many replicas have it.
+	MinInsyncReplicas int `yaml:"min_insync_replicas"`
 	// ProduceTimeout bounds how long ingest waits for Kafka to acknowledge a
 	// write before answering 503 (default 10s).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
 	// TopicConfigs are extra topic configs, by topic family ("changes",
-	// "products", "updates", "events"), applied when productstream creates a topic:
+	// "products", "updates", "events", "dlq", "pending"), applied when
+	// productstream creates a topic (the products family's apply to every
+	// state topic):
 	// for example min.insync.replicas, retention.ms, or segment.ms and
 	// delete.retention.ms to tune compaction of products.
 	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
@@ -175,6 +182,10 @@ type Processor struct {
 	// MaxPendingKeys bounds the keys buffered at once; past it the keys
 	// closest to their deadline are flushed early (default 1,000,000).
 	MaxPendingKeys int `yaml:"max_pending_keys"`
+	// MetricsListen is the host:port where `productstream process` serves
+	// Prometheus metrics at /metrics (default: none). Ingest and dev serve
+	// them at /metrics on the HTTP listener.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Defaults applied by Parse to fields left empty.
@@ -348,6 +359,14 @@ func (c *Config) Validate(n Needs) error {
 	}
 	if c.Kafka.ReplicationFactor < -1 || c.Kafka.ReplicationFactor == 0 {
 		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1, got %d", c.Kafka.ReplicationFactor)
+	}
+	if a := c.Processor.MetricsListen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("processor.metrics_listen", "%q is not host:port", a)
+		}
+	}
+	if c.Kafka.MinInsyncReplicas < 0 || c.Kafka.ReplicationFactor > 0 && c.Kafka.MinInsyncReplicas > int(c.Kafka.ReplicationFactor) {
+		bad("kafka.min_insync_replicas", "must be 0 (broker default) or between 1 and replication_factor, got %d", c.Kafka.MinInsyncReplicas)
 	}
 	for family, cfgs := range c.Kafka.TopicConfigs {
 		if !slices.Contains(TopicFamilies, family) {

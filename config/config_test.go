@@ -97,6 +97,9 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"colon in namespace", "sources: [{name: a, provider: lisa, namespace: 'x:y', secrets: [x]}]", Needs{}, "sources[0].namespace"},
 		{"unknown topic family", "kafka: {topic_configs: {nope: {a: b}}}", Needs{}, "kafka.topic_configs.nope"},
 		{"products not compacted", "kafka: {topic_configs: {products: {cleanup.policy: delete}}}", Needs{}, "kafka.topic_configs.products.cleanup.policy"},
+		{"min.insync.replicas above the replication factor", "kafka: {replication_factor: 2, min_insync_replicas: 3}", Needs{}, "kafka.min_insync_replicas"},
+		{"negative min.insync.replicas", "kafka: {min_insync_replicas: -1}", Needs{}, "kafka.min_insync_replicas"},
+		{"metrics address not host:port", "processor: {metrics_listen: nope}", Needs{}, "processor.metrics_listen"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
 	}

@@ -29,8 +29,8 @@ type Options struct {
 	KafkaAddr string
 	// RegistryAddr is the registry's listen address (port 0: any free port).
 	RegistryAddr string
-	// Topics maps each schema kind to its topic, for seeding the registry.
-	Topics map[schemas.Kind]string
+	// Topics maps each schema kind to its topics, for seeding the registry.
+	Topics map[schemas.Kind][]string
 	// SyncWrites fsyncs every produced batch before it is acknowledged.
 	// Without it an acknowledged write survives a killed process (it is in
 	// the OS page cache) but not a machine crash.
@@ -79,8 +79,12 @@ func Start(o Options) (*Stack, error) {
 	}
 
 	reg := srfake.NewRegistry()
+	// A schema ID can be seeded under one subject only: a kind's further
+	// topics get the same ID when the roles register the schema.
 	for _, v := range schemas.Published {
-		reg.SeedSchema(schemas.Subject(o.Topics[v.Kind]), v.Version, v.ID, sr.Schema{Schema: v.Text(), Type: sr.TypeAvro})
+		if topics := o.Topics[v.Kind]; len(topics) > 0 {
+			reg.SeedSchema(schemas.Subject(topics[0]), v.Version, v.ID, sr.Schema{Schema: v.Text(), Type: sr.TypeAvro})
+		}
 	}
 	ln, err := net.Listen("tcp", o.RegistryAddr)
 	if err != nil {

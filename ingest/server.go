@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
+
+	"github.com/productstream/productstream/metrics"
 )
 
 // openAPI is the OpenAPI 3 document of every route, served at /openapi.json.
@@ -117,10 +119,12 @@ func (s *Server) routes() *gin.Engine {
 		s.log.Error("handler panic", "path", c.FullPath(), "panic", fmt.Sprint(rec))
 		c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
 	}))
+	r.Use(observe)
 	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "no such route"}) })
 	r.NoMethod(func(c *gin.Context) { c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
+	r.GET("/metrics", gin.WrapH(metrics.Handler()))
 
 	r.POST("/webhooks/:name", func(c *gin.Context) { s.serve(c, s.byName[c.Param("name")]) })
 	seen := map[string]bool{}

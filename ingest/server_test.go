@@ -66,7 +66,7 @@ func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout tim
 	t.Cleanup(reg.Close)
 	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
 	serde := schemas.NewSerde(rcl)
-	if err := serde.Register(context.Background(), map[schemas.Kind]string{schemas.KindChange: testTopic, schemas.KindEvent: testEventsTopic}); err != nil {
+	if err := serde.Register(context.Background(), map[schemas.Kind][]string{schemas.KindChange: {testTopic}, schemas.KindEvent: {testEventsTopic}}); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

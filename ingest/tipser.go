@@ -315,8 +315,9 @@ func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received
 			return schemas.Change{}, err
 		}
 	}
+	var collections []string
 	if spec.collections {
-		if err := data.tipserStrings("collectionsIds"); err != nil {
+		if collections, err = data.tipserStrings("collectionsIds"); err != nil {
 			return schemas.Change{}, err
 		}
 	}
@@ -330,7 +331,10 @@ func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received
 		ProductID:  id,
 		ReceivedAt: received,
 		OccurredAt: occurred,
-		Raw:        string(msg),
+		// Tipser's events name what changed, never its data.
+		Notice:        true,
+		CollectionIDs: collections,
+		Raw:           string(msg),
 	}, nil
 }
 
@@ -347,25 +351,27 @@ func (o object) tipserID(key string) (string, error) {
 	return id, nil
 }
 
-// tipserStrings checks that key of a Tipser event's data object holds an
-// array of non-empty strings (it may be empty: a snapshot of no
+// tipserStrings returns the array of non-empty strings that key of a Tipser
+// event's data object holds (it may be empty: a snapshot of no
 // collections).
-func (o object) tipserStrings(key string) error {
+func (o object) tipserStrings(key string) ([]string, error) {
 	raw, ok := o[key]
 	if !ok || string(raw) == "null" {
-		return fmt.Errorf("%w: missing field data.%s", ErrInvalidPayload, key)
+		return nil, fmt.Errorf("%w: missing field data.%s", ErrInvalidPayload, key)
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return fmt.Errorf("%w: field data.%s must be an array of strings", ErrInvalidPayload, key)
+		return nil, fmt.Errorf("%w: field data.%s must be an array of strings", ErrInvalidPayload, key)
 	}
+	out := make([]string, 0, len(items))
 	for _, it := range items {
 		var s string
 		if len(it) == 0 || it[0] != '"' || json.Unmarshal(it, &s) != nil || s == "" || len(s) > maxIDLen {
-			return fmt.Errorf("%w: field data.%s must be an array of non-empty strings", ErrInvalidPayload, key)
+			return nil, fmt.Errorf("%w: field data.%s must be an array of non-empty strings", ErrInvalidPayload, key)
 		}
+		out = append(out, s)
 	}
-	return nil
+	return out, nil
 }
 
 // Sign cannot sign: an SNS signature needs AWS's private key, so

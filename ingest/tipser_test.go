@@ -375,11 +375,19 @@ func TestTipserNotificationsReachKafka(t *testing.T) {
 				}
 			}
 			ts, _ := time.Parse(time.RFC3339Nano, m["Timestamp"])
-			var ev struct{ EventType string }
+			var ev struct {
+				EventType string
+				Data      struct{ CollectionsIds []string }
+			}
 			json.Unmarshal([]byte(tc.message), &ev)
 			if ch.Resource != tc.resource || ch.EventType != ev.EventType || ch.Raw != tc.message ||
 				ch.Provider != "tipser" || ch.Source != "tipser-main" || !ch.OccurredAt.Equal(ts) || ch.Deleted {
 				t.Fatalf("change decoded wrong: %+v", ch)
+			}
+			// Every Tipser event is a notice; the collection events carry
+			// their ids (a snapshot may be empty).
+			if !ch.Notice || !slices.Equal(ch.CollectionIDs, ev.Data.CollectionsIds) {
+				t.Fatalf("notice %v, collection ids %q, want %q", ch.Notice, ch.CollectionIDs, ev.Data.CollectionsIds)
 			}
 		})
 	}

@@ -18,8 +18,11 @@ func (p *Processor) runAtLeastOnce(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
+		batch := p.decodeAll(fetches)
 		p.mu.Lock()
-		fetches.EachRecord(p.consume)
+		for i := range batch {
+			p.consume(&batch[i])
+		}
 		err := p.flush(context.WithoutCancel(ctx), p.due())
 		if err == nil {
 			err = p.commit(context.WithoutCancel(ctx))
@@ -52,7 +55,7 @@ func (p *Processor) shutdown() error {
 // dead letters, and waits for Kafka to acknowledge them all. Called with
 // mu held.
 func (p *Processor) flush(ctx context.Context, due []*pending) error {
-	if len(due) == 0 && len(p.dlq) == 0 {
+	if len(due) == 0 && len(p.dlq) == 0 && len(p.derived) == 0 {
 		return nil
 	}
 	records, err := p.outputs(due)
@@ -65,7 +68,7 @@ func (p *Processor) flush(ctx context.Context, due []*pending) error {
 	for _, d := range due {
 		d.flushed = true
 	}
-	p.dlq = nil
+	p.written(records)
 	return nil
 }
 

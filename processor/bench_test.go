@@ -62,20 +62,35 @@ func BenchmarkCoalescerFlush(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
 }
 
-// Merging a change into a state: typed fields and raw JSON.
+// Merging a change into a state: typed fields and raw JSON. "render" also
+// renders the merged raw JSON after every change, as a flush does (the
+// worst case: no coalescing); "occurred" merges by occurred time.
 func BenchmarkStateMerge(b *testing.B) {
 	for _, size := range []int{1 << 10, 16 << 10} {
 		raw := fmt.Sprintf(`{"productId":"p","price":1,"pad":"%0*d"}`, size, 0)
-		ch := schemas.Change{Namespace: "ns", ProductID: "p", Raw: raw, Fields: schemas.Fields{Price: new(string)}}
-		b.Run(strconv.Itoa(size>>10)+"KB", func(b *testing.B) {
-			b.ReportAllocs()
-			var e *entry
-			i := int64(0)
-			for b.Loop() {
-				e = apply(e, &ch, i)
-				i++
+		for _, variant := range []string{"", "render", "occurred"} {
+			name := strconv.Itoa(size>>10) + "KB"
+			if variant != "" {
+				name += "/" + variant
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(raw)))
+				var e *entry
+				i := int64(0)
+				for b.Loop() {
+					ch := schemas.Change{Namespace: "ns", ProductID: "p", Raw: raw, Fields: schemas.Fields{Price: new(string)}}
+					if variant == "occurred" {
+						ch.OccurredAt = t0.Add(time.Duration(i) * time.Millisecond)
+					}
+					e = apply(e, &ch, i, func(schemas.Change) {})
+					if variant == "render" {
+						e.render()
+					}
+					i++
+				}
+			})
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -76,9 +77,12 @@ type Processor struct {
 	mu     sync.Mutex // held by the loop while it processes, and by rebalance callbacks
 	parts  map[int32]*partition
 	co     *coalescer
-	dirty  map[string]int32 // exactly-once: keys whose pending entry changed this cycle
-	dlq    []*kgo.Record    // poison records to write this cycle
-	forced int64            // keys flushed early because of MaxPendingKeys
+	dirty   map[string]int32 // exactly-once: keys whose pending entry changed this cycle
+	derived []*kgo.Record    // derived changes to write this cycle
+	dlq     []*kgo.Record    // poison records to write this cycle
+	forced  int64            // keys flushed early because of MaxPendingKeys
+
+	stateTopics map[string]string // resource ("" too) -> its state topic
 }
 
 // partition is the state of one assigned partition of the changes topic.
@@ -135,7 +139,10 @@ func New(cfg Config) (*Processor, error) {
 		parts:   map[int32]*partition{},
 		co:      newCoalescer(cfg.QuietPeriod, cfg.MaxDelay),
 		dirty:   map[string]int32{},
+
+		stateTopics: cfg.Topics.Resources(),
 	}
+	p.stateTopics[""] = cfg.Topics.Products
 	opts := append(topics.ClientOptions(cfg.Brokers, cfg.Log),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Changes),
@@ -218,35 +225,136 @@ func (p *Processor) nextDeadline() (time.Time, bool) {
 	return p.co.next()
 }
 
-// consume applies one record of the changes topic. Called with mu held.
-func (p *Processor) consume(r *kgo.Record) {
+// decoded is one record of the changes topic with its decoded change.
+type decoded struct {
+	rec *kgo.Record
+	ch  schemas.Change
+	err error
+}
+
+// decodeAll decodes the changes of a poll, spread over the CPUs: decoding
+// is the largest cost of a change, and it needs no processor state.
+func (p *Processor) decodeAll(fetches kgo.Fetches) []decoded {
+	out := make([]decoded, 0, fetches.NumRecords())
+	fetches.EachRecord(func(r *kgo.Record) { out = append(out, decoded{rec: r}) })
+	parallel(len(out), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i].ch, out[i].err = p.cfg.Serde.DecodeChange(context.Background(), out[i].rec.Value)
+		}
+	})
+	return out
+}
+
+// parallel calls fn on contiguous chunks of [0, n), concurrently when n is
+// large enough to pay for the goroutines, and returns when all are done.
+func parallel(n int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/256)
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
+}
+
+// consume applies one decoded record of the changes topic. Called with mu
+// held.
+func (p *Processor) consume(d *decoded) {
+	r := d.rec
 	pt := p.parts[r.Partition]
 	if pt == nil {
 		return // not (or no longer) ours
 	}
 	pt.next = r.Offset + 1
-	key := string(r.Key)
+	if d.err != nil {
+		p.deadLetter(r, d.err)
+		return
+	}
+	ch := &d.ch
+	resource := ch.Resource
+	if resource == "" {
+		resource = "product"
+	}
+	tag, ok := resourceTags[resource]
+	if !ok {
+		changesNoState.Inc()
+		return // a resource without a state topic stays on changes only
+	}
+	key := internalKey(tag, r.Key)
 	e := pt.states[key]
-	if e != nil && r.Offset <= e.state.Version {
+	if e != nil && r.Offset <= e.version {
+		changesReplayed.Inc()
 		return // applied before a restart
 	}
-	ch, err := p.cfg.Serde.DecodeChange(context.Background(), r.Value)
-	if err != nil {
-		p.deadLetter(r, err)
-		return
+	p.load(e)
+	if stale(e, ch) {
+		changesStale.Inc()
+		return // older than what the state already reflects
 	}
-	if ch.Resource != "" && ch.Resource != "product" {
-		// Collections, categories, options and groups get state topics of
-		// their own; until then they stay on the changes topic only.
-		return
-	}
-	pt.states[key] = apply(e, &ch, r.Offset)
-	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), ch.Deleted); np != nil {
+	changesApplied.Inc()
+	e = apply(e, ch, r.Offset, p.derive)
+	pt.states[key] = e
+	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
 		pt.queue = append(pt.queue, np)
 	}
 	if p.sess != nil {
 		p.dirty[key] = r.Partition
 	}
+}
+
+// load decodes a restored entry's state record on first use. A record that
+// does not decode is logged and the key starts afresh, keeping its version
+// so that replayed changes are still skipped. Called with mu held.
+func (p *Processor) load(e *entry) {
+	if e == nil || e.enc == nil {
+		return
+	}
+	st, err := p.cfg.Serde.DecodeState(context.Background(), e.enc)
+	e.enc = nil
+	if err != nil {
+		p.log.Error("undecodable state record: starting the key afresh", "version", e.version, "err", err)
+		e.state, e.deleted = schemas.State{Version: e.version}, true
+		return
+	}
+	e.state = st
+}
+
+// derive queues a change that another change implies (collection
+// membership) for the changes topic, where it is processed like any other
+// and its key's partition owns it. Called with mu held.
+func (p *Processor) derive(ch schemas.Change) {
+	v, err := p.cfg.Serde.EncodeChange(&ch)
+	if err != nil {
+		p.log.Error("cannot encode a derived change", "event_type", ch.EventType, "err", err)
+		return
+	}
+	metrics.derived.Inc()
+	p.derived = append(p.derived, &kgo.Record{Topic: p.cfg.Topics.Changes, Key: []byte(ch.Key()), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "event-id", Value: []byte(ch.EventID)}, {Key: "source", Value: []byte(ch.Source)}}})
+}
+
+// written accounts for a cycle's records once Kafka has them, and forgets
+// the derived changes and dead letters it carried. Called with mu held.
+func (p *Processor) written(records []*kgo.Record) {
+	for _, r := range records {
+		switch {
+		case r.Topic == p.cfg.Topics.Updates:
+			metrics.emitted.WithLabelValues("update").Inc()
+		case r.Topic == p.cfg.Topics.DLQ:
+			metrics.deadLetters.Inc()
+		case r.Topic == p.cfg.Topics.Changes || r.Topic == p.pending:
+		case r.Value == nil:
+			metrics.emitted.WithLabelValues("tombstone").Inc()
+		default:
+			metrics.emitted.WithLabelValues("state").Inc()
+		}
+	}
+	metrics.pendingKeys.Set(float64(p.co.len()))
+	p.derived, p.dlq = nil, nil
 }
 
 // deadLetter queues a record that cannot be processed for the DLQ topic,
@@ -269,45 +377,82 @@ func (p *Processor) due() []*pending {
 	if over := p.co.len() - p.cfg.MaxPendingKeys; over > 0 {
 		due = append(due, p.co.popEarliest(over)...)
 		p.forced += int64(over)
+		metrics.forced.Add(float64(over))
 		p.log.Warn("too many pending keys: flushing early", "keys", over, "max_pending_keys", p.cfg.MaxPendingKeys, "total_forced", p.forced)
 	}
 	return due
 }
 
-// outputs builds the state and update records of the due keys, then the
-// queued dead letters. Called with mu held.
+// outputs builds the state record (and, for a product, the update record)
+// of each due key, then the queued derived changes and dead letters.
+// Encoding is spread over the CPUs. Called with mu held.
 func (p *Processor) outputs(due []*pending) ([]*kgo.Record, error) {
 	now := p.now().UTC()
-	records := make([]*kgo.Record, 0, 2*len(due)+len(p.dlq))
-	for _, d := range due {
-		pt := p.parts[d.partition]
-		if pt == nil {
-			continue
+	perKey := make([][2]*kgo.Record, len(due))
+	errs := make([]error, len(due))
+	parallel(len(due), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			perKey[i], errs[i] = p.output(due[i], now)
 		}
-		e := pt.states[d.key]
-		up := schemas.Update{
-			Namespace: e.state.Namespace, ProductID: e.state.ProductID, Deleted: e.deleted,
-			ChangeCount: int32(d.count), Version: e.state.Version,
-			FirstReceivedAt: d.firstRecv, LastReceivedAt: d.lastRecv, EmittedAt: now,
-		}
-		stateRec := &kgo.Record{Topic: p.cfg.Topics.Products, Key: []byte(d.key),
-			Headers: []kgo.RecordHeader{{Key: versionHeader, Value: []byte(strconv.FormatInt(e.state.Version, 10))}}}
-		if !e.deleted {
-			st := e.state
-			up.State = &st
-			v, err := p.cfg.Serde.EncodeState(&st)
-			if err != nil {
-				return nil, fmt.Errorf("encode state of %s: %w", d.key, err)
-			}
-			stateRec.Value = v
-		}
-		uv, err := p.cfg.Serde.EncodeUpdate(&up)
-		if err != nil {
-			return nil, fmt.Errorf("encode update of %s: %w", d.key, err)
-		}
-		records = append(records, stateRec, &kgo.Record{Topic: p.cfg.Topics.Updates, Key: []byte(d.key), Value: uv})
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
+	records := make([]*kgo.Record, 0, 2*len(due)+len(p.derived)+len(p.dlq))
+	for _, kr := range perKey {
+		for _, r := range kr {
+			if r != nil {
+				records = append(records, r)
+			}
+		}
+	}
+	records = append(records, p.derived...)
 	return append(records, p.dlq...), nil
+}
+
+// output builds the records of one due key: its state (a tombstone after a
+// delete) and, for a product, its update. Keys are distinct, so outputs
+// may call it concurrently.
+func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
+	var out [2]*kgo.Record
+	pt := p.parts[d.partition]
+	if pt == nil {
+		return out, nil
+	}
+	e := pt.states[d.key]
+	e.render()
+	key := []byte(recordKey(d.key))
+	headers := []kgo.RecordHeader{{Key: versionHeader, Value: []byte(strconv.FormatInt(e.version, 10))}}
+	if e.deleted && e.deletedAt != 0 {
+		headers = append(headers, kgo.RecordHeader{Key: deletedAtHeader, Value: []byte(strconv.FormatInt(e.deletedAt, 10))})
+	}
+	stateRec := &kgo.Record{Topic: p.stateTopics[e.state.Resource], Key: key, Headers: headers}
+	out[0] = stateRec
+	if !e.deleted {
+		v, err := p.cfg.Serde.EncodeState(&e.state)
+		if err != nil {
+			return out, fmt.Errorf("encode state of %s: %w", key, err)
+		}
+		stateRec.Value = v
+	}
+	if !e.state.IsProduct() {
+		return out, nil
+	}
+	up := schemas.Update{
+		Namespace: e.state.Namespace, ProductID: e.state.ProductID, Deleted: e.deleted,
+		ChangeCount: int32(d.count), Version: e.version,
+		FirstReceivedAt: d.firstRecv, LastReceivedAt: d.lastRecv, EmittedAt: now,
+	}
+	if !e.deleted {
+		st := e.state
+		up.State = &st
+	}
+	uv, err := p.cfg.Serde.EncodeUpdate(&up)
+	if err != nil {
+		return out, fmt.Errorf("encode update of %s: %w", key, err)
+	}
+	out[1] = &kgo.Record{Topic: p.cfg.Topics.Updates, Key: key, Value: uv}
+	return out, nil
 }
 
 // assigned restores the state of newly assigned partitions (and, in
@@ -319,6 +464,7 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 		return
 	}
 	start := time.Now()
+	p.log.Info("restoring partitions", "partitions", parts)
 	r, err := p.restore(ctx, parts)
 	if err != nil {
 		// Without its state a partition cannot be processed correctly:
@@ -330,6 +476,7 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.install(parts, r)
+	metrics.assignedPartitns.Set(float64(len(p.parts)))
 	took := time.Since(start)
 	p.log.Info("partitions assigned", "partitions", parts, "restored_records", r.records, "pending_keys", len(r.pending),
 		"took", took.Round(time.Millisecond), "records_per_s", int(float64(r.records)/max(took.Seconds(), 1e-3)))
@@ -367,6 +514,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 		}
 	}
 	p.drop(parts)
+	metrics.assignedPartitns.Set(float64(len(p.parts)))
 	p.log.Info("partitions revoked", "partitions", parts)
 }
 

@@ -23,11 +23,14 @@ func (p *Processor) runTransactional(ctx context.Context) error {
 			// owner; the pending buffer is in its changelog.
 			return nil
 		}
+		batch := p.decodeAll(fetches)
 		p.mu.Lock()
-		fetches.EachRecord(p.consume)
+		for i := range batch {
+			p.consume(&batch[i])
+		}
 		due := p.due()
 		var err error
-		if fetches.NumRecords() > 0 || len(due) > 0 || len(p.dlq) > 0 {
+		if len(batch) > 0 || len(due) > 0 || len(p.dlq) > 0 || len(p.derived) > 0 {
 			err = p.transact(ctx, due)
 		}
 		p.mu.Unlock()
@@ -92,14 +95,16 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 		return fmt.Errorf("end transaction: %w", endErr)
 	}
 	if !committed {
+		metrics.transactions.WithLabelValues("aborted").Inc()
 		p.log.Warn("transaction aborted; restoring from what was committed", "err", err)
 		return p.reset(ctx)
 	}
+	metrics.transactions.WithLabelValues("committed").Inc()
 	for _, d := range due {
 		d.flushed = true
 	}
 	clear(p.dirty)
-	p.dlq = nil
+	p.written(records)
 	return nil
 }
 
@@ -112,7 +117,7 @@ func (p *Processor) reset(ctx context.Context) error {
 		parts = append(parts, part)
 	}
 	p.drop(parts)
-	p.dlq = nil
+	p.dlq, p.derived = nil, nil
 	r, err := p.restore(ctx, parts)
 	if err != nil {
 		return fmt.Errorf("restore after an aborted transaction: %w", err)

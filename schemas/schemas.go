@@ -26,11 +26,12 @@ const (
 	KindState              // ProductState, on <prefix>products
 	KindUpdate             // ProductUpdate, on <prefix>updates
 	KindEvent              // AnalyticsEvent, on <prefix>events
+	KindResource           // ResourceState, on <prefix>collections, categories, options, groups and pos
 	numKinds
 )
 
 // Kinds lists every kind, in ID order.
-var Kinds = []Kind{KindChange, KindState, KindUpdate, KindEvent}
+var Kinds = []Kind{KindChange, KindState, KindUpdate, KindEvent, KindResource}
 
 func (k Kind) String() string {
 	switch k {
@@ -42,6 +43,8 @@ func (k Kind) String() string {
 		return "ProductUpdate"
 	case KindEvent:
 		return "AnalyticsEvent"
+	case KindResource:
+		return "ResourceState"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -56,6 +59,8 @@ func (k Kind) file() string {
 		return "product_update"
 	case KindEvent:
 		return "analytics_event"
+	case KindResource:
+		return "resource_state"
 	}
 	panic(fmt.Sprintf("schemas: unknown kind %d", int(k)))
 }
@@ -74,6 +79,10 @@ var Published = []Version{
 	{KindState, 1, 2},
 	{KindUpdate, 1, 3},
 	{KindEvent, 1, 4},
+	{KindChange, 2, 5},
+	{KindState, 2, 6},
+	{KindUpdate, 2, 7},
+	{KindResource, 1, 8},
 }
 
 // Current returns the schema text of kind as it is written now.

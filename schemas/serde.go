@@ -34,22 +34,28 @@ type Serde struct {
 // Register before encoding.
 func NewSerde(reg *sr.Client) *Serde { return &Serde{reg: reg} }
 
-// Register registers the current schema of each kind under its topic's value
-// subject (idempotent: the registry returns the existing ID for a schema it
-// has) and remembers the IDs for encoding.
-func (s *Serde) Register(ctx context.Context, topics map[Kind]string) error {
-	for kind, topic := range topics {
+// Register registers the current schema of each kind under the value
+// subject of each of its topics (idempotent: the registry returns the
+// existing ID for a schema it has) and remembers the IDs for encoding. A
+// kind on several topics must get one ID from the registry.
+func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
+	for kind, names := range topics {
 		text := Current(kind)
 		codec, err := goavro.NewCodecForStandardJSONFull(text)
 		if err != nil {
 			return fmt.Errorf("compile %s schema: %w", kind, err)
 		}
-		id, err := s.reg.RegisterSchema(ctx, Subject(topic), sr.Schema{Schema: text, Type: sr.TypeAvro}, -1, -1)
-		if err != nil {
-			return fmt.Errorf("register %s under %s: %w", kind, Subject(topic), err)
+		for _, topic := range names {
+			id, err := s.reg.RegisterSchema(ctx, Subject(topic), sr.Schema{Schema: text, Type: sr.TypeAvro}, -1, -1)
+			if err != nil {
+				return fmt.Errorf("register %s under %s: %w", kind, Subject(topic), err)
+			}
+			if s.ids[kind] != 0 && s.ids[kind] != id {
+				return fmt.Errorf("register %s under %s: the registry gave ID %d, and %d under another subject", kind, Subject(topic), id, s.ids[kind])
+			}
+			s.ids[kind] = id
+			s.codecs.Store(id, codec)
 		}
-		s.ids[kind] = id
-		s.codecs.Store(id, codec)
 	}
 	return nil
 }
@@ -74,8 +80,14 @@ func (s *Serde) encode(k Kind, native map[string]any) ([]byte, error) {
 // EncodeChange encodes a change as a ProductChange record value.
 func (s *Serde) EncodeChange(c *Change) ([]byte, error) { return s.encode(KindChange, c.native()) }
 
-// EncodeState encodes a state as a ProductState record value.
-func (s *Serde) EncodeState(st *State) ([]byte, error) { return s.encode(KindState, st.native()) }
+// EncodeState encodes a state: a product's as a ProductState record value,
+// any other resource's as a ResourceState.
+func (s *Serde) EncodeState(st *State) ([]byte, error) {
+	if st.IsProduct() {
+		return s.encode(KindState, st.native())
+	}
+	return s.encode(KindResource, st.resourceNative())
+}
 
 // EncodeUpdate encodes an update as a ProductUpdate record value.
 func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) { return s.encode(KindUpdate, u.native()) }
@@ -138,7 +150,7 @@ func (s *Serde) DecodeChange(ctx context.Context, b []byte) (Change, error) {
 	return changeFromNative(n)
 }
 
-// DecodeState decodes a ProductState record value.
+// DecodeState decodes a ProductState or ResourceState record value.
 func (s *Serde) DecodeState(ctx context.Context, b []byte) (State, error) {
 	n, _, err := s.decode(ctx, b)
 	if err != nil {

@@ -50,6 +50,17 @@ func (f *Fields) Overlay(newer Fields) {
 	}
 }
 
+// OverlayIf sets each field that newer carries and keep, given the field's
+// Avro name, allows.
+func (f *Fields) OverlayIf(newer Fields, keep func(name string) bool) {
+	dst, src := f.refs(), newer.refs()
+	for i := range dst {
+		if *src[i].ptr != nil && keep(dst[i].name) {
+			*dst[i].ptr = *src[i].ptr
+		}
+	}
+}
+
 func (f Fields) native() map[string]any {
 	m := make(map[string]any, 11)
 	for _, r := range f.refs() {
@@ -86,7 +97,13 @@ type Change struct {
 	ReceivedAt time.Time
 	OccurredAt time.Time // zero when the provider did not say
 	Fields     Fields
-	Raw        string
+	// Notice marks a notification that names the resource (and the ids in
+	// CollectionIDs) but carries none of its data.
+	Notice bool
+	// CollectionIDs: the collections a product is in, or a POS's snapshot
+	// of its visible collections.
+	CollectionIDs []string
+	Raw           string
 }
 
 // Key is the record key of a change and of its product's state and updates.
@@ -107,8 +124,10 @@ func (c *Change) native() map[string]any {
 		"deleted":     c.Deleted,
 		"received_at": c.ReceivedAt,
 		"occurred_at": optTime(c.OccurredAt),
-		"fields":      c.Fields.native(),
-		"raw":         c.Raw,
+		"fields":         c.Fields.native(),
+		"notice":         c.Notice,
+		"collection_ids": stringArray(c.CollectionIDs),
+		"raw":            c.Raw,
 	}
 }
 
@@ -132,28 +151,42 @@ func changeFromNative(v any) (Change, error) {
 		Deleted:    getBool(m, "deleted"),
 		ReceivedAt: getTime(m, "received_at"),
 		OccurredAt: getOptTime(m, "occurred_at"),
-		Fields:     f,
-		Raw:        getString(m, "raw"),
+		Fields:        f,
+		Notice:        getBool(m, "notice"),
+		CollectionIDs: getStrings(m, "collection_ids"),
+		Raw:           getString(m, "raw"),
 	}, nil
 }
 
-// State is the latest known state of one product: a ProductState record.
+// State is the latest known state of one catalog resource: a ProductState
+// record for a product, a ResourceState record for anything else.
 type State struct {
 	Namespace   string
-	ProductID   string
+	Resource    string // "" or "product" for a product
+	ProductID   string // the resource's id
 	Source      string
 	Provider    string
-	Fields      Fields
+	Fields      Fields // products only
 	Raw         string
 	Version     int64
 	ChangeCount int64
 	LastEventID string
 	UpdatedAt   time.Time
 	OccurredAt  time.Time // zero when no applied change said
+	// CollectionIDs: a product's collections, or a POS's visible ones.
+	CollectionIDs []string
+	PosIDs        []string // a collection's POS shops
+	ProductIDs    []string // a collection's products
+	// FieldTimes holds the occurred time (ms) of each field's value, for
+	// the newer-wins merge: "fields.<name>", "raw.<key>", "collection_ids".
+	FieldTimes map[string]int64
 }
 
 // Key is the record key of the state.
 func (s *State) Key() string { return Key(s.Namespace, s.ProductID) }
+
+// IsProduct reports whether the state is a product's.
+func (s *State) IsProduct() bool { return s.Resource == "" || s.Resource == "product" }
 
 func (s *State) native() map[string]any {
 	return map[string]any{
@@ -166,11 +199,34 @@ func (s *State) native() map[string]any {
 		"version":       s.Version,
 		"change_count":  s.ChangeCount,
 		"last_event_id": s.LastEventID,
-		"updated_at":    s.UpdatedAt,
-		"occurred_at":   optTime(s.OccurredAt),
+		"updated_at":     s.UpdatedAt,
+		"occurred_at":    optTime(s.OccurredAt),
+		"collection_ids": stringArray(s.CollectionIDs),
+		"field_times":    times(s.FieldTimes),
 	}
 }
 
+func (s *State) resourceNative() map[string]any {
+	return map[string]any{
+		"namespace":      s.Namespace,
+		"resource":       s.Resource,
+		"id":             s.ProductID,
+		"source":         s.Source,
+		"provider":       s.Provider,
+		"raw":            s.Raw,
+		"version":        s.Version,
+		"change_count":   s.ChangeCount,
+		"last_event_id":  s.LastEventID,
+		"updated_at":     s.UpdatedAt,
+		"occurred_at":    optTime(s.OccurredAt),
+		"collection_ids": stringArray(s.CollectionIDs),
+		"pos_ids":        stringArray(s.PosIDs),
+		"product_ids":    stringArray(s.ProductIDs),
+		"field_times":    times(s.FieldTimes),
+	}
+}
+
+// stateFromNative reads a ProductState or a ResourceState record.
 func stateFromNative(v any) (State, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -180,19 +236,28 @@ func stateFromNative(v any) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	return State{
-		Namespace:   getString(m, "namespace"),
-		ProductID:   getString(m, "product_id"),
-		Source:      getString(m, "source"),
-		Provider:    getString(m, "provider"),
-		Fields:      f,
-		Raw:         getString(m, "raw"),
-		Version:     getLong(m, "version"),
-		ChangeCount: getLong(m, "change_count"),
-		LastEventID: getString(m, "last_event_id"),
-		UpdatedAt:   getTime(m, "updated_at"),
-		OccurredAt:  getOptTime(m, "occurred_at"),
-	}, nil
+	st := State{
+		Namespace:     getString(m, "namespace"),
+		Resource:      getString(m, "resource"),
+		ProductID:     getString(m, "product_id"),
+		Source:        getString(m, "source"),
+		Provider:      getString(m, "provider"),
+		Fields:        f,
+		Raw:           getString(m, "raw"),
+		Version:       getLong(m, "version"),
+		ChangeCount:   getLong(m, "change_count"),
+		LastEventID:   getString(m, "last_event_id"),
+		UpdatedAt:     getTime(m, "updated_at"),
+		OccurredAt:    getOptTime(m, "occurred_at"),
+		CollectionIDs: getStrings(m, "collection_ids"),
+		PosIDs:        getStrings(m, "pos_ids"),
+		ProductIDs:    getStrings(m, "product_ids"),
+		FieldTimes:    getTimes(m, "field_times"),
+	}
+	if _, ok := m["id"]; ok {
+		st.ProductID = getString(m, "id")
+	}
+	return st, nil
 }
 
 // Update is one collapsed update: a ProductUpdate record.
@@ -304,6 +369,52 @@ func getOptString(m map[string]any, k string) *string {
 		return &s
 	}
 	return nil
+}
+
+// stringArray is a string slice in native form (an array, never null).
+func stringArray(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func getStrings(m map[string]any, k string) []string {
+	arr, _ := m[k].([]any)
+	if len(arr) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(arr))
+	for _, v := range arr {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// times is a map of times in native form (never null).
+func times(t map[string]int64) map[string]any {
+	out := make(map[string]any, len(t))
+	for k, v := range t {
+		out[k] = v
+	}
+	return out
+}
+
+func getTimes(m map[string]any, k string) map[string]int64 {
+	in, _ := m[k].(map[string]any)
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]int64, len(in))
+	for k, v := range in {
+		if n, ok := v.(int64); ok {
+			out[k] = n
+		}
+	}
+	return out
 }
 
 func getOptTime(m map[string]any, k string) time.Time {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -23,7 +24,16 @@ type Names struct {
 	Updates  string // the collapsed stream of product updates
 	Events   string // analytics events that are not catalog changes
 	DLQ      string // records the processor could not decode or apply
-	prefix   string
+	// Compacted latest state of the other catalog resources, by key.
+	Collections, Categories, Options, Groups, Pos string
+	prefix                                        string
+}
+
+// Resources maps each catalog resource to its compacted state topic. Every
+// state topic is co-partitioned with changes.
+func (n Names) Resources() map[string]string {
+	return map[string]string{"product": n.Products, "collection": n.Collections, "category": n.Categories,
+		"option": n.Options, "group": n.Groups, "pos": n.Pos}
 }
 
 // Pending names the changelog of a processor group's pending buffer (used
@@ -33,26 +43,35 @@ func (n Names) Pending(group string) string { return n.prefix + group + "-pendin
 // For returns the topic names under prefix.
 func For(prefix string) Names {
 	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates",
-		Events: prefix + "events", DLQ: prefix + "dlq", prefix: prefix}
+		Events: prefix + "events", DLQ: prefix + "dlq", Collections: prefix + "collections", Categories: prefix + "categories",
+		Options: prefix + "options", Groups: prefix + "groups", Pos: prefix + "pos", prefix: prefix}
 }
 
-// ByKind maps each schema kind to the topic carrying it.
-func (n Names) ByKind() map[schemas.Kind]string {
-	return map[schemas.Kind]string{schemas.KindChange: n.Changes, schemas.KindState: n.Products, schemas.KindUpdate: n.Updates, schemas.KindEvent: n.Events}
+// ByKind maps each schema kind to the topics carrying it.
+func (n Names) ByKind() map[schemas.Kind][]string {
+	return map[schemas.Kind][]string{schemas.KindChange: {n.Changes}, schemas.KindState: {n.Products}, schemas.KindUpdate: {n.Updates},
+		schemas.KindEvent: {n.Events}, schemas.KindResource: {n.Collections, n.Categories, n.Options, n.Groups, n.Pos}}
 }
 
 // Spec says how to create the topics.
 type Spec struct {
 	Partitions        int32
 	ReplicationFactor int16 // -1: the broker's default
+	// MinInsyncReplicas sets min.insync.replicas on every topic (0: the
+	// broker's default).
+	MinInsyncReplicas int
 	// Configs are extra topic configs by family ("changes", "products",
 	// "updates"); products is always created with cleanup.policy=compact.
+	// The products family's configs apply to every state topic.
 	Configs map[string]map[string]string
 }
 
 // configs returns the creation configs of one topic family.
 func (s Spec) configs(family string) map[string]*string {
 	out := map[string]*string{}
+	if s.MinInsyncReplicas > 0 {
+		out["min.insync.replicas"] = kadm.StringPtr(strconv.Itoa(s.MinInsyncReplicas))
+	}
 	for k, v := range s.Configs[family] {
 		out[k] = kadm.StringPtr(v)
 	}
@@ -84,20 +103,24 @@ func EnsurePending(ctx context.Context, adm *kadm.Client, n Names, group string,
 }
 
 // ErrPartitionMismatch surfaces from Ensure when an existing changes topic
-// and products topic have different partition counts: a key's state would
+// and a state topic have different partition counts: a key's state would
 // then live on another partition number than its changes.
-var ErrPartitionMismatch = errors.New("changes and products topics have different partition counts")
+var ErrPartitionMismatch = errors.New("changes and state topics have different partition counts")
 
 // Ensure creates any missing topic with its configuration and checks that
-// the changes and products topics are co-partitioned. Existing topics are
-// left as they are.
+// the changes topic and every state topic are co-partitioned. Existing
+// topics are left as they are.
 func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 	configs := map[string]map[string]*string{
-		n.Changes:  spec.configs("changes"),
-		n.Products: spec.configs("products"),
-		n.Updates:  spec.configs("updates"),
-		n.Events:   spec.configs("events"),
-		n.DLQ:      spec.configs("dlq"),
+		n.Changes: spec.configs("changes"),
+		n.Updates: spec.configs("updates"),
+		n.Events:  spec.configs("events"),
+		n.DLQ:     spec.configs("dlq"),
+	}
+	state := []string{n.Changes}
+	for _, topic := range n.Resources() {
+		configs[topic] = spec.configs("products")
+		state = append(state, topic)
 	}
 	for topic, cfg := range configs {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
@@ -108,16 +131,18 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 			return fmt.Errorf("create topic %s: %w", topic, resp.Err)
 		}
 	}
-	details, err := adm.ListTopics(ctx, n.Changes, n.Products)
+	details, err := adm.ListTopics(ctx, state...)
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
 	if err := details.Error(); err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
-	pc, pp := len(details[n.Changes].Partitions), len(details[n.Products].Partitions)
-	if pc != pp {
-		return fmt.Errorf("%w: %s has %d, %s has %d", ErrPartitionMismatch, n.Changes, pc, n.Products, pp)
+	pc := len(details[n.Changes].Partitions)
+	for _, topic := range state[1:] {
+		if pp := len(details[topic].Partitions); pp != pc {
+			return fmt.Errorf("%w: %s has %d, %s has %d", ErrPartitionMismatch, n.Changes, pc, topic, pp)
+		}
 	}
 	return nil
 }

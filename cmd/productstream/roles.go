@@ -16,6 +16,7 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/ingest"
+	"github.com/productstream/productstream/metrics"
 	"github.com/productstream/productstream/processor"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
@@ -82,6 +83,18 @@ func runProcessRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if addr := cfg.Processor.MetricsListen; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("processor.metrics_listen %s: %w", addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+		log.Info("metrics listening", "addr", ln.Addr().String())
+	}
 	return runProcessor(ctx, cfg, svc, serde, names, log)
 }
 
@@ -100,7 +113,7 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	spec := topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor, Configs: cfg.Kafka.TopicConfigs}
+	spec := topicSpec(cfg)
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		err = topics.Ensure(ctx, adm, names, spec)
 		if err == nil {
@@ -172,10 +185,16 @@ func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *
 		Log:            log,
 		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
-		TopicSpec:      topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor, Configs: cfg.Kafka.TopicConfigs},
+		TopicSpec:      topicSpec(cfg),
 	})
 	if err != nil {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// topicSpec says how the roles create topics.
+func topicSpec(cfg *config.Config) topics.Spec {
+	return topics.Spec{Partitions: cfg.Kafka.Partitions, ReplicationFactor: cfg.Kafka.ReplicationFactor,
+		MinInsyncReplicas: cfg.Kafka.MinInsyncReplicas, Configs: cfg.Kafka.TopicConfigs}
 }

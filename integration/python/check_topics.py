@@ -2,14 +2,15 @@
 """Reads every productstream topic on a broker with clients nobody here wrote.
 
 Confluent's client (librdkafka) consumes every partition of every topic whose
-name ends in .changes, .products, .updates or .events; its schema-registry client and
+name ends in .changes, .updates, .events or a state topic's name (.products,
+.collections, .categories, .options, .groups, .pos); its schema-registry client and
 fastavro decode each value through the registry. For each record it checks:
 
 - the key is a UTF-8 "<namespace>:<id>" string;
 - the record sits on the partition Kafka's default partitioner gives its key
   (murmur2 as implemented by kafka-python);
 - the value decodes, and its namespace and id match the key;
-- a null value (tombstone) appears only on a .products topic;
+- a null value (tombstone) appears only on a state topic;
 - an update stands for at least one change.
 
 It prints one line per topic and a closing "N passed, N failed" line, and
@@ -27,7 +28,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from kafka.partitioner.default import murmur2
 
-FAMILIES = ("changes", "products", "updates", "events")
+STATE = ("products", "collections", "categories", "options", "groups", "pos")
+FAMILIES = ("changes", "updates", "events") + STATE
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:
@@ -105,12 +107,12 @@ def main():
                 problems.append(f"on partition {msg.partition()}, Kafka's partitioner gives {kafka_partition(key, partitions)}")
             if msg.value() is None:
                 dead += 1
-                if family != "products":
-                    problems.append("tombstone outside a products topic")
+                if family not in STATE:
+                    problems.append("tombstone outside a state topic")
             else:
                 try:
                     value = decode(msg.value(), SerializationContext(topic, MessageField.VALUE))
-                    subject = value.get("subject") if family == "events" else value.get("product_id")
+                    subject = value.get("subject") if family == "events" else value.get("product_id", value.get("id"))
                     if (value.get("namespace"), subject) != (namespace, ident):
                         problems.append(f"value is {value.get('namespace')}:{subject}, key {key_text}")
                     if family == "updates" and value.get("change_count", 0) < 1:
