@@ -74,9 +74,9 @@ type Processor struct {
 	sess    *kgo.GroupTransactSession // exactly-once mode
 	now     func() time.Time
 
-	mu     sync.Mutex // held by the loop while it processes, and by rebalance callbacks
-	parts  map[int32]*partition
-	co     *coalescer
+	mu      sync.Mutex // held by the loop while it processes, and by rebalance callbacks
+	parts   map[int32]*partition
+	co      *coalescer
 	dirty   map[string]int32 // exactly-once: keys whose pending entry changed this cycle
 	derived []*kgo.Record    // derived changes to write this cycle
 	dlq     []*kgo.Record    // poison records to write this cycle

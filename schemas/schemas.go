@@ -22,11 +22,11 @@ type Kind int
 
 // The record kinds, one per topic family.
 const (
-	KindChange Kind = iota // ProductChange, on <prefix>changes
-	KindState              // ProductState, on <prefix>products
-	KindUpdate             // ProductUpdate, on <prefix>updates
-	KindEvent              // AnalyticsEvent, on <prefix>events
-	KindResource           // ResourceState, on <prefix>collections, categories, options, groups and pos
+	KindChange   Kind = iota // ProductChange, on <prefix>changes
+	KindState                // ProductState, on <prefix>products
+	KindUpdate               // ProductUpdate, on <prefix>updates
+	KindEvent                // AnalyticsEvent, on <prefix>events
+	KindResource             // ResourceState, on <prefix>collections, categories, options, groups and pos
 	numKinds
 )
 
