@@ -37,7 +37,9 @@ func NewSerde(reg *sr.Client) *Serde { return &Serde{reg: reg} }
 // Register registers the current schema of each kind under the value
 // subject of each of its topics (idempotent: the registry returns the
 // existing ID for a schema it has) and remembers the IDs for encoding. A
-// kind on several topics must get one ID from the registry.
+// kind on several topics encodes with the first ID the registry gave it
+// (registries that number by content give the same ID everywhere; a reader
+// looks any ID up, whatever subject holds it).
 func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
 	for kind, names := range topics {
 		text := Current(kind)
@@ -45,15 +47,15 @@ func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
 		if err != nil {
 			return fmt.Errorf("compile %s schema: %w", kind, err)
 		}
+		s.ids[kind] = 0
 		for _, topic := range names {
 			id, err := s.reg.RegisterSchema(ctx, Subject(topic), sr.Schema{Schema: text, Type: sr.TypeAvro}, -1, -1)
 			if err != nil {
 				return fmt.Errorf("register %s under %s: %w", kind, Subject(topic), err)
 			}
-			if s.ids[kind] != 0 && s.ids[kind] != id {
-				return fmt.Errorf("register %s under %s: the registry gave ID %d, and %d under another subject", kind, Subject(topic), id, s.ids[kind])
+			if s.ids[kind] == 0 {
+				s.ids[kind] = id
 			}
-			s.ids[kind] = id
 			s.codecs.Store(id, codec)
 		}
 	}
