@@ -55,6 +55,10 @@ sources:
     namespace: shop-eu
     secrets: ["${TEST_LISA_SECRET}", "s0"]
     api_keys: ["k1"]
+  - name: iimmpact-main
+    provider: iimmpact
+    namespace: catalog
+    secrets: ["i1"]
 processor:
   quiet_period: 200ms
   max_delay: 1s
@@ -153,6 +157,20 @@ func TestBackendPipeline(t *testing.T) {
 			t.Fatalf("wrong secret: status %d", status)
 		}
 		s.deleteProduct(t, "p0")
+		// IIMMPACT's other resources get their own state topics.
+		for _, ev := range []string{
+			`{"type":"category.created","resource":"categories","id":"MOBILE","timestamp":"2026-01-15T10:00:00.000Z","data":{"name":"Mobile"}}`,
+			`{"type":"option.created","resource":"options","id":"o1","timestamp":"2026-01-15T10:00:00.000Z","data":{"name":"10 MYR"}}`,
+			`{"type":"category.deleted","resource":"categories","id":"MOBILE","timestamp":"2026-01-15T10:05:00.000Z","data":null}`,
+		} {
+			h := http.Header{}
+			h.Set("Content-Type", "application/json")
+			h.Set("X-Webhook-Signature", "sha256="+hmacHex("i1", []byte(ev)))
+			if status, err := post(s.ingest+"/webhooks/iimmpact-main", h, []byte(ev)); err != nil || status != http.StatusAccepted {
+				t.Fatalf("iimmpact %s: %d %v", ev, status, err)
+			}
+		}
+		const otherResources = 3
 
 		// Wait for the processor: every live product at its last round, p0 deleted.
 		var state map[string]*kgo.Record
@@ -181,9 +199,25 @@ func TestBackendPipeline(t *testing.T) {
 			t.Fatalf("merged state of p5: %+v", st)
 		}
 
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			cats, opts := latest(readAll(t, b.brokers, s.names.Categories)), latest(readAll(t, b.brokers, s.names.Options))
+			if c, o := cats["catalog:MOBILE"], opts["catalog:o1"]; c != nil && c.Value == nil && o != nil && o.Value != nil {
+				st, err := s.serde.DecodeState(context.Background(), o.Value)
+				if err != nil || st.Resource != "option" || st.ProductID != "o1" || !strings.Contains(st.Raw, `"10 MYR"`) {
+					t.Fatalf("option state: %+v %v", st, err)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("categories and options did not converge: %d, %d keys", len(cats), len(opts))
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+
 		changes := readAll(t, b.brokers, s.names.Changes)
-		if len(changes) != products*rounds+1 {
-			t.Fatalf("%d changes on %s, want %d (the refused request must write nothing)", len(changes), s.names.Changes, products*rounds+1)
+		if len(changes) != products*rounds+1+otherResources {
+			t.Fatalf("%d changes on %s, want %d (the refused request must write nothing)", len(changes), s.names.Changes, products*rounds+1+otherResources)
 		}
 		updates := readAll(t, b.brokers, s.names.Updates)
 		var counted int
@@ -194,10 +228,10 @@ func TestBackendPipeline(t *testing.T) {
 			}
 			counted += int(u.ChangeCount)
 		}
-		if counted != len(changes) {
-			t.Fatalf("updates stand for %d changes, %d were accepted", counted, len(changes))
+		if counted != len(changes)-otherResources {
+			t.Fatalf("updates stand for %d changes, %d product changes were accepted", counted, len(changes)-otherResources)
 		}
-		for _, topic := range []string{s.names.Changes, s.names.Products, s.names.Updates} {
+		for _, topic := range []string{s.names.Changes, s.names.Products, s.names.Updates, s.names.Categories, s.names.Options} {
 			for _, r := range readAll(t, b.brokers, topic) {
 				if want := murmur2Partition(r.Key, 4); r.Partition != want {
 					t.Fatalf("%s: key %s on partition %d, Kafka's default partitioner gives %d", topic, r.Key, r.Partition, want)

@@ -59,8 +59,9 @@ type Config struct {
 	// TopicSpec creates the pending changelog in exactly-once mode.
 	TopicSpec topics.Spec
 	// RestoreIdle ends a partition's restore when a state topic has sent
-	// nothing for this long before its end offset was reached (records at
-	// the end removed by compaction). Default 2s.
+	// nothing (and no error) for this long before its end offset was
+	// reached: records at the end removed by compaction. Default 5s, long
+	// enough that a slow fetch is not taken for the end.
 	RestoreIdle time.Duration
 }
 
@@ -126,7 +127,7 @@ func New(cfg Config) (*Processor, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.RestoreIdle == 0 {
-		cfg.RestoreIdle = 2 * time.Second
+		cfg.RestoreIdle = 5 * time.Second
 	}
 	if cfg.MaxPendingKeys == 0 {
 		cfg.MaxPendingKeys = 1_000_000

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -127,6 +128,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	return r, err
 }
 
+// restoreErrorLimit is how long a restore retries failing fetches.
+const restoreErrorLimit = 30 * time.Second
+
 // readToEnd reads the partitions parts of each of topics from the start to
 // their last stable offsets (committed records only), calling fn for each
 // record, and progress with the count so far every few seconds.
@@ -169,16 +173,38 @@ func (p *Processor) readToEnd(ctx context.Context, topicNames []string, parts []
 		}
 	}
 	n, lastReport := 0, time.Now()
+	var failingSince time.Time
 	for len(remaining) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, p.cfg.RestoreIdle)
 		fetches := cl.PollFetches(pctx)
+		idle := pctx.Err() != nil
 		cancel()
 		if ctx.Err() != nil {
 			return n, ctx.Err()
 		}
-		if fetches.Empty() {
-			// Compaction removed the records at the end: nothing more
-			// will come.
+		// A fetch error (a broker restarting, a leader moving) is not the
+		// end of the log: retry, and give up only if it persists.
+		var fetchErr error
+		fetches.EachError(func(t string, part int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				fetchErr = fmt.Errorf("fetch %s/%d: %w", t, part, err)
+			}
+		})
+		if fetchErr != nil && fetches.Empty() {
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > restoreErrorLimit {
+				return n, fmt.Errorf("restore: fetches failing for %s: %w", restoreErrorLimit, fetchErr)
+			}
+			p.log.Warn("restore fetch failed; retrying", "err", fetchErr)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		failingSince = time.Time{}
+		if fetches.Empty() && idle {
+			// Nothing for RestoreIdle before the end offset: compaction
+			// removed the records at the end, nothing more will come.
 			break
 		}
 		before := n
