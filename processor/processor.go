@@ -429,29 +429,30 @@ func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
 	}
 	stateRec := &kgo.Record{Topic: p.stateTopics[e.state.Resource], Key: key, Headers: headers}
 	out[0] = stateRec
+	var st *schemas.State
 	if !e.deleted {
-		v, err := p.cfg.Serde.EncodeState(&e.state)
-		if err != nil {
-			return out, fmt.Errorf("encode state of %s: %w", key, err)
-		}
-		stateRec.Value = v
+		st = &e.state
 	}
 	if !e.state.IsProduct() {
+		if st != nil {
+			v, err := p.cfg.Serde.EncodeState(st)
+			if err != nil {
+				return out, fmt.Errorf("encode state of %s: %w", key, err)
+			}
+			stateRec.Value = v
+		}
 		return out, nil
 	}
 	up := schemas.Update{
 		Namespace: e.state.Namespace, ProductID: e.state.ProductID, Deleted: e.deleted,
 		ChangeCount: int32(d.count), Version: e.version,
-		FirstReceivedAt: d.firstRecv, LastReceivedAt: d.lastRecv, EmittedAt: now,
+		FirstReceivedAt: d.firstRecv, LastReceivedAt: d.lastRecv, EmittedAt: now, State: st,
 	}
-	if !e.deleted {
-		st := e.state
-		up.State = &st
-	}
-	uv, err := p.cfg.Serde.EncodeUpdate(&up)
+	sv, uv, err := p.cfg.Serde.EncodeStateAndUpdate(st, &up)
 	if err != nil {
-		return out, fmt.Errorf("encode update of %s: %w", key, err)
+		return out, fmt.Errorf("encode state and update of %s: %w", key, err)
 	}
+	stateRec.Value = sv
 	out[1] = &kgo.Record{Topic: p.cfg.Topics.Updates, Key: key, Value: uv}
 	return out, nil
 }

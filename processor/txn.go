@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -56,17 +57,7 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(d.key)})
 			delete(p.dirty, d.key)
 		}
-		for key, part := range p.dirty {
-			pe, pt := p.co.byKey[key], p.parts[part]
-			if pe == nil || pt == nil {
-				continue
-			}
-			var v []byte
-			if v, err = encodePending(pt.states[key], pe); err != nil {
-				break
-			}
-			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v})
-		}
+		records, err = p.pendingRecords(records)
 	}
 	var (
 		mu         sync.Mutex
@@ -106,6 +97,30 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 	clear(p.dirty)
 	p.written(records)
 	return nil
+}
+
+// pendingRecords appends the changelog records of the keys whose pending
+// entry changed this cycle, encoded in parallel. Called with mu held.
+func (p *Processor) pendingRecords(records []*kgo.Record) ([]*kgo.Record, error) {
+	keys := make([]string, 0, len(p.dirty))
+	for key, part := range p.dirty {
+		if p.co.byKey[key] != nil && p.parts[part] != nil {
+			keys = append(keys, key)
+		}
+	}
+	out := make([]*kgo.Record, len(keys))
+	errs := make([]error, len(keys))
+	parallel(len(keys), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			key := keys[i]
+			v, err := encodePending(p.parts[p.dirty[key]].states[key], p.co.byKey[key])
+			out[i], errs[i] = &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v}, err
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("encode pending entries: %w", err)
+	}
+	return append(records, out...), nil
 }
 
 // reset throws away everything not committed and restores the owned
