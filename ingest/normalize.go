@@ -6,11 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // maxIDLen bounds a product id: it becomes part of a Kafka key.
@@ -20,22 +21,47 @@ const maxIDLen = 512
 type object map[string]json.RawMessage
 
 // parseObject parses body as one JSON object. It refuses invalid UTF-8, so
-// the raw body can travel as an Avro string.
+// the raw body can travel as an Avro string. The values are slices of body
+// (gjson validates and splits without copying or decoding); a repeated key
+// keeps its last value, as encoding/json does.
 func parseObject(body []byte) (object, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not valid UTF-8", ErrInvalidPayload)
 	}
+	if !gjson.ValidBytes(body) {
+		return nil, explainInvalid(body)
+	}
+	parsed := gjson.ParseBytes(body)
+	if !parsed.IsObject() {
+		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
+	}
+	o := make(object, 16)
+	parsed.ForEach(func(k, v gjson.Result) bool {
+		o[k.String()] = json.RawMessage(body[v.Index : v.Index+len(v.Raw) : v.Index+len(v.Raw)])
+		return true
+	})
+	return o, nil
+}
+
+// explainInvalid says what is wrong with a body that is not one valid JSON
+// value, distinguishing trailing data after an object (encoding/json reads
+// one value and then sees what follows).
+func explainInvalid(body []byte) error {
 	var o object
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&o); err != nil || o == nil {
-		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
+		return fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
 	}
-	// More is false before a stray '}' or ']': ask for the next token,
-	// which must be the end of the input.
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidPayload)
+	return fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidPayload)
+}
+
+// plainString returns the text of a JSON string without escapes, or false
+// (the caller then decodes it in full).
+func plainString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || bytes.IndexByte(raw, '\\') >= 0 {
+		return "", false
 	}
-	return o, nil
+	return string(raw[1 : len(raw)-1]), true
 }
 
 // id returns the value of key as an id: a non-empty string, or an integer
@@ -45,8 +71,10 @@ func (o object) id(key string) (string, error) {
 	if !ok || bytes.Equal(raw, []byte("null")) {
 		return "", fmt.Errorf("%w: missing field %s", ErrInvalidPayload, key)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
+	s, plain := plainString(raw)
+	if plain {
+		s = strings.TrimSpace(s)
+	} else if err := json.Unmarshal(raw, &s); err == nil {
 		s = strings.TrimSpace(s)
 	} else if _, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
 		s = string(raw)
@@ -62,8 +90,15 @@ func (o object) id(key string) (string, error) {
 // text returns the first of keys that holds a string (nil if none does).
 func (o object) text(keys ...string) *string {
 	for _, k := range keys {
+		raw := o[k]
+		if len(raw) == 0 || raw[0] != '"' {
+			continue // absent, or not a string
+		}
+		if s, ok := plainString(raw); ok {
+			return &s
+		}
 		var s string
-		if err := json.Unmarshal(o[k], &s); err == nil {
+		if err := json.Unmarshal(raw, &s); err == nil {
 			return &s
 		}
 	}
@@ -75,6 +110,9 @@ func (o object) text(keys ...string) *string {
 func (o object) decimal(keys ...string) *string {
 	for _, k := range keys {
 		raw := o[k]
+		if len(raw) == 0 || raw[0] == '{' || raw[0] == '[' || raw[0] == 'n' || raw[0] == 't' || raw[0] == 'f' {
+			continue // absent, or not a number or a string
+		}
 		var n json.Number
 		if err := json.Unmarshal(raw, &n); err != nil {
 			continue

@@ -1,0 +1,50 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"testing"
+	"unicode/utf8"
+)
+
+// parseObject (gjson) accepts exactly the bodies encoding/json reads as one
+// JSON object with nothing after it, and yields the same members.
+func FuzzParseObjectMatchesEncodingJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{"productId":"1","price":19.99}`, `{"a":1} }`, `{"a":1}]`, `[1]`, `null`, `{"a":"\u00e9\n","a":2}`,
+		`{"a":{"b":[1,2,{"c":null}]},"d":true}`, ` {"x" : "y" } `, `{"a":1,}`, `{'a':1}`, `{"a":01}`, `{"a":"\x"}`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := parseObject(body)
+		var want map[string]json.RawMessage
+		dec := json.NewDecoder(bytes.NewReader(body))
+		wantOK := utf8.Valid(body) && dec.Decode(&want) == nil && want != nil
+		if wantOK {
+			_, tokErr := dec.Token()
+			wantOK = tokErr == io.EOF
+		}
+		if (err == nil) != wantOK {
+			t.Fatalf("%q: parseObject error %v, encoding/json accepts %v", body, err, wantOK)
+		}
+		if err != nil {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d members, encoding/json %d", body, len(got), len(want))
+		}
+		for k, w := range want {
+			var a, b any
+			if json.Unmarshal(got[k], &a) != nil || json.Unmarshal(w, &b) != nil {
+				t.Fatalf("%q: member %q does not decode", body, k)
+			}
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if !bytes.Equal(ja, jb) {
+				t.Fatalf("%q: member %q is %s, encoding/json %s", body, k, got[k], w)
+			}
+		}
+	})
+}
