@@ -107,6 +107,29 @@ func (pt *partition) watermark() int64 {
 	return pt.next
 }
 
+// pendingPartitioner writes a pending changelog record to the partition of
+// the changes it buffers (set on the record): its key carries the
+// resource's tag, so hashing it would pick another partition than the
+// record key's. Every other record is partitioned by key, with Kafka's
+// murmur2, so it lands co-partitioned with its changes.
+type pendingPartitioner struct {
+	pending string
+	byKey   kgo.Partitioner
+}
+
+func (pp pendingPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if topic == pp.pending {
+		return setPartition{}
+	}
+	return pp.byKey.ForTopic(topic)
+}
+
+// setPartition keeps the partition set on the record.
+type setPartition struct{}
+
+func (setPartition) RequiresConsistency(*kgo.Record) bool { return true }
+func (setPartition) Partition(r *kgo.Record, n int) int   { return int(r.Partition) % n }
+
 // transactionTimeout bounds a transaction; the broker aborts one left open
 // by a member that died after this long, and restores wait for that.
 const transactionTimeout = 10 * time.Second
@@ -155,8 +178,13 @@ func New(cfg Config) (*Processor, error) {
 		kgo.OnPartitionsRevoked(p.revoked),
 		kgo.OnPartitionsLost(p.lost),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RecordPartitioner(pendingPartitioner{pending: cfg.Topics.Pending(cfg.Group), byKey: kgo.StickyKeyPartitioner(nil)}),
 		kgo.ProducerLinger(5*time.Millisecond),
+		// A produce right after EndTxn can meet CONCURRENT_TRANSACTIONS
+		// while the broker writes the markers; franz-go retries after a
+		// metadata refresh, which the default minimum age (5 s) would
+		// hold back, stalling the loop for seconds.
+		kgo.MetadataMinAge(250*time.Millisecond),
 	)
 	if !cfg.ExactlyOnce {
 		cl, err := kgo.NewClient(opts...)

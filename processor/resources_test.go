@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -311,4 +312,27 @@ func TestCollectionMembership(t *testing.T) {
 			return m["ns:c2"] != nil && m["ns:c2"].Value != nil && len(e.state(m["ns:c2"]).ProductIDs) == 0
 		})
 	})
+}
+
+// Pending changelog records sit on the partition of the changes they
+// buffer, though their keys carry a resource tag that hashes elsewhere: a
+// restore reads the changelog by the partitions it was assigned.
+func TestPendingChangelogIsCoPartitioned(t *testing.T) {
+	e := newEnv(t)
+	e.eos = true
+	e.start(time.Minute, time.Hour)
+	partOf := map[string]int32{}
+	for i := range 40 {
+		r := e.change(fmt.Sprintf("k%d", i), schemas.Fields{Title: str("t")}, false)
+		partOf["p"+string(r.Key)] = r.Partition
+	}
+	recs := e.read(e.names.Pending("g"), 40, 15*time.Second)
+	if len(recs) < 40 {
+		t.Fatalf("%d pending records, want 40", len(recs))
+	}
+	for _, r := range recs {
+		if want, ok := partOf[string(r.Key)]; !ok || r.Partition != want {
+			t.Fatalf("pending record %q on partition %d, its changes are on %d", r.Key, r.Partition, want)
+		}
+	}
 }

@@ -54,7 +54,7 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 	records, err := p.outputs(due)
 	if err == nil {
 		for _, d := range due {
-			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(d.key)})
+			records = append(records, &kgo.Record{Topic: p.pending, Key: []byte(d.key), Partition: d.partition})
 			delete(p.dirty, d.key)
 		}
 		records, err = p.pendingRecords(records)
@@ -114,7 +114,7 @@ func (p *Processor) pendingRecords(records []*kgo.Record) ([]*kgo.Record, error)
 		for i := lo; i < hi; i++ {
 			key := keys[i]
 			v, err := encodePending(p.parts[p.dirty[key]].states[key], p.co.byKey[key])
-			out[i], errs[i] = &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v}, err
+			out[i], errs[i] = &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v, Partition: p.dirty[key]}, err
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -131,11 +132,27 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 			return fmt.Errorf("create topic %s: %w", topic, resp.Err)
 		}
 	}
-	details, err := adm.ListTopics(ctx, state...)
-	if err != nil {
-		return fmt.Errorf("describe topics: %w", err)
+	// Topics just created may not be in the metadata yet (KRaft
+	// propagates it asynchronously): ask again briefly before giving up.
+	var (
+		details kadm.TopicDetails
+		err     error
+	)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		details, err = adm.ListTopics(ctx, state...)
+		if err == nil {
+			err = details.Error()
+		}
+		if err == nil || time.Now().After(deadline) || !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, kerr.LeaderNotAvailable) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if err := details.Error(); err != nil {
+	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
 	pc := len(details[n.Changes].Partitions)

@@ -1,0 +1,540 @@
+package main
+
+// The run: build the binary, measure the three HTTP servers, then the
+// processor side, then write the results file.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/productstream/productstream/schemas"
+)
+
+// harness holds what every phase of one run shares.
+type harness struct {
+	o      *options
+	log    *slog.Logger
+	runID  string // prefix of every topic, group and subject of the run
+	work   string // binary, configs and process logs
+	bin    string // the productstream binary
+	cl     *kgo.Client
+	adm    *kadm.Client
+	serde  *schemas.Serde
+	reg    *sr.Client
+	rb     realBroker // kafkaPID 0: unknown
+	rbNote string     // why Kafka's CPU is not measured, when it is not
+}
+
+// results is everything one run measured; report.go renders it.
+type results struct {
+	o        *options
+	runID    string
+	started  time.Time
+	elapsed  time.Duration
+	machine  [][2]string
+	kafkaCPU bool // Kafka's JVM CPU was measured
+	rbNote   string
+
+	closed   map[string]*loadResult // by server: B1, B2, edge; 1 KB closed loop
+	open     map[string]*loadResult // 1 KB open loop at openRate
+	mixed    map[string]*loadResult // mixed bodies, closed loop
+	openRate float64
+
+	input     *procInput
+	b3        *procResult
+	alo, eos  *procResult
+	restore   *restoreResult
+	b3consume *childResult
+	fresh     *freshResult
+}
+
+// Server names, in the order they are measured and reported.
+const (
+	srvB1   = "B1"
+	srvB2   = "B2"
+	srvEdge = "edge"
+)
+
+var servers = []string{srvB1, srvB2, srvEdge}
+
+// run performs one whole benchmark run and writes the results file.
+func run(ctx context.Context, o *options, log *slog.Logger) (*results, error) {
+	h, err := newHarness(ctx, o, log)
+	if err != nil {
+		return nil, err
+	}
+	res, err := h.run(ctx)
+	h.close(err == nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(o.out, []byte(renderMarkdown(res)), 0o644); err != nil {
+		return nil, fmt.Errorf("write results: %w", err)
+	}
+	return res, nil
+}
+
+func newHarness(ctx context.Context, o *options, log *slog.Logger) (*harness, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.out == "" {
+		o.out = filepath.Join(root, "integration", "bench", "RESULTS.md")
+	}
+	var id [3]byte
+	_, _ = rand.Read(id[:])
+	h := &harness{o: o, log: log, runID: "bench-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(id[:])}
+	if h.work = o.workDir; h.work == "" {
+		if h.work, err = os.MkdirTemp("", "productstream-bench-"); err != nil {
+			return nil, fmt.Errorf("work dir: %w", err)
+		}
+	} else if err := os.MkdirAll(h.work, 0o755); err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
+	if h.bin = o.bin; h.bin == "" {
+		h.bin = filepath.Join(h.work, "productstream")
+		log.Info("building productstream", "bin", h.bin)
+		build := exec.CommandContext(ctx, "go", "build", "-o", h.bin, "./cmd/productstream")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build ./cmd/productstream: %w\n%s", err, out)
+		}
+	}
+	if h.cl, err = kgo.NewClient(kgo.SeedBrokers(o.brokers...)); err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	h.adm = kadm.NewClient(h.cl)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := h.cl.Ping(pctx); err != nil {
+		h.cl.Close()
+		return nil, fmt.Errorf("kafka at %v: %w", o.brokers, err)
+	}
+	reg, err := sr.NewClient(sr.URLs(o.registry))
+	if err != nil {
+		h.cl.Close()
+		return nil, fmt.Errorf("registry client: %w", err)
+	}
+	h.reg, h.serde = reg, schemas.NewSerde(reg)
+	if h.rb, err = findRealBroker(o.brokerDir, o.brokers); err != nil {
+		h.rbNote = err.Error()
+		log.Warn("Kafka's CPU will not be measured", "why", err)
+	}
+	return h, nil
+}
+
+// moduleRoot is the directory of the productstream go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run the harness inside the productstream module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// close deletes the run's topics and schema subjects (unless -keep-topics)
+// and, after a successful run, the work dir.
+func (h *harness) close(ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if !h.o.keepTopics {
+		if err := h.deleteRunTopics(ctx); err != nil {
+			h.log.Warn("could not delete the run's topics", "err", err)
+		}
+		if err := h.deleteRunSubjects(ctx); err != nil {
+			h.log.Warn("could not delete the run's schema subjects", "err", err)
+		}
+	}
+	h.cl.Close()
+	if ok && h.o.workDir == "" {
+		_ = os.RemoveAll(h.work)
+	} else {
+		h.log.Info("process logs kept", "dir", h.work)
+	}
+}
+
+func (h *harness) deleteRunTopics(ctx context.Context) error {
+	td, err := h.adm.ListTopics(ctx)
+	if err != nil {
+		return err
+	}
+	var mine []string
+	for _, t := range td.Names() {
+		if strings.HasPrefix(t, h.runID) {
+			mine = append(mine, t)
+		}
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	resp, err := h.adm.DeleteTopics(ctx, mine...)
+	if err != nil {
+		return err
+	}
+	return resp.Error()
+}
+
+// deleteRunSubjects deletes (soft, then hard) the registry subjects of the
+// run's topics.
+func (h *harness) deleteRunSubjects(ctx context.Context) error {
+	subjects, err := h.reg.Subjects(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range subjects {
+		if !strings.HasPrefix(s, h.runID) {
+			continue
+		}
+		if _, err := h.reg.DeleteSubject(ctx, s, sr.SoftDelete); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+		} else if _, err := h.reg.DeleteSubject(ctx, s, sr.HardDelete); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kafkaCPU returns the Kafka JVM's CPU seconds so far, NaN when unknown.
+func (h *harness) kafkaCPU() (float64, error) {
+	if h.rb.kafkaPID == 0 {
+		return math.NaN(), nil
+	}
+	return procCPU(h.rb.kafkaPID)
+}
+
+// meters are the processes whose CPU each load phase reads.
+func (h *harness) meters(server *proc) []meter {
+	ms := []meter{procMeter("server", server.pid()), selfMeter}
+	if h.rb.kafkaPID != 0 {
+		ms = append(ms, procMeter("kafka", h.rb.kafkaPID))
+	}
+	return ms
+}
+
+// maxBody is the body limit of every server: the largest body of the mix,
+// and at least LiSA's own 192 KB.
+func (h *harness) maxBody() int {
+	m := max(h.o.size, 192<<10)
+	for _, p := range h.o.mix {
+		m = max(m, p.size)
+	}
+	return m
+}
+
+// startEdge runs `productstream ingest` on prefix and waits for /healthz.
+func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := filepath.Join(h.work, name+".yaml")
+	if err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
+		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay}); err != nil {
+		return nil, "", fmt.Errorf("write %s: %w", cfg, err)
+	}
+	p, err := startProc(name, filepath.Join(h.work, name+".log"), nil, h.bin, "ingest", "--config", cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHealthy(ctx, p, addr, 3*time.Minute); err != nil {
+		p.stop(30 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// startBaseline runs this program as B1 or B2 and waits for /healthz.
+func (h *harness) startBaseline(ctx context.Context, role string, extra ...string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("find own executable: %w", err)
+	}
+	args := append([]string{"-serve", role, "-addr", addr, "-max-body", fmt.Sprint(h.maxBody())}, extra...)
+	p, err := startProc(role, filepath.Join(h.work, role+".log"), nil, self, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHealthy(ctx, p, addr, time.Minute); err != nil {
+		p.stop(10 * time.Second)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+func (h *harness) run(ctx context.Context) (*results, error) {
+	res := &results{o: h.o, runID: h.runID, started: time.Now(), kafkaCPU: h.rb.kafkaPID != 0, rbNote: h.rbNote,
+		closed: map[string]*loadResult{}, open: map[string]*loadResult{}, mixed: map[string]*loadResult{}}
+	res.machine = h.machine(ctx)
+	h.log.Info("run", "id", h.runID, "brokers", h.o.brokers, "work", h.work)
+
+	edgePrefix := h.runID + ".edge."
+	if h.o.sections["ingest"] {
+		if err := h.runIngest(ctx, res, edgePrefix); err != nil {
+			return nil, err
+		}
+	}
+	if h.o.sections["processor"] {
+		if err := h.runProcessorSide(ctx, res, edgePrefix); err != nil {
+			return nil, err
+		}
+	}
+	if h.o.sections["fresh"] {
+		var err error
+		h.log.Info("end-to-end freshness", "rate", h.o.freshRate, "duration", h.o.freshDuration)
+		if res.fresh, err = h.runFreshness(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res.elapsed = time.Since(res.started)
+	return res, nil
+}
+
+// server is one HTTP server under load.
+type server struct {
+	name   string
+	proc   *proc
+	target *target
+	meters []meter
+}
+
+// runIngest measures the three HTTP servers; the edge writes to edgePrefix.
+// All three run at once (an idle one costs nothing), and each phase is
+// split into o.rounds rounds that rotate through the servers, so that a
+// burst of noise from other tenants of the machine does not fall on one
+// server only.
+func (h *harness) runIngest(ctx context.Context, res *results, edgePrefix string) error {
+	b2Topic := h.runID + ".b2"
+	if err := h.createTopic(ctx, b2Topic); err != nil {
+		return err
+	}
+	var srvs []*server
+	defer func() {
+		for _, s := range srvs {
+			s.target.close()
+			s.proc.stop(30 * time.Second)
+		}
+	}()
+	add := func(name string, p *proc, addr string) {
+		srvs = append(srvs, &server{name: name, proc: p, target: newTarget(name, "http://"+addr+lisaPath, h.o.concurrency), meters: h.meters(p)})
+	}
+	p, addr, err := h.startBaseline(ctx, "b1")
+	if err != nil {
+		return err
+	}
+	add(srvB1, p, addr)
+	if p, addr, err = h.startBaseline(ctx, "b2", "-brokers", strings.Join(h.o.brokers, ","), "-topic", b2Topic, "-linger", h.o.b2Linger.String()); err != nil {
+		return err
+	}
+	add(srvB2, p, addr)
+	if p, addr, err = h.startEdge(ctx, "edge", edgePrefix); err != nil {
+		return err
+	}
+	add(srvEdge, p, addr)
+
+	one := workload{mix: []mixPart{{h.o.size, 1}}, keys: h.o.keys, zipfS: h.o.zipfS, seed: h.o.seed}
+	mixed := one
+	mixed.mix = h.o.mix
+	// phase runs spec against every server, round by round, and merges
+	// each server's rounds into into[server].
+	phase := func(spec loadSpec, into map[string]*loadResult) error {
+		rounds := max(1, h.o.rounds)
+		spec.duration /= time.Duration(rounds)
+		for r := range rounds {
+			for i := range srvs {
+				s := srvs[(i+r)%len(srvs)]
+				h.log.Info("load", "server", s.name, "phase", spec.phase, "round", r+1, "bodies", spec.work.label(), "rate", int(spec.rate), "duration", spec.duration)
+				l, err := runLoad(ctx, s.target, spec, s.meters)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", s.name, spec.phase, err)
+				}
+				if err := s.proc.failed(); err != nil {
+					return err
+				}
+				h.log.Info("done", "server", s.name, "phase", spec.phase, "req/s", int(l.rps()), "p99", l.pct(0.99), "errors", l.errors())
+				if into != nil {
+					into[s.name] = into[s.name].merge(l)
+				}
+			}
+		}
+		return nil
+	}
+	if h.o.warmup > 0 {
+		// Every server, and Kafka (JIT, page cache) with them.
+		if err := phase(loadSpec{phase: "warmup", duration: h.o.warmup, senders: h.o.concurrency, work: one}, nil); err != nil {
+			return err
+		}
+	}
+	if err := phase(loadSpec{phase: "closed", duration: h.o.duration, senders: h.o.concurrency, work: one}, res.closed); err != nil {
+		return err
+	}
+	// Every server is measured open loop at half of the edge's maximum.
+	if res.openRate = res.closed[srvEdge].rps() / 2; res.openRate < 1 {
+		return errors.New("edge: no throughput to take half of")
+	}
+	if err := phase(loadSpec{phase: "open", rate: res.openRate, duration: h.o.openDuration, senders: h.o.concurrency, work: one}, res.open); err != nil {
+		return err
+	}
+	return phase(loadSpec{phase: "mixed", duration: h.o.mixedDuration, senders: h.o.concurrency, work: mixed}, res.mixed)
+}
+
+// runProcessorSide measures B3, the processor in both modes and the
+// restore, over the changes the edge wrote under edgePrefix.
+func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix string) error {
+	// Each round has its own copy of the input for each processor mode
+	// (a processor writes its outputs under its input's prefix); B3 reads
+	// the first copy again in a new group each round.
+	rounds := max(1, h.o.procRounds)
+	prefix := func(mode string, r int) string { return fmt.Sprintf("%s.%s%d.", h.runID, mode, r+1) }
+	var dests []string
+	for r := range rounds {
+		dests = append(dests, prefix("alo", r)+"changes", prefix("eos", r)+"changes")
+	}
+	h.log.Info("copying the edge's 1 KB changes into the processor inputs", "copies", len(dests))
+	var err error
+	if res.input, err = h.prepareInput(ctx, edgePrefix+"changes", dests); err != nil {
+		return err
+	}
+	h.log.Info("processor input", "changes", res.input.n, "distinct_records", res.input.small, "repeats", res.input.rounds)
+
+	// Rounds alternate the order (B3, off, on, then on, off, B3, ...), so
+	// that a drift in the machine's load does not favour one of them.
+	steps := []func(r int) error{
+		func(r int) error {
+			h.log.Info("B3 passthrough", "round", r+1)
+			b3, err := h.runB3(ctx, res.input, prefix("alo", 0)+"changes", r)
+			if err != nil {
+				return err
+			}
+			h.log.Info("done", "records/s", int(b3.rate()))
+			res.b3 = res.b3.merge(b3)
+			return nil
+		},
+		func(r int) error {
+			h.log.Info("processor, transactions off", "round", r+1)
+			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-alo%d", r+1), prefix("alo", r), false, res.input)
+			if err != nil {
+				return err
+			}
+			h.log.Info("done", "changes/s", int(p.rate()), "updates", p.updates)
+			res.alo = res.alo.merge(p)
+			return nil
+		},
+		func(r int) error {
+			h.log.Info("processor, transactions on", "round", r+1)
+			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-eos%d", r+1), prefix("eos", r), true, res.input)
+			if err != nil {
+				return err
+			}
+			h.log.Info("done", "changes/s", int(p.rate()), "updates", p.updates)
+			res.eos = res.eos.merge(p)
+			return nil
+		},
+	}
+	for r := range rounds {
+		for i := range steps {
+			if r%2 == 1 {
+				i = len(steps) - 1 - i
+			}
+			if err := steps[i](r); err != nil {
+				return err
+			}
+		}
+	}
+
+	h.log.Info("restore of products, beside B3's consume-only rate")
+	if res.restore, res.b3consume, err = h.measureRestore(ctx, prefix("eos", 0)); err != nil {
+		return err
+	}
+	h.log.Info("done", "restore_records/s", int(res.restore.rate()), "b3_records/s", int(float64(res.b3consume.Records)/res.b3consume.Seconds))
+	return nil
+}
+
+// machine describes the machine and the versions of the run.
+func (h *harness) machine(ctx context.Context) [][2]string {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	load := "unknown"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	kafka := h.rb.version
+	if kafka == "" {
+		kafka = "unknown"
+		if v, err := h.adm.ApiVersions(ctx); err == nil {
+			for _, b := range v.Sorted() {
+				kafka = "unknown (ApiVersions suggests " + b.VersionGuess() + ")"
+				break
+			}
+		}
+	}
+	return [][2]string{
+		{"CPU", cpu},
+		{"cores (runtime.NumCPU)", fmt.Sprint(runtime.NumCPU())},
+		{"kernel", kernel},
+		{"load average at start", load},
+		{"Go", runtime.Version()},
+		{"Kafka", kafka},
+		{"schema registry", registryVersion(h.o.registry)},
+	}
+}
+
+// registryVersion asks an Apicurio registry for its version; other
+// registries are named by their URL only.
+func registryVersion(url string) string {
+	base, ok := strings.CutSuffix(strings.TrimRight(url, "/"), "/apis/ccompat/v7")
+	if !ok {
+		return "Confluent API at " + url
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(base + "/apis/registry/v3/system/info")
+	if err != nil {
+		return "Apicurio (version unknown)"
+	}
+	defer resp.Body.Close()
+	var info struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&info) != nil || info.Version == "" {
+		return "Apicurio (version unknown)"
+	}
+	return "Apicurio Registry " + info.Version
+}

@@ -1,0 +1,236 @@
+// Command bench is productstream's load harness (issue 6). In one run, on one
+// broker and with the same request bodies, it measures the real ingest edge
+// and the real processor, each as a separate process, beside the simplest
+// alternatives a user could write:
+//
+//   - B1: a bare net/http handler that reads the body and answers 202;
+//   - B2: the fifty-line handler: read, HMAC-verify, franz-go ProduceSync of
+//     the raw bytes (acks=all), 202;
+//   - B3: a franz-go consume-then-produce passthrough of the same changes
+//     (and, for restores, a plain consumer of the same state topic).
+//
+// It writes integration/bench/RESULTS.md (see -out) with every figure beside
+// its baseline as a ratio, and the targets of issue 6 with pass or miss.
+//
+//	go run ./integration/bench                  # needs PRODUCTSTREAM_KAFKA_BROKERS and _SCHEMA_REGISTRY_URL
+//	bash integration/bench/run.sh               # starts a real Kafka and registry on its own ports first
+//
+// The baselines run as this same program re-executed with the hidden flag
+// -serve (b1, b2, b3-passthrough, b3-consume); see servers.go.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness settings; every one has a flag.
+type options struct {
+	brokers    []string
+	registry   string
+	out        string
+	workDir    string
+	bin        string // a prebuilt productstream binary; empty: build ./cmd/productstream
+	brokerDir  string // realbroker.sh state dir: Kafka's pid and version
+	keepTopics bool
+
+	warmup        time.Duration
+	duration      time.Duration // closed-loop 1 KB phase
+	mixedDuration time.Duration
+	openDuration  time.Duration
+	concurrency   int
+	rounds        int // each ingest phase is split into rounds rotating through the servers
+
+	size     int       // headline body size
+	mix      []mixPart // mixed-run body sizes and weights
+	keys     uint64
+	zipfS    float64
+	seed     uint64
+	parts    int32
+	b2Linger time.Duration
+
+	procMinChanges int
+	procMaxChanges int
+	procRounds     int
+	procMaxValue   int
+	quietPeriod    time.Duration
+	maxDelay       time.Duration
+	pollEvery      time.Duration
+
+	freshDuration time.Duration
+	freshRate     float64
+
+	sections map[string]bool // ingest, processor, fresh
+	command  string          // shown in RESULTS.md
+}
+
+// allSections are the parts of a run, in order; processor needs ingest.
+var allSections = []string{"ingest", "processor", "fresh"}
+
+// mixPart is one body size of a mix and its weight.
+type mixPart struct {
+	size   int
+	weight int
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-serve" {
+		os.Exit(childMain(os.Args[1:]))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	fmt.Print(summary(res))
+	fmt.Printf("\nwrote %s\n", o.out)
+}
+
+// parseFlags reads the harness flags; brokers and registry default to the
+// environment variables the integration suite reads.
+func parseFlags(args []string) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	o := &options{}
+	brokers := fs.String("brokers", os.Getenv("PRODUCTSTREAM_KAFKA_BROKERS"), "Kafka seed brokers, comma-separated (default $PRODUCTSTREAM_KAFKA_BROKERS)")
+	fs.StringVar(&o.registry, "registry", os.Getenv("PRODUCTSTREAM_SCHEMA_REGISTRY_URL"), "Confluent-API schema registry URL (default $PRODUCTSTREAM_SCHEMA_REGISTRY_URL)")
+	fs.StringVar(&o.out, "out", "", "results file (default integration/bench/RESULTS.md in the module)")
+	fs.StringVar(&o.workDir, "workdir", "", "directory for the binary, configs and process logs (default: a new temp dir, removed on success)")
+	fs.StringVar(&o.bin, "bin", "", "use this productstream binary (e.g. one built with pprof) instead of building ./cmd/productstream")
+	fs.StringVar(&o.brokerDir, "broker-dir", os.Getenv("REALBROKER_DIR"), "realbroker.sh state dir, to find Kafka's pid and version (default $REALBROKER_DIR)")
+	fs.BoolVar(&o.keepTopics, "keep-topics", false, "keep the run's topics and schema subjects (default: delete them at the end)")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each server before the measurements")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "closed-loop 1 KB phase (maximum throughput) per server, over all rounds")
+	fs.DurationVar(&o.mixedDuration, "mixed-duration", 10*time.Second, "closed-loop mixed-body phase per server, over all rounds")
+	fs.DurationVar(&o.openDuration, "open-duration", 10*time.Second, "open-loop phase at half of the edge's maximum, per server, over all rounds")
+	fs.IntVar(&o.rounds, "rounds", 2, "split each ingest phase into this many rounds, rotating through the servers")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "keep-alive connections (closed loop) and senders (open loop)")
+	fs.IntVar(&o.size, "size", 1024, "body size in bytes of the headline (1 KB) phases")
+	mix := fs.String("mix", "1024:90,16384:9,196608:1", "mixed-run body sizes in bytes and their weights")
+	fs.Uint64Var(&o.keys, "keys", 100_000, "product ids; drawn from a Zipf distribution (a few hot products, a long tail)")
+	fs.Float64Var(&o.zipfS, "zipf-s", 1.1, "Zipf exponent s (> 1; larger: hotter hot products)")
+	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the product ids and prices")
+	parts := fs.Int("partitions", 12, "partitions of every topic the run creates")
+	fs.DurationVar(&o.b2Linger, "b2-linger", 0, "B2's producer linger (the edge uses 0; franz-go's default is 10ms)")
+	fs.IntVar(&o.procMinChanges, "proc-min-changes", 100_000, "processor input: the edge's 1 KB changes, repeated until there are at least this many")
+	fs.IntVar(&o.procMaxChanges, "proc-max-changes", 200_000, "processor input: at most this many of the edge's changes (the first ones)")
+	fs.IntVar(&o.procRounds, "proc-rounds", 2, "runs of B3 and of the processor in each mode, in alternating order, summed")
+	fs.IntVar(&o.procMaxValue, "proc-max-value", 4096, "processor input: only the edge's changes whose value is at most this many bytes (the 1 KB bodies)")
+	fs.DurationVar(&o.quietPeriod, "quiet-period", 100*time.Millisecond, "processor.quiet_period of the processor runs")
+	fs.DurationVar(&o.maxDelay, "max-delay", time.Second, "processor.max_delay of the processor runs")
+	fs.DurationVar(&o.pollEvery, "poll", 50*time.Millisecond, "how often the processor's committed offsets are polled")
+	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
+	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
+	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh; RESULTS.md is complete only with all")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	o.sections = map[string]bool{}
+	for _, s := range strings.Split(*sections, ",") {
+		if s = strings.TrimSpace(s); !slices.Contains(allSections, s) {
+			return nil, fmt.Errorf("-sections: unknown section %q (want %v)", s, allSections)
+		}
+		o.sections[s] = true
+	}
+	if o.sections["processor"] && !o.sections["ingest"] {
+		return nil, errors.New("-sections: processor reads what the ingest section produced: add ingest")
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, b := range strings.Split(*brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.brokers = append(o.brokers, b)
+		}
+	}
+	var err error
+	if o.mix, err = parseMix(*mix); err != nil {
+		return nil, fmt.Errorf("-mix: %w", err)
+	}
+	o.parts = int32(*parts)
+	o.command = commandLine(args)
+	switch {
+	case len(o.brokers) == 0:
+		return nil, errors.New("no brokers: set -brokers or PRODUCTSTREAM_KAFKA_BROKERS (or use integration/bench/run.sh)")
+	case o.registry == "":
+		return nil, errors.New("no registry: set -registry or PRODUCTSTREAM_SCHEMA_REGISTRY_URL")
+	case o.concurrency < 1:
+		return nil, errors.New("-concurrency must be at least 1")
+	case o.zipfS <= 1:
+		return nil, errors.New("-zipf-s must be greater than 1")
+	case o.keys < 1:
+		return nil, errors.New("-keys must be at least 1")
+	case o.parts < 1:
+		return nil, errors.New("-partitions must be at least 1")
+	case o.size < 64:
+		return nil, errors.New("-size must be at least 64 bytes")
+	case o.procMinChanges < 1 || o.procMaxChanges < 1:
+		return nil, errors.New("-proc-min-changes and -proc-max-changes must be positive")
+	case o.freshRate <= 0:
+		return nil, errors.New("-fresh-rate must be positive")
+	case o.quietPeriod <= 0 || o.maxDelay < o.quietPeriod:
+		return nil, errors.New("want 0 < -quiet-period <= -max-delay")
+	}
+	return o, nil
+}
+
+// parseMix reads "size:weight,size:weight,...".
+func parseMix(s string) ([]mixPart, error) {
+	var out []mixPart
+	for _, f := range strings.Split(s, ",") {
+		size, weight, ok := strings.Cut(strings.TrimSpace(f), ":")
+		if !ok {
+			return nil, fmt.Errorf("%q is not size:weight", f)
+		}
+		sz, err := strconv.Atoi(size)
+		if err != nil || sz < 64 {
+			return nil, fmt.Errorf("size %q: want an integer of at least 64", size)
+		}
+		w, err := strconv.Atoi(weight)
+		if err != nil || w < 1 {
+			return nil, fmt.Errorf("weight %q: want a positive integer", weight)
+		}
+		out = append(out, mixPart{size: sz, weight: w})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty")
+	}
+	return out, nil
+}
+
+// commandLine is the command shown in RESULTS.md: the one run.sh says it
+// ran ($BENCH_COMMAND), else `go run ./integration/bench` with these flags.
+func commandLine(args []string) string {
+	if c := os.Getenv("BENCH_COMMAND"); c != "" {
+		return c
+	}
+	quoted := make([]string, 0, len(args)+1)
+	quoted = append(quoted, "go run ./integration/bench")
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t'\"$") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		quoted = append(quoted, a)
+	}
+	return strings.Join(quoted, " ")
+}

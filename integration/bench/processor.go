@@ -1,0 +1,557 @@
+package main
+
+// The processor side: the edge's 1 KB changes are copied into fresh topic
+// prefixes, then B3 (a franz-go passthrough) and `productstream process`
+// (transactions off, then on) consume them; a new processor group restores
+// the products topic the transactional run built, beside B3's plain consumer
+// of the same topic; and a short run of edge plus processor measures
+// freshness, from a request's 202 to its product's first update.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// procInput is the input every processor measurement reads: the same
+// records, on the same partitions, in each copy.
+type procInput struct {
+	edgeRecords int64           // records on the edge's changes topic
+	small       int64           // of those, the 1 KB-body changes copied (at most -proc-max-changes)
+	rounds      int             // times they were copied into each input
+	n           int64           // changes per input topic
+	valueBytes  int64           // value bytes per input topic
+	ends        map[int32]int64 // end offset of each input partition
+}
+
+// procResult is one processor (or B3) throughput measurement.
+type procResult struct {
+	name       string
+	changes    int64
+	elapsed    time.Duration // assignment to every input offset committed
+	allEmitted time.Duration // assignment to the last update a change is counted in, summed over rounds (0: not measured)
+	rounds     int
+	updates    int64   // records on updates
+	counted    int64   // sum of change_count over updates
+	cpu        float64 // CPU seconds of the measured process over elapsed
+	kafkaCPU   float64 // NaN when Kafka's pid is unknown
+}
+
+// merge adds another round of the same measurement.
+func (r *procResult) merge(o *procResult) *procResult {
+	switch {
+	case o == nil:
+		return r
+	case r == nil:
+		o.rounds = 1
+		return o
+	}
+	r.changes += o.changes
+	r.elapsed += o.elapsed
+	r.allEmitted += o.allEmitted
+	r.updates += o.updates
+	r.counted += o.counted
+	r.cpu += o.cpu
+	r.kafkaCPU += o.kafkaCPU
+	r.rounds++
+	return r
+}
+
+// meanEmitted is the mean time until every update was written.
+func (r *procResult) meanEmitted() time.Duration {
+	if r == nil || r.rounds == 0 {
+		return 0
+	}
+	return r.allEmitted / time.Duration(r.rounds)
+}
+
+func (r *procResult) rate() float64 {
+	if r == nil || r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.changes) / r.elapsed.Seconds()
+}
+
+// coalesce is changes per update.
+func (r *procResult) coalesce() float64 {
+	if r == nil || r.updates == 0 {
+		return 0
+	}
+	return float64(r.changes) / float64(r.updates)
+}
+
+func (r *procResult) cpuPer1000() float64 {
+	if r == nil || r.changes == 0 {
+		return 0
+	}
+	return r.cpu / float64(r.changes) * 1000
+}
+
+// restoreResult is what a processor logged about restoring its partitions.
+type restoreResult struct {
+	records int64
+	took    time.Duration
+	logged  float64 // records_per_s as logged (the sum over the log lines)
+	lines   int
+}
+
+func (r *restoreResult) rate() float64 {
+	if r == nil || r.took <= 0 {
+		return 0
+	}
+	return float64(r.records) / r.took.Seconds()
+}
+
+// freshResult is the end-to-end freshness run.
+type freshResult struct {
+	load     *loadResult
+	accepted int
+	seen     int             // accepted products whose update arrived
+	lat      []time.Duration // update arrival minus 202, sorted
+	produced []time.Duration // update record timestamp (when the processor produced it) minus 202, sorted
+}
+
+// prepareInput copies the 1 KB-body changes of the edge's changes topic (at
+// most o.procMaxValue bytes of value) into each dest changes topic, same
+// partition, same order, repeated until each holds at least o.procMinChanges.
+func (h *harness) prepareInput(ctx context.Context, from string, dests []string) (*procInput, error) {
+	ends, err := h.adm.ListEndOffsets(ctx, from)
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", from, err)
+	}
+	start := map[int32]kgo.Offset{}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		start[o.Partition] = kgo.NewOffset().AtStart()
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{from: start}))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	in := &procInput{}
+	var keep []*kgo.Record
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", from, err)
+		}
+		if err := fetches.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", from, err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			in.edgeRecords++
+			if len(r.Value) <= h.o.procMaxValue && len(keep) < h.o.procMaxChanges {
+				keep = append(keep, r)
+			}
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	in.small = int64(len(keep))
+	if in.small == 0 {
+		return nil, fmt.Errorf("%s holds no change of at most %d bytes", from, h.o.procMaxValue)
+	}
+	in.rounds = max(1, int(math.Ceil(float64(h.o.procMinChanges)/float64(in.small))))
+	for _, d := range dests {
+		if err := h.createTopic(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer prod.Close()
+	var mu sync.Mutex
+	var produceErr error
+	for range in.rounds {
+		for _, r := range keep {
+			for _, d := range dests {
+				prod.Produce(ctx, &kgo.Record{Topic: d, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						mu.Lock()
+						produceErr = errors.Join(produceErr, err)
+						mu.Unlock()
+					}
+				})
+			}
+			in.valueBytes += int64(len(r.Value))
+		}
+	}
+	if err := prod.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("copy changes: %w", err)
+	}
+	if produceErr != nil {
+		return nil, fmt.Errorf("copy changes: %w", produceErr)
+	}
+	in.n = in.small * int64(in.rounds)
+	dends, err := h.adm.ListEndOffsets(ctx, dests[0])
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", dests[0], err)
+	}
+	in.ends = map[int32]int64{}
+	var total int64
+	dends.Each(func(o kadm.ListedOffset) {
+		in.ends[o.Partition] = o.Offset
+		total += o.Offset
+	})
+	if total != in.n {
+		return nil, fmt.Errorf("%s holds %d records, want %d", dests[0], total, in.n)
+	}
+	return in, nil
+}
+
+// createTopic creates topic with the run's partition count.
+func (h *harness) createTopic(ctx context.Context, topic string) error {
+	resp, err := h.adm.CreateTopic(ctx, h.o.parts, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// runB3 runs the passthrough baseline as a separate process over topic.
+func (h *harness) runB3(ctx context.Context, in *procInput, topic string, round int) (*procResult, error) {
+	out := fmt.Sprintf("%s.b3-out%d", h.runID, round+1)
+	if err := h.createTopic(ctx, out); err != nil {
+		return nil, err
+	}
+	k0, err := h.kafkaCPU()
+	if err != nil {
+		return nil, err
+	}
+	r, err := runChild(ctx, filepath.Join(h.work, fmt.Sprintf("b3-passthrough%d.log", round+1)), "b3-passthrough",
+		"-brokers", strings.Join(h.o.brokers, ","), "-topic", topic, "-out-topic", out,
+		"-group", fmt.Sprintf("%s-b3-%d", h.runID, round+1), "-expect", strconv.FormatInt(in.n, 10))
+	if err != nil {
+		return nil, err
+	}
+	k1, err := h.kafkaCPU()
+	if err != nil {
+		return nil, err
+	}
+	// Kafka's CPU covers the child's whole life (start-up included).
+	return &procResult{name: "B3 passthrough", changes: r.Records, elapsed: seconds(r.Seconds), cpu: r.CPUSeconds, kafkaCPU: k1 - k0}, nil
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+var (
+	assignedLine  = regexp.MustCompile(`msg="partitions assigned"`)
+	partsField    = regexp.MustCompile(`partitions="?\[([0-9 ]*)\]"?`)
+	restoredField = regexp.MustCompile(`restored_records=(\d+)`)
+	tookField     = regexp.MustCompile(`took=(\S+)`)
+	rpsField      = regexp.MustCompile(`records_per_s=(\d+)`)
+)
+
+// startProcessor starts `productstream process` on prefix and waits until
+// the group has assigned it every partition (and it has restored them). It
+// returns what its "partitions assigned" log lines said about the restore.
+func (h *harness) startProcessor(ctx context.Context, name, prefix, group string, exactlyOnce bool) (*proc, *restoreResult, error) {
+	cfg := filepath.Join(h.work, name+".yaml")
+	err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
+		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay})
+	if err != nil {
+		return nil, nil, fmt.Errorf("write %s: %w", cfg, err)
+	}
+	p, err := startProc(name, filepath.Join(h.work, name+".log"), assignedLine, h.bin, "process", "--config", cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rr := &restoreResult{}
+	got := map[int32]bool{}
+	timeout := time.After(3 * time.Minute)
+	for len(got) < int(h.o.parts) {
+		select {
+		case line := <-p.lines:
+			if err := parseAssigned(line, rr, got); err != nil {
+				p.stop(30 * time.Second)
+				return nil, nil, fmt.Errorf("%s: %w", name, err)
+			}
+		case <-p.exited:
+			return nil, nil, p.failed()
+		case <-timeout:
+			p.stop(30 * time.Second)
+			return nil, nil, fmt.Errorf("%s: only %d of %d partitions assigned after 3m; log %s", name, len(got), h.o.parts, p.logPath)
+		case <-ctx.Done():
+			p.stop(30 * time.Second)
+			return nil, nil, ctx.Err()
+		}
+	}
+	return p, rr, nil
+}
+
+// parseAssigned adds one "partitions assigned" log line (slog text format)
+// to rr and its partitions to got.
+func parseAssigned(line string, rr *restoreResult, got map[int32]bool) error {
+	m := partsField.FindStringSubmatch(line)
+	r := restoredField.FindStringSubmatch(line)
+	t := tookField.FindStringSubmatch(line)
+	s := rpsField.FindStringSubmatch(line)
+	if m == nil || r == nil || t == nil || s == nil {
+		return fmt.Errorf("unexpected assignment log line %q", line)
+	}
+	for _, f := range strings.Fields(m[1]) {
+		part, err := strconv.ParseInt(f, 10, 32)
+		if err != nil {
+			return fmt.Errorf("partition %q in %q: %w", f, line, err)
+		}
+		got[int32(part)] = true
+	}
+	n, _ := strconv.ParseInt(r[1], 10, 64)
+	took, err := time.ParseDuration(t[1])
+	if err != nil {
+		return fmt.Errorf("took in %q: %w", line, err)
+	}
+	rps, _ := strconv.ParseFloat(s[1], 64)
+	rr.records += n
+	rr.took += took
+	rr.logged += rps
+	rr.lines++
+	return nil
+}
+
+// runProcessor measures `productstream process` over the input under prefix:
+// from the assignment of every partition until the group's committed offsets
+// reach the end of the input, then reads updates until every change is
+// counted in one.
+func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactlyOnce bool, in *procInput) (*procResult, error) {
+	group := h.runID + "-" + name
+	p, _, err := h.startProcessor(ctx, name, prefix, group, exactlyOnce)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop(30 * time.Second)
+	start := time.Now()
+	c0, err := procCPU(p.pid())
+	if err != nil {
+		return nil, err
+	}
+	k0, err := h.kafkaCPU()
+	if err != nil {
+		return nil, err
+	}
+	changes := prefix + "changes"
+	deadline := start.Add(10 * time.Minute)
+	for {
+		offs, err := h.adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return nil, fmt.Errorf("%s: committed offsets: %w", name, err)
+		}
+		done := true
+		for part, end := range in.ends {
+			if o, ok := offs.Lookup(changes, part); end > 0 && (!ok || o.Err != nil || o.At < end) {
+				done = false
+				break
+			}
+		}
+		if done {
+			break
+		}
+		if err := p.failed(); err != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: offsets not committed to the end after 10m; log %s", name, p.logPath)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(h.o.pollEvery):
+		}
+	}
+	elapsed := time.Since(start)
+	c1, err := procCPU(p.pid())
+	if err != nil {
+		return nil, err
+	}
+	k1, err := h.kafkaCPU()
+	if err != nil {
+		return nil, err
+	}
+	res := &procResult{name: name, changes: in.n, elapsed: elapsed, cpu: c1 - c0, kafkaCPU: k1 - k0}
+	last, err := h.countUpdates(ctx, prefix+"updates", in.n, res)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	res.allEmitted = last.Sub(start)
+	return res, nil
+}
+
+// countUpdates reads topic (read_committed) from the start until the
+// updates' change counts add up to want, filling res.updates and
+// res.counted. It returns the latest record timestamp (when the processor
+// produced it).
+func (h *harness) countUpdates(ctx context.Context, topic string, want int64, res *procResult) (time.Time, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute+10*h.o.maxDelay)
+	defer cancel()
+	var last time.Time
+	var decodeErr error
+	for res.counted < want {
+		fetches := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return last, fmt.Errorf("updates count %d of %d changes: %w", res.counted, want, err)
+		}
+		if err := fetches.Err(); err != nil {
+			return last, fmt.Errorf("read %s: %w", topic, err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			u, err := h.serde.DecodeUpdate(rctx, r.Value)
+			if err != nil {
+				decodeErr = err
+				return
+			}
+			res.updates++
+			res.counted += int64(u.ChangeCount)
+			if r.Timestamp.After(last) {
+				last = r.Timestamp
+			}
+		})
+		if decodeErr != nil {
+			return last, fmt.Errorf("decode update: %w", decodeErr)
+		}
+	}
+	return last, nil
+}
+
+// measureRestore times B3's plain consumer over prefix's products topic,
+// then starts a new processor group on prefix, which restores that topic on
+// assignment, and reads what it logged.
+func (h *harness) measureRestore(ctx context.Context, prefix string) (*restoreResult, *childResult, error) {
+	products := prefix + "products"
+	b3, err := runChild(ctx, filepath.Join(h.work, "b3-consume.log"), "b3-consume",
+		"-brokers", strings.Join(h.o.brokers, ","), "-topic", products)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, rr, err := h.startProcessor(ctx, "restore", prefix, h.runID+"-restore", true)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.stop(30 * time.Second)
+	return rr, b3, nil
+}
+
+// runFreshness runs a second edge and a transactional processor on a fresh
+// prefix, sends each product once at the freshness rate, and measures for
+// each product the time from its 202 to the arrival of its first update
+// (read_committed).
+func (h *harness) runFreshness(ctx context.Context) (*freshResult, error) {
+	prefix := h.runID + ".fresh."
+	edge, addr, err := h.startEdge(ctx, "fresh-edge", prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer edge.stop(30 * time.Second)
+	p, _, err := h.startProcessor(ctx, "fresh-processor", prefix, h.runID+"-fresh", true)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop(30 * time.Second)
+
+	var mu sync.Mutex
+	arrived := map[string]time.Time{}  // by key: when the first update arrived
+	produced := map[string]time.Time{} // by key: that update's record timestamp
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(prefix+"updates"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	cctx, stopConsumer := context.WithCancel(ctx)
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for cctx.Err() == nil {
+			fetches := cl.PollFetches(cctx)
+			now := time.Now()
+			mu.Lock()
+			fetches.EachRecord(func(r *kgo.Record) {
+				if _, ok := arrived[string(r.Key)]; !ok {
+					arrived[string(r.Key)] = now
+					produced[string(r.Key)] = r.Timestamp
+				}
+			})
+			mu.Unlock()
+		}
+	}()
+	defer func() { stopConsumer(); <-consumed }()
+
+	accepted := map[string]time.Time{}
+	var amu sync.Mutex
+	t := newTarget("edge", "http://"+addr+lisaPath, h.o.concurrency)
+	defer t.close()
+	load, err := runLoad(ctx, t, loadSpec{phase: "fresh", rate: h.o.freshRate, duration: h.o.freshDuration, senders: h.o.concurrency,
+		work: workload{mix: []mixPart{{h.o.size, 1}}, seed: h.o.seed, unique: true},
+		accepted: func(id string, at time.Time) {
+			amu.Lock()
+			accepted[benchNamespace+":"+id] = at
+			amu.Unlock()
+		}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Wait for the updates: at most max_delay after the last change, plus
+	// the transaction; give it generous slack on a noisy machine.
+	deadline := time.Now().Add(10*h.o.maxDelay + 20*time.Second)
+	for {
+		mu.Lock()
+		seen := 0
+		for k := range accepted {
+			if _, ok := arrived[k]; ok {
+				seen++
+			}
+		}
+		mu.Unlock()
+		if seen == len(accepted) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	res := &freshResult{load: load, accepted: len(accepted)}
+	mu.Lock()
+	for k, at := range accepted {
+		if got, ok := arrived[k]; ok {
+			res.seen++
+			res.lat = append(res.lat, got.Sub(at))
+			res.produced = append(res.produced, produced[k].Sub(at))
+		}
+	}
+	mu.Unlock()
+	slices.Sort(res.lat)
+	slices.Sort(res.produced)
+	return res, nil
+}
