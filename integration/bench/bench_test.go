@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"os"
@@ -46,6 +47,7 @@ func TestSmoke(t *testing.T) {
 		"-concurrency", "4", "-keys", "500", "-partitions", "3",
 		"-proc-min-changes", "1000", "-quiet-period", "50ms", "-max-delay", "200ms",
 		"-fresh-duration", "500ms", "-fresh-rate", "40",
+		"-coalescer-memory=false", // a million keys: slow, and TestParseCoalescerMemory covers the parsing
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +93,9 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("target %q has no ratio", g.name)
 		}
 	}
+	if res.coalescer != nil {
+		t.Errorf("coalescer memory measured despite -coalescer-memory=false: %+v", res.coalescer)
+	}
 
 	md, err := os.ReadFile(out)
 	if err != nil {
@@ -107,6 +112,87 @@ func TestSmoke(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("RESULTS.md:\n%s", md)
+	}
+}
+
+func TestParseCoalescerMemory(t *testing.T) {
+	const pass = `=== RUN   TestCoalescerMemoryPerPendingKey
+    bench_test.go:118: coalescer: 187 bytes per pending key (key strings excluded: they belong to the state)
+--- PASS: TestCoalescerMemoryPerPendingKey (1.84s)
+PASS
+ok  	github.com/productstream/productstream/processor	2.113s
+`
+	for _, tc := range []struct {
+		name, out string
+		want      float64
+		err       string // a substring of the error; "": none
+	}{
+		{name: "pass", out: pass, want: 187},
+		{name: "over target", out: strings.Replace(pass, " 187 ", " 731 ", 1), want: 731},
+		{name: "line alone", out: "coalescer: 0 bytes per pending key (key strings excluded: they belong to the state)\n", want: 0},
+		{name: "missing line", out: "=== RUN   TestCoalescerMemoryPerPendingKey\n--- PASS: TestCoalescerMemoryPerPendingKey (0.00s)\nPASS\nok  \tgithub.com/productstream/productstream/processor\t0.01s\n",
+			err: "no \"coalescer: N bytes per pending key\" line"},
+		{name: "empty", out: "", err: "no \"coalescer: N bytes per pending key\" line"},
+		{name: "skipped", out: "=== RUN   TestCoalescerMemoryPerPendingKey\n    bench_test.go:101: allocates a million keys\n--- SKIP: TestCoalescerMemoryPerPendingKey (0.00s)\nPASS\n",
+			err: "skipped"},
+		{name: "no such test", out: "testing: warning: no tests to run\nPASS\nok  \tgithub.com/productstream/productstream/processor\t0.01s [no tests to run]\n",
+			err: "no test TestCoalescerMemoryPerPendingKey"},
+		{name: "not a number", out: "    bench_test.go:118: coalescer: NaN bytes per pending key (key strings excluded: they belong to the state)\n",
+			err: "not a number"},
+		{name: "negative", out: "    bench_test.go:118: coalescer: -3 bytes per pending key (key strings excluded: they belong to the state)\n",
+			err: "not a number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseCoalescerMemory(tc.out)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("error %v, want %v", err, tc.want)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("got %v, %v; want an error containing %q", got, err, tc.err)
+			case tc.err == "" && got != tc.want:
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCoalescerGoal(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		c                      *coalescerResult
+		figure, ratio, verdict string
+	}{
+		{"not run", nil, "not measured (-coalescer-memory=false)", "—", "not measured"},
+		{"pass", &coalescerResult{bytes: 256}, "256 B per pending key", "0.50", "**pass**"},
+		{"at target", &coalescerResult{bytes: 512}, "512 B per pending key", "1.00", "**pass**"},
+		{"miss", &coalescerResult{bytes: 768}, "768 B per pending key", "1.50", "**miss**"},
+		{"failed", &coalescerResult{err: "go test: exit status 1: --- FAIL: TestCoalescerMemoryPerPendingKey (2.00s)"},
+			"measurement failed: go test: exit status 1: --- FAIL: TestCoalescerMemoryPerPendingKey (2.00s)", "—", "measurement failed"},
+		{"failed, pipe escaped", &coalescerResult{err: "a|b"}, `measurement failed: a\|b`, "—", "measurement failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := coalescerGoal(tc.c)
+			if g.figure != tc.figure || ratioText(g.ratio) != tc.ratio || g.verdict() != tc.verdict {
+				t.Errorf("figure %q ratio %s verdict %q; want %q, %s, %q", g.figure, ratioText(g.ratio), g.verdict(), tc.figure, tc.ratio, tc.verdict)
+			}
+		})
+	}
+}
+
+func TestCoalescerGoTestFailure(t *testing.T) {
+	exit1 := errors.New("exit status 1")
+	for _, tc := range []struct{ name, out, want string }{
+		{"test failed", "=== RUN   TestCoalescerMemoryPerPendingKey\n    bench_test.go:118: coalescer: 187 bytes per pending key (key strings excluded: they belong to the state)\n    bench_test.go:120: 999999\n--- FAIL: TestCoalescerMemoryPerPendingKey (1.90s)\nFAIL\nexit status 1\nFAIL\tgithub.com/productstream/productstream/processor\t2.0s\n",
+			"go test: exit status 1: --- FAIL: TestCoalescerMemoryPerPendingKey (1.90s)"},
+		{"build failed", "# github.com/productstream/productstream/processor [github.com/productstream/productstream/processor.test]\nprocessor/bench_test.go:12:2: undefined: nope\nFAIL\tgithub.com/productstream/productstream/processor [build failed]\nFAIL\n",
+			"go test: exit status 1: processor/bench_test.go:12:2: undefined: nope"},
+		{"no output", "", "go test: exit status 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := goTestFailure(exit1, tc.out); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -16,8 +16,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -32,6 +35,7 @@ type harness struct {
 	o      *options
 	log    *slog.Logger
 	runID  string // prefix of every topic, group and subject of the run
+	root   string // the module root (go.mod's directory)
 	work   string // binary, configs and process logs
 	bin    string // the productstream binary
 	cl     *kgo.Client
@@ -63,6 +67,7 @@ type results struct {
 	restore   *restoreResult
 	b3consume *childResult
 	fresh     *freshResult
+	coalescer *coalescerResult // nil: not measured (-coalescer-memory=false)
 }
 
 // Server names, in the order they are measured and reported.
@@ -101,7 +106,7 @@ func newHarness(ctx context.Context, o *options, log *slog.Logger) (*harness, er
 	}
 	var id [3]byte
 	_, _ = rand.Read(id[:])
-	h := &harness{o: o, log: log, runID: "bench-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(id[:])}
+	h := &harness{o: o, log: log, root: root, runID: "bench-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(id[:])}
 	if h.work = o.workDir; h.work == "" {
 		if h.work, err = os.MkdirTemp("", "productstream-bench-"); err != nil {
 			return nil, fmt.Errorf("work dir: %w", err)
@@ -113,7 +118,7 @@ func newHarness(ctx context.Context, o *options, log *slog.Logger) (*harness, er
 		h.bin = filepath.Join(h.work, "productstream")
 		log.Info("building productstream", "bin", h.bin)
 		build := exec.CommandContext(ctx, "go", "build", "-o", h.bin, "./cmd/productstream")
-		build.Dir = root
+		build.Dir = h.root
 		if out, err := build.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build ./cmd/productstream: %w\n%s", err, out)
 		}
@@ -152,6 +157,101 @@ func moduleRoot(ctx context.Context) (string, error) {
 		return "", errors.New("run the harness inside the productstream module")
 	}
 	return filepath.Dir(mod), nil
+}
+
+// coalescerTest is the processor test that measures the coalescer's memory.
+const coalescerTest = "TestCoalescerMemoryPerPendingKey"
+
+// coalescerResult is the coalescer's heap per pending key, as the processor
+// test measured it; err says why not, when it could not be measured.
+type coalescerResult struct {
+	bytes float64
+	err   string
+}
+
+// measureCoalescerMemory runs the processor's coalescer memory test in the
+// module at root and reads its figure. It never fails the run: a failed
+// `go test` or a missing line is reported in err.
+func measureCoalescerMemory(ctx context.Context, root string) *coalescerResult {
+	const limit = 10 * time.Minute
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^"+coalescerTest+"$", "-count=1", "-v", "./processor/")
+	cmd.Dir = root
+	// Its own process group, so that a cancel also ends the test binary
+	// `go test` started, not only `go` itself.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &coalescerResult{err: "go test took longer than " + limit.String()}
+	case ctx.Err() != nil:
+		return &coalescerResult{err: "go test: " + ctx.Err().Error()}
+	}
+	if err != nil {
+		return &coalescerResult{err: goTestFailure(err, string(out))}
+	}
+	n, err := parseCoalescerMemory(string(out))
+	if err != nil {
+		return &coalescerResult{err: err.Error()}
+	}
+	return &coalescerResult{bytes: n}
+}
+
+// coalescerLine matches what TestCoalescerMemoryPerPendingKey logs:
+// "coalescer: <N> bytes per pending key (key strings excluded: ...)".
+var coalescerLine = regexp.MustCompile(`coalescer: (\S+) bytes per pending key`)
+
+// parseCoalescerMemory reads the bytes per pending key from the output of
+// `go test -v -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`.
+func parseCoalescerMemory(out string) (float64, error) {
+	m := coalescerLine.FindStringSubmatch(out)
+	if m == nil {
+		switch {
+		case strings.Contains(out, "--- SKIP: "+coalescerTest):
+			return 0, errors.New(coalescerTest + " was skipped (-short?)")
+		case strings.Contains(out, "no tests to run"):
+			return 0, errors.New("no test " + coalescerTest + " in ./processor/")
+		}
+		return 0, errors.New(`no "coalescer: N bytes per pending key" line in the go test output`)
+	}
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return 0, fmt.Errorf("bytes per pending key %q is not a number of bytes", m[1])
+	}
+	return n, nil
+}
+
+// goTestFailure is a one-line reason for a failed `go test`: its error and
+// the line of its output that says best what went wrong (a "--- FAIL" or a
+// panic, else the first line that is not a heading or a bare FAIL).
+func goTestFailure(err error, out string) string {
+	var first, best string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "", l == "FAIL", strings.HasPrefix(l, "FAIL\t"), strings.HasPrefix(l, "=== "), strings.HasPrefix(l, "#"), strings.HasPrefix(l, "exit status "):
+		case strings.HasPrefix(l, "--- FAIL") || strings.HasPrefix(l, "panic:"):
+			if best == "" {
+				best = l
+			}
+		case first == "":
+			first = l
+		}
+	}
+	if best == "" {
+		best = first
+	}
+	reason := "go test: " + err.Error()
+	if best != "" {
+		reason += ": " + best
+	}
+	if r := []rune(reason); len(r) > 200 {
+		reason = string(r[:199]) + "…"
+	}
+	return reason
 }
 
 // close deletes the run's topics and schema subjects (unless -keep-topics)
@@ -310,6 +410,21 @@ func (h *harness) run(ctx context.Context) (*results, error) {
 		h.log.Info("end-to-end freshness", "rate", h.o.freshRate, "duration", h.o.freshDuration)
 		if res.fresh, err = h.runFreshness(ctx); err != nil {
 			return nil, err
+		}
+	}
+	// The coalescer's memory is measured last, after every timed phase: its
+	// `go test` compiles the processor package and then allocates a million
+	// keys (hundreds of MB and a few full GCs), which would take CPU and
+	// memory from whatever ran beside or after it. At the end nothing is
+	// timed any more, and its figure (the test process's own heap) does not
+	// depend on what else the machine is doing. Run first, it would also
+	// raise the load average reported "at start" and could push Kafka's
+	// page cache out right before the first phase.
+	if h.o.coalescerMemory {
+		h.log.Info("coalescer memory per pending key", "test", coalescerTest)
+		res.coalescer = measureCoalescerMemory(ctx, h.root)
+		if res.coalescer.err != "" {
+			h.log.Warn("coalescer memory not measured", "why", res.coalescer.err)
 		}
 	}
 	res.elapsed = time.Since(res.started)

@@ -70,6 +70,8 @@ type options struct {
 	freshDuration time.Duration
 	freshRate     float64
 
+	coalescerMemory bool // run processor's TestCoalescerMemoryPerPendingKey at the end
+
 	sections map[string]bool // ingest, processor, fresh
 	command  string          // shown in RESULTS.md
 }
@@ -141,6 +143,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.pollEvery, "poll", 50*time.Millisecond, "how often the processor's committed offsets are polled")
 	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
+	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of the run, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
 	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh; RESULTS.md is complete only with all")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
