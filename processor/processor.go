@@ -60,8 +60,9 @@ type Config struct {
 	TopicSpec topics.Spec
 	// RestoreIdle ends a partition's restore when a state topic has sent
 	// nothing (and no error) for this long before its end offset was
-	// reached: records at the end removed by compaction. Default 5s, long
-	// enough that a slow fetch is not taken for the end.
+	// reached: records at the end removed by compaction, which is rare
+	// (Kafka never cleans the active segment). Default 30s: a broker that
+	// stalls longer than this would cut a restore short, so generous.
 	RestoreIdle time.Duration
 }
 
@@ -150,7 +151,7 @@ func New(cfg Config) (*Processor, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.RestoreIdle == 0 {
-		cfg.RestoreIdle = 5 * time.Second
+		cfg.RestoreIdle = 30 * time.Second
 	}
 	if cfg.MaxPendingKeys == 0 {
 		cfg.MaxPendingKeys = 1_000_000

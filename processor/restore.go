@@ -204,7 +204,15 @@ func (p *Processor) readToEnd(ctx context.Context, topicNames []string, parts []
 		failingSince = time.Time{}
 		if fetches.Empty() && idle {
 			// Nothing for RestoreIdle before the end offset: compaction
-			// removed the records at the end, nothing more will come.
+			// removed the records at the end (a tombstone past its
+			// retention in a rolled segment), nothing more will come. A
+			// broker that stalls this long would cut the restore short,
+			// so it is logged.
+			left := make([]string, 0, len(remaining))
+			for at, end := range remaining {
+				left = append(left, fmt.Sprintf("%s/%d (end %d)", at.topic, at.part, end))
+			}
+			p.log.Warn("restore: nothing more arrived before the end offsets; taking the log as compacted up to there", "idle", p.cfg.RestoreIdle, "partitions", left)
 			break
 		}
 		before := n
