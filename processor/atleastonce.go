@@ -20,9 +20,7 @@ func (p *Processor) runAtLeastOnce(ctx context.Context) error {
 		}
 		batch := p.decodeAll(fetches)
 		p.mu.Lock()
-		for i := range batch {
-			p.consume(&batch[i])
-		}
+		p.consumeAll(batch)
 		err := p.flush(context.WithoutCancel(ctx), p.due())
 		if err == nil {
 			err = p.commit(context.WithoutCancel(ctx))

@@ -73,11 +73,15 @@ var metrics = struct {
 	}),
 }
 
-// The changes counter's children, looked up once: consume counts every
-// record.
+// The counters' children, looked up once: consume counts every record, and
+// written every record emitted.
 var (
 	changesApplied  = metrics.changes.WithLabelValues("applied")
 	changesReplayed = metrics.changes.WithLabelValues("replayed")
 	changesStale    = metrics.changes.WithLabelValues("stale")
 	changesNoState  = metrics.changes.WithLabelValues("no_state_topic")
+
+	emittedStates     = metrics.emitted.WithLabelValues("state")
+	emittedTombstones = metrics.emitted.WithLabelValues("tombstone")
+	emittedUpdates    = metrics.emitted.WithLabelValues("update")
 )

@@ -291,6 +291,13 @@ func parallel(n int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
+// consumeAll applies a poll's decoded records in order. Called with mu held.
+func (p *Processor) consumeAll(batch []decoded) {
+	for i := range batch {
+		p.consume(&batch[i])
+	}
+}
+
 // consume applies one decoded record of the changes topic. Called with mu
 // held.
 func (p *Processor) consume(d *decoded) {
@@ -373,14 +380,14 @@ func (p *Processor) written(records []*kgo.Record) {
 	for _, r := range records {
 		switch {
 		case r.Topic == p.cfg.Topics.Updates:
-			metrics.emitted.WithLabelValues("update").Inc()
+			emittedUpdates.Inc()
 		case r.Topic == p.cfg.Topics.DLQ:
 			metrics.deadLetters.Inc()
 		case r.Topic == p.cfg.Topics.Changes || r.Topic == p.pending:
 		case r.Value == nil:
-			metrics.emitted.WithLabelValues("tombstone").Inc()
+			emittedTombstones.Inc()
 		default:
-			metrics.emitted.WithLabelValues("state").Inc()
+			emittedStates.Inc()
 		}
 	}
 	metrics.pendingKeys.Set(float64(p.co.len()))

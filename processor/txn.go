@@ -26,9 +26,7 @@ func (p *Processor) runTransactional(ctx context.Context) error {
 		}
 		batch := p.decodeAll(fetches)
 		p.mu.Lock()
-		for i := range batch {
-			p.consume(&batch[i])
-		}
+		p.consumeAll(batch)
 		due := p.due()
 		var err error
 		if len(batch) > 0 || len(due) > 0 || len(p.dlq) > 0 || len(p.derived) > 0 {

@@ -59,7 +59,9 @@ func (s *Serde) EncodeStateAndUpdate(st *State, u *Update) (state, update []byte
 	if id == 0 {
 		return nil, nil, fmt.Errorf("%s: %w", KindUpdate, ErrNotRegistered)
 	}
-	n := u.native()
+	fields := *u
+	fields.State = nil // the state is appended encoded: do not build its native form
+	n := fields.native()
 	delete(n, "state")
 	update, _ = s.hdr.AppendEncode(make([]byte, 0, 64+len(state)), id, nil)
 	if update, err = head.BinaryFromNative(update, n); err != nil {
