@@ -72,8 +72,9 @@ type Processor struct {
 	cfg     Config
 	log     *slog.Logger
 	pending string // the pending changelog topic (exactly-once mode)
+	eos     bool   // exactly-once mode; set before the client exists, so rebalance callbacks may read it
 	client  *kgo.Client
-	sess    *kgo.GroupTransactSession // exactly-once mode
+	sess    *kgo.GroupTransactSession // exactly-once mode; not for rebalance callbacks, which may run before it is set
 	now     func() time.Time
 
 	mu      sync.Mutex // held by the loop while it processes, and by rebalance callbacks
@@ -160,6 +161,7 @@ func New(cfg Config) (*Processor, error) {
 		cfg:     cfg,
 		log:     cfg.Log.With("component", "processor"),
 		pending: cfg.Topics.Pending(cfg.Group),
+		eos:     cfg.ExactlyOnce,
 		now:     time.Now,
 		parts:   map[int32]*partition{},
 		co:      newCoalescer(cfg.QuietPeriod, cfg.MaxDelay),
@@ -338,7 +340,7 @@ func (p *Processor) consume(d *decoded) {
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
 		pt.queue = append(pt.queue, np)
 	}
-	if p.sess != nil {
+	if p.eos {
 		p.dirty[key] = r.Partition
 	}
 }
@@ -496,7 +498,7 @@ func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
 // assigned restores the state of newly assigned partitions (and, in
 // exactly-once mode, their pending buffer) before any of their changes is
 // processed.
-func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	parts := assigned[p.cfg.Topics.Changes]
 	if len(parts) == 0 {
 		return
@@ -508,7 +510,7 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 		// Without its state a partition cannot be processed correctly:
 		// stop the member so that the group moves the partitions on.
 		p.log.Error("restore failed; leaving the group", "partitions", parts, "err", err)
-		go p.client.Close()
+		go cl.Close()
 		return
 	}
 	p.mu.Lock()
@@ -540,7 +542,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	parts := revoked[p.cfg.Topics.Changes]
-	if p.sess == nil {
+	if !p.eos {
 		for _, part := range parts {
 			if err := p.flush(context.WithoutCancel(ctx), p.co.popPartition(part)); err != nil {
 				// Left uncommitted: the next owner re-reads these changes.

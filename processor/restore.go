@@ -64,7 +64,7 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	for topic := range tags {
 		read = append(read, topic)
 	}
-	if p.sess != nil {
+	if p.eos {
 		read = append(read, p.pending)
 	}
 	// Only the pending entries still alive after the whole changelog
@@ -272,7 +272,7 @@ func (p *Processor) stableEnds(ctx context.Context, adm *kadm.Client, topicNames
 		if err != nil {
 			return nil, fmt.Errorf("stable offsets of %v: %w", topicNames, err)
 		}
-		if p.sess == nil {
+		if !p.eos {
 			return lso, nil
 		}
 		hwm, err := adm.ListEndOffsets(ctx, topicNames...)
