@@ -25,6 +25,7 @@ type Config struct {
 	HTTP           HTTP      `yaml:"http"`
 	Sources        []Source  `yaml:"sources"`
 	Processor      Processor `yaml:"processor"`
+	Debug          Debug     `yaml:"debug"`
 }
 
 // Kafka says where the brokers are and how productstream names and creates
@@ -186,6 +187,16 @@ type Processor struct {
 	// Prometheus metrics at /metrics (default: none). Ingest and dev serve
 	// them at /metrics on the HTTP listener.
 	MetricsListen string `yaml:"metrics_listen"`
+}
+
+// Debug configures the opt-in profiling listener.
+type Debug struct {
+	// Listen is the host:port where every role (`ingest`, `process`, `dev`)
+	// serves net/http/pprof under /debug/pprof/. Empty (the default) serves
+	// nothing. Profiles expose the process's internals (command line, stacks,
+	// memory), so bind it to loopback or a private network, never to the
+	// address of the public ingest listener.
+	Listen string `yaml:"listen"`
 }
 
 // Defaults applied by Parse to fields left empty.
@@ -363,6 +374,11 @@ func (c *Config) Validate(n Needs) error {
 	if a := c.Processor.MetricsListen; a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("processor.metrics_listen", "%q is not host:port", a)
+		}
+	}
+	if a := c.Debug.Listen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("debug.listen", "%q is not host:port", a)
 		}
 	}
 	if c.Kafka.MinInsyncReplicas < 0 || c.Kafka.ReplicationFactor > 0 && c.Kafka.MinInsyncReplicas > int(c.Kafka.ReplicationFactor) {

@@ -27,6 +27,8 @@ sources:
 processor:
   quiet_period: 2s
   max_delay: 30s
+debug:
+  listen: "127.0.0.1:6060"
 `
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -47,6 +49,9 @@ func TestParseExpandsEnvAndDecodesEveryField(t *testing.T) {
 	}
 	if cfg.Kafka.Partitions != 6 || cfg.Kafka.TopicPrefix != "ps." || cfg.Processor.QuietPeriod != 2*time.Second || cfg.Processor.MaxDelay != 30*time.Second {
 		t.Fatalf("kafka/processor decoded wrong: %+v %+v", cfg.Kafka, cfg.Processor)
+	}
+	if cfg.Debug.Listen != "127.0.0.1:6060" {
+		t.Fatalf("debug decoded wrong: %+v", cfg.Debug)
 	}
 	if cfg.Kafka.ProduceTimeout != DefaultProduceTimeout || cfg.Processor.Group != DefaultGroup {
 		t.Fatalf("defaults not applied: %+v", cfg)
@@ -100,6 +105,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"min.insync.replicas above the replication factor", "kafka: {replication_factor: 2, min_insync_replicas: 3}", Needs{}, "kafka.min_insync_replicas"},
 		{"negative min.insync.replicas", "kafka: {min_insync_replicas: -1}", Needs{}, "kafka.min_insync_replicas"},
 		{"metrics address not host:port", "processor: {metrics_listen: nope}", Needs{}, "processor.metrics_listen"},
+		{"debug address not host:port", "debug: {listen: nope}", Needs{}, "debug.listen"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
 	}

@@ -41,6 +41,13 @@ func runDev(ctx context.Context, args []string) error {
 	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
+	if addr := cfg.Debug.Listen; addr != "" {
+		stop, err := serveDebug(ctx, addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)

@@ -59,6 +59,13 @@ func runIngestRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if addr := cfg.Debug.Listen; addr != "" {
+		stop, err := serveDebug(ctx, addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
@@ -77,6 +84,13 @@ func runProcessRole(ctx context.Context, args []string) error {
 	cfg, log, err := roleFlags("process", args, config.Needs{Brokers: true, Registry: true})
 	if err != nil {
 		return err
+	}
+	if addr := cfg.Debug.Listen; addr != "" {
+		stop, err := serveDebug(ctx, addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	svc := services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}
 	serde, names, err := prepare(ctx, cfg, svc, log)
