@@ -32,6 +32,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -84,6 +85,9 @@ type Processor struct {
 	derived []*kgo.Record    // derived changes to write this cycle
 	dlq     []*kgo.Record    // poison records to write this cycle
 	forced  int64            // keys flushed early because of MaxPendingKeys
+
+	inflight     []*cycle    // at least once: cycles sent and not yet reaped, oldest first
+	commitFailed atomic.Bool // at least once: an asynchronous commit failed; commit every watermark again
 
 	stateTopics map[string]string // resource ("" too) -> its state topic
 }
@@ -250,12 +254,22 @@ func (p *Processor) poll(ctx context.Context, pollRecords func(context.Context, 
 	return fetches, true
 }
 
-// nextDeadline returns the coalescer's next deadline.
+// nextDeadline returns the coalescer's next deadline, or a close one while
+// writes are in flight, so that their keys soon count as written.
 func (p *Processor) nextDeadline() (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.co.next()
+	next, ok := p.co.next()
+	if len(p.inflight) > 0 {
+		if soon := time.Now().Add(inflightPoll); !ok || soon.Before(next) {
+			return soon, true
+		}
+	}
+	return next, ok
 }
+
+// inflightPoll is the longest poll while writes are in flight.
+const inflightPoll = 10 * time.Millisecond
 
 // decoded is one record of the changes topic with its decoded change.
 type decoded struct {
@@ -376,8 +390,8 @@ func (p *Processor) derive(ch schemas.Change) {
 		Headers: []kgo.RecordHeader{{Key: "event-id", Value: []byte(ch.EventID)}, {Key: "source", Value: []byte(ch.Source)}}})
 }
 
-// written accounts for a cycle's records once Kafka has them, and forgets
-// the derived changes and dead letters it carried. Called with mu held.
+// written accounts for a cycle's records once Kafka has them. Called with
+// mu held.
 func (p *Processor) written(records []*kgo.Record) {
 	for _, r := range records {
 		switch {
@@ -393,7 +407,6 @@ func (p *Processor) written(records []*kgo.Record) {
 		}
 	}
 	metrics.pendingKeys.Set(float64(p.co.len()))
-	p.derived, p.dlq = nil, nil
 }
 
 // deadLetter queues a record that cannot be processed for the DLQ topic,

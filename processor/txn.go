@@ -93,6 +93,7 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 		d.flushed = true
 	}
 	clear(p.dirty)
+	p.derived, p.dlq = nil, nil
 	p.written(records)
 	return nil
 }
