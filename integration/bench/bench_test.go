@@ -96,6 +96,16 @@ func TestSmoke(t *testing.T) {
 	if res.coalescer != nil {
 		t.Errorf("coalescer memory measured despite -coalescer-memory=false: %+v", res.coalescer)
 	}
+	if len(res.profiles) != 2 {
+		t.Errorf("%d processor CPU profiles summarized, want one per mode", len(res.profiles))
+	}
+	for _, p := range res.profiles {
+		// A smoke run is too short for its few samples (maybe none) to
+		// mean anything; the profiles must be taken and read.
+		if len(p.files) == 0 || len(p.areas) != len(profileAreas) || p.top == "" {
+			t.Errorf("%s: profiles not taken or not read: %d files, areas %+v, top %q", p.name, len(p.files), p.areas, p.top)
+		}
+	}
 
 	md, err := os.ReadFile(out)
 	if err != nil {
@@ -104,7 +114,7 @@ func TestSmoke(t *testing.T) {
 	for _, section := range []string{
 		"do not edit by hand", "```sh\ngo run ./integration/bench", "## Targets (issue 6)", "## Machine", "## Settings",
 		"## Ingest: maximum throughput", "## Ingest: latency at half", "## Ingest: mixed bodies",
-		"## Processor", "## Restore", "## End-to-end freshness", "## Errors", "## How it is measured",
+		"## Processor", "## Where the processor's CPU goes", "## Restore", "## End-to-end freshness", "## Errors", "## How it is measured",
 	} {
 		if !strings.Contains(string(md), section) {
 			t.Errorf("RESULTS.md lacks %q", section)

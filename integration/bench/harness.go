@@ -68,6 +68,7 @@ type results struct {
 	b3consume *childResult
 	fresh     *freshResult
 	coalescer *coalescerResult // nil: not measured (-coalescer-memory=false)
+	profiles  []*profileResult // CPU profiles of extra processor runs (-profile)
 }
 
 // Server names, in the order they are measured and reported.
@@ -531,6 +532,9 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 	for r := range rounds {
 		dests = append(dests, prefix("alo", r)+"changes", prefix("eos", r)+"changes")
 	}
+	if h.o.profile {
+		dests = append(dests, prefix("palo", 0)+"changes", prefix("peos", 0)+"changes")
+	}
 	h.log.Info("copying the edge's 1 KB changes into the processor inputs", "copies", len(dests))
 	var err error
 	if res.input, err = h.prepareInput(ctx, edgePrefix+"changes", dests); err != nil {
@@ -553,7 +557,7 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 		},
 		func(r int) error {
 			h.log.Info("processor, transactions off", "round", r+1)
-			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-alo%d", r+1), prefix("alo", r), false, res.input)
+			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-alo%d", r+1), prefix("alo", r), false, res.input, nil)
 			if err != nil {
 				return err
 			}
@@ -563,7 +567,7 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 		},
 		func(r int) error {
 			h.log.Info("processor, transactions on", "round", r+1)
-			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-eos%d", r+1), prefix("eos", r), true, res.input)
+			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-eos%d", r+1), prefix("eos", r), true, res.input, nil)
 			if err != nil {
 				return err
 			}
@@ -580,6 +584,26 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 			if err := steps[i](r); err != nil {
 				return err
 			}
+		}
+	}
+
+	if h.o.profile {
+		// Profiled runs of their own, after the measured ones, so that the
+		// profiler's cost is in no figure.
+		for _, m := range []struct {
+			mode, name string
+			eos        bool
+		}{{"palo", "processor, transactions off", false}, {"peos", "processor, transactions on", true}} {
+			h.log.Info("CPU profile", "run", m.name)
+			pr := &profileResult{name: m.name, changes: res.input.n}
+			if _, err := h.runProcessor(ctx, "profile-"+m.mode, prefix(m.mode, 0), m.eos, res.input, pr); err != nil {
+				return err
+			}
+			if err := summarize(ctx, h.root, h.bin, pr); err != nil {
+				h.log.Warn("CPU profile not summarized", "run", m.name, "err", err)
+				continue
+			}
+			res.profiles = append(res.profiles, pr)
 		}
 	}
 

@@ -270,10 +270,11 @@ var (
 // startProcessor starts `productstream process` on prefix and waits until
 // the group has assigned it every partition (and it has restored them). It
 // returns what its "partitions assigned" log lines said about the restore.
-func (h *harness) startProcessor(ctx context.Context, name, prefix, group string, exactlyOnce bool) (*proc, *restoreResult, error) {
+func (h *harness) startProcessor(ctx context.Context, name, prefix, group string, exactlyOnce bool, debug string) (*proc, *restoreResult, error) {
 	cfg := filepath.Join(h.work, name+".yaml")
 	err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
-		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay})
+		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay,
+		debug: debug})
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", cfg, err)
 	}
@@ -337,14 +338,36 @@ func parseAssigned(line string, rr *restoreResult, got map[int32]bool) error {
 // runProcessor measures `productstream process` over the input under prefix:
 // from the assignment of every partition until the group's committed offsets
 // reach the end of the input, then reads updates until every change is
-// counted in one.
-func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactlyOnce bool, in *procInput) (*procResult, error) {
+// counted in one. With prof, it also takes CPU profiles of the processor
+// for the whole run, through its debug.listen, into prof.files.
+func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactlyOnce bool, in *procInput, prof *profileResult) (*procResult, error) {
 	group := h.runID + "-" + name
-	p, _, err := h.startProcessor(ctx, name, prefix, group, exactlyOnce)
+	var debug string
+	if prof != nil {
+		var err error
+		if debug, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	p, _, err := h.startProcessor(ctx, name, prefix, group, exactlyOnce, debug)
 	if err != nil {
 		return nil, err
 	}
 	defer p.stop(30 * time.Second)
+	if prof != nil {
+		stop, profiled := make(chan struct{}), make(chan error, 1)
+		go func() {
+			var err error
+			prof.files, err = cpuProfiles(ctx, debug, h.work, name, stop)
+			profiled <- err
+		}()
+		defer func() {
+			close(stop)
+			if err := <-profiled; err != nil {
+				h.log.Warn("CPU profile", "run", name, "err", err)
+			}
+		}()
+	}
 	start := time.Now()
 	c0, err := procCPU(p.pid())
 	if err != nil {
@@ -453,7 +476,7 @@ func (h *harness) measureRestore(ctx context.Context, prefix string) (*restoreRe
 	if err != nil {
 		return nil, nil, err
 	}
-	p, rr, err := h.startProcessor(ctx, "restore", prefix, h.runID+"-restore", true)
+	p, rr, err := h.startProcessor(ctx, "restore", prefix, h.runID+"-restore", true, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -472,7 +495,7 @@ func (h *harness) runFreshness(ctx context.Context) (*freshResult, error) {
 		return nil, err
 	}
 	defer edge.stop(30 * time.Second)
-	p, _, err := h.startProcessor(ctx, "fresh-processor", prefix, h.runID+"-fresh", true)
+	p, _, err := h.startProcessor(ctx, "fresh-processor", prefix, h.runID+"-fresh", true, "")
 	if err != nil {
 		return nil, err
 	}

@@ -295,6 +295,8 @@ func renderProcessor(b *strings.Builder, r *results) {
 	b.WriteString("Time runs from the moment every partition is assigned (after the restore, for the processor; the assignment callback, for B3) until the group's committed offsets reach the end of the input (polled every " +
 		r.o.pollEvery.String() + "). \"Every update written after\" is the latest timestamp on `updates` once their change counts add up to the input, from the same start. Kafka's CPU for B3 covers the whole B3 process, start-up included.\n\n")
 
+	renderProfiles(b, r)
+
 	b.WriteString("## Restore\n\n")
 	rows = rows[:0]
 	if c := r.b3consume; c != nil {
@@ -436,4 +438,34 @@ func summary(r *results) string {
 			durText(quantile(f.produced, 0.5)), durText(quantile(f.produced, 0.99)))
 	}
 	return b.String()
+}
+
+// renderProfiles writes where the processor's CPU went in the profiled runs.
+func renderProfiles(b *strings.Builder, r *results) {
+	if len(r.profiles) == 0 {
+		return
+	}
+	b.WriteString("## Where the processor's CPU goes\n\n")
+	b.WriteString("An extra run of the processor in each mode, after the measured ones and over another copy of the same input, with `debug.listen` set; the harness took back-to-back 1 s CPU profiles through it for the whole run and merged them with `go tool pprof`. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
+	head := []string{"area"}
+	for _, p := range r.profiles {
+		head = append(head, p.name)
+	}
+	rows := [][]string{}
+	row := []string{"CPU sampled (µs per change)"}
+	for _, p := range r.profiles {
+		row = append(row, fmt.Sprintf("%.2f s (%.1f µs)", p.total, p.total/float64(max(p.changes, 1))*1e6))
+	}
+	rows = append(rows, row)
+	for i, a := range profileAreas {
+		row := []string{a[0]}
+		for _, p := range r.profiles {
+			row = append(row, fmt.Sprintf("%.0f %%", 100*p.areas[i].share))
+		}
+		rows = append(rows, row)
+	}
+	table(b, head, rows)
+	for _, p := range r.profiles {
+		fmt.Fprintf(b, "<details><summary>%s: <code>go tool pprof -top</code></summary>\n\n```text\n%s\n```\n\n</details>\n\n", p.name, p.top)
+	}
 }

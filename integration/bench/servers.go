@@ -276,6 +276,7 @@ type psConfig struct {
 	exactlyOnce bool
 	quiet       time.Duration
 	maxDelay    time.Duration
+	debug       string // debug.listen; empty: none
 }
 
 // writeConfig writes a productstream config (the format of
@@ -311,6 +312,9 @@ processor:
 `, strings.Join(brokers, ", "), c.prefix, c.partitions, c.registry, c.listen,
 		benchSource, benchPluginID, benchNamespace, benchSecret, benchAPIKey, c.maxBody,
 		c.group, c.quiet, c.maxDelay, c.exactlyOnce)
+	if c.debug != "" {
+		text += fmt.Sprintf("debug:\n  listen: %q\n", c.debug)
+	}
 	return os.WriteFile(path, []byte(text), 0o600)
 }
 

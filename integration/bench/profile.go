@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// profileResult is a CPU profile of one process over one run, taken through
+// its debug.listen pprof endpoint, and what `go tool pprof` says of it.
+type profileResult struct {
+	name    string  // e.g. "processor, transactions off"
+	changes int64   // changes the profiled run processed
+	total   float64 // CPU seconds sampled
+	areas   []area  // share of the samples whose stack holds each area
+	top     string  // `go tool pprof -top` (flat), its first lines
+	files   []string
+}
+
+// area is a part of the code and its share of a profile's CPU samples.
+type area struct {
+	label string
+	share float64 // 0..1; NaN: not computed
+}
+
+// profileAreas are the parts reported for every profile: each a label and
+// the pprof -focus regexp whose samples it counts (a sample may count in
+// more than one).
+var profileAreas = [][2]string{
+	{"goavro (Avro decode and encode)", `github\.com/linkedin/goavro`},
+	{"franz-go (fetch, produce, group)", `github\.com/twmb/franz-go`},
+	{"state merge and JSON rendering (processor.apply, render; gjson)", `processor\.apply|processor\.\(\*entry\)\.render|github\.com/tidwall`},
+	{"garbage collector (background mark workers)", `runtime\.gcBgMarkWorker`},
+	{"system calls", `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
+}
+
+// freePort returns a loopback address no one listens on (it may be taken
+// again before it is used; the process then fails to start, loudly).
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// cpuProfiles takes back-to-back CPU profiles of the process serving pprof
+// on addr, of 1 s each (net/http/pprof cannot end one early), into dir,
+// until stop is closed. The last one may run up to a second past stop.
+func cpuProfiles(ctx context.Context, addr, dir, name string, stop <-chan struct{}) ([]string, error) {
+	var files []string
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return files, nil
+		case <-ctx.Done():
+			return files, ctx.Err()
+		default:
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%s-%03d.pprof", name, i))
+		if err := fetchProfile(ctx, "http://"+addr+"/debug/pprof/profile?seconds=1", path); err != nil {
+			return files, err
+		}
+		files = append(files, path)
+	}
+}
+
+func fetchProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("CPU profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("CPU profile: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("CPU profile: %w", err)
+	}
+	return f.Close()
+}
+
+var (
+	totalLine   = regexp.MustCompile(`Showing nodes accounting for \S+, ([0-9.]+)% of (\S+) total`)
+	durationRow = regexp.MustCompile(`^Duration: .*$`)
+)
+
+// summarize merges the profiles with `go tool pprof` and fills the areas
+// and the top of the flat listing.
+func summarize(ctx context.Context, root, bin string, pr *profileResult) error {
+	if len(pr.files) == 0 {
+		return errors.New("no CPU profile was taken")
+	}
+	pprof := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, args...), append([]string{bin}, pr.files...)...)...)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("go tool pprof %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return string(out), nil
+	}
+	top, err := pprof("-top", "-nodecount=25")
+	if err != nil {
+		return err
+	}
+	m := totalLine.FindStringSubmatch(top)
+	if m == nil {
+		return fmt.Errorf("go tool pprof -top: no total in %q", firstLines(top, 8))
+	}
+	total, err := time.ParseDuration(m[2])
+	if err != nil {
+		return fmt.Errorf("go tool pprof -top: total %q: %w", m[2], err)
+	}
+	pr.total = total.Seconds()
+	pr.top = firstLines(durationRow.ReplaceAllString(top, ""), 40)
+	for _, a := range profileAreas {
+		out, err := pprof("-top", "-nodecount=0", "-nodefraction=0", "-edgefraction=0", "-focus="+a[1])
+		share := 0.0
+		switch m := totalLine.FindStringSubmatch(out); {
+		case err != nil && strings.Contains(err.Error(), "no matches found"):
+		case err != nil:
+			return err
+		case m != nil:
+			v, _ := strconv.ParseFloat(m[1], 64)
+			share = v / 100
+		}
+		pr.areas = append(pr.areas, area{label: a[0], share: share})
+	}
+	return nil
+}
+
+// firstLines returns up to n lines of s, without blank ones at the start.
+func firstLines(s string, n int) string {
+	lines := strings.Split(strings.TrimLeft(s, "\n"), "\n")
+	var keep []string
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" && len(keep) == 0 {
+			continue
+		}
+		keep = append(keep, l)
+		if len(keep) == n {
+			break
+		}
+	}
+	return strings.Join(keep, "\n")
+}
