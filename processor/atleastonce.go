@@ -24,15 +24,20 @@ func (p *Processor) runAtLeastOnce(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
+		t0 := time.Now()
 		batch := p.decodeAll(fetches)
+		t1 := time.Now()
 		p.mu.Lock()
 		p.consumeAll(batch)
-		p.send(context.WithoutCancel(ctx), p.due())
+		due := p.due()
+		t2 := time.Now()
+		p.send(context.WithoutCancel(ctx), due)
 		err := p.reap()
 		if err == nil {
 			p.commitAsync(ctx)
 		}
 		p.mu.Unlock()
+		p.log.Debug("cycle", "records", len(batch), "due", len(due), "in_flight", len(p.inflight), "decode", t1.Sub(t0), "consume", t2.Sub(t1), "send", time.Since(t2))
 		p.client.AllowRebalance()
 		if err != nil {
 			return err

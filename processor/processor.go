@@ -87,6 +87,7 @@ type Processor struct {
 	forced  int64            // keys flushed early because of MaxPendingKeys
 
 	inflight     []*cycle    // at least once: cycles sent and not yet reaped, oldest first
+	rebalancing  atomic.Bool // a revoke or loss callback is waiting for mu or running
 	commitFailed atomic.Bool // at least once: an asynchronous commit failed; commit every watermark again
 
 	stateTopics map[string]string // resource ("" too) -> its state topic
@@ -552,8 +553,10 @@ func (p *Processor) install(parts []int32, r *restored) {
 // for them and commits it; exactly once, the pending buffer is already in
 // its changelog as of the last transaction, so it is just dropped.
 func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.rebalancing.Store(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.rebalancing.Store(false)
 	parts := revoked[p.cfg.Topics.Changes]
 	if !p.eos {
 		for _, part := range parts {
@@ -573,8 +576,10 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 
 // lost forgets partitions without committing: another member owns them.
 func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	p.rebalancing.Store(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.rebalancing.Store(false)
 	p.drop(lost[p.cfg.Topics.Changes])
 	p.log.Warn("partitions lost", "partitions", lost[p.cfg.Topics.Changes])
 }

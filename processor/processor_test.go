@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -355,5 +357,52 @@ func TestExactlyOnceRestartKeepsPendingBuffer(t *testing.T) {
 	ups := e.updates(e.read(e.names.Updates, 2, 15*time.Second))
 	if len(ups) != 1 || ups[0].ChangeCount != 2 || *ups[0].State.Fields.Title != "one" || *ups[0].State.Fields.Price != "2" || ups[0].State.ChangeCount != 2 {
 		t.Fatalf("want exactly one update of both buffered changes after the restart, got %+v", ups)
+	}
+}
+
+// lockedBuffer is a log sink that goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Exactly once, the flush of keys that came due while nothing new was
+// polled commits a transaction without consumer offsets. It must not take
+// GroupTransactSession.End's 500 ms pause for such transactions, which would
+// stall the next cycle after every flush of an idle processor.
+func TestExactlyOnceIdleFlushDoesNotPause(t *testing.T) {
+	e := newEnv(t)
+	e.eos = true
+	var logs lockedBuffer
+	e.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.start(50*time.Millisecond, time.Second)
+	for i := range 3 {
+		id := fmt.Sprintf("idle-%d", i)
+		e.change(id, schemas.Fields{Title: str("t")}, false)
+		// The change is polled and committed first; its update comes in a
+		// later cycle that polls nothing.
+		ups := e.updates(e.read(e.names.Updates, i+1, 10*time.Second))
+		if len(ups) != i+1 || ups[i].ProductID != id {
+			t.Fatalf("after %s, updates %+v", id, ups)
+		}
+	}
+	out := logs.String()
+	if !strings.Contains(out, "transaction without consumer offsets") {
+		t.Fatalf("no flush of an idle processor committed without offsets; log:\n%s", out)
+	}
+	if strings.Contains(out, "sleeping 500ms") {
+		t.Fatalf("a transaction paused 500 ms after committing; log:\n%s", out)
 	}
 }

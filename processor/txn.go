@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -24,15 +25,19 @@ func (p *Processor) runTransactional(ctx context.Context) error {
 			// owner; the pending buffer is in its changelog.
 			return nil
 		}
+		t0 := time.Now()
 		batch := p.decodeAll(fetches)
+		t1 := time.Now()
 		p.mu.Lock()
 		p.consumeAll(batch)
 		due := p.due()
+		t2 := time.Now()
 		var err error
 		if len(batch) > 0 || len(due) > 0 || len(p.dlq) > 0 || len(p.derived) > 0 {
 			err = p.transact(ctx, due)
 		}
 		p.mu.Unlock()
+		p.log.Debug("cycle", "records", len(batch), "due", len(due), "decode", t1.Sub(t0), "consume", t2.Sub(t1), "transact", time.Since(t2))
 		p.sess.AllowRebalance()
 		if err != nil {
 			return err
@@ -79,7 +84,16 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 	if err != nil {
 		try = kgo.TryAbort
 	}
-	committed, endErr := p.sess.End(ctx, try)
+	var (
+		committed bool
+		endErr    error
+	)
+	if len(p.client.UncommittedOffsets()) == 0 {
+		p.log.Debug("ending a transaction without consumer offsets", "records", len(records))
+		committed, endErr = p.endWithoutOffsets(ctx, try)
+	} else {
+		committed, endErr = p.sess.End(ctx, try)
+	}
 	if endErr != nil {
 		return fmt.Errorf("end transaction: %w", endErr)
 	}
@@ -96,6 +110,41 @@ func (p *Processor) transact(parent context.Context, due []*pending) error {
 	p.derived, p.dlq = nil, nil
 	p.written(records)
 	return nil
+}
+
+// endWithoutOffsets ends a transaction that carries no consumer offsets (a
+// cycle that polled nothing and only writes keys that came due), as
+// GroupTransactSession.End would: flush, commit unless the group revoked or
+// lost partitions meanwhile, and retry an unconfirmed commit as an abort.
+//
+// End itself would pause 500 ms after such a transaction: it learns that the
+// broker supports KIP-447 only from a TxnOffsetCommit answer, which this
+// transaction has none of, and then waits as for an old broker before it
+// lets a rebalance go on. Every flush of an idle processor would stall the
+// next cycle that long. With no offsets in the transaction there is nothing
+// for that wait to protect (End skips the group heartbeat for the same
+// reason).
+func (p *Processor) endWithoutOffsets(ctx context.Context, try kgo.TransactionEndTry) (bool, error) {
+	if try == kgo.TryCommit {
+		if err := p.client.Flush(ctx); err != nil {
+			return false, err
+		}
+	} else if err := p.client.AbortBufferedRecords(ctx); err != nil {
+		return false, err
+	}
+	commit := try == kgo.TryCommit && !p.rebalancing.Load()
+	for tries := 1; ; tries++ {
+		err := p.client.EndTransaction(ctx, kgo.TransactionEndTry(commit))
+		if err != nil && commit && tries < 10 &&
+			(errors.Is(err, kerr.OperationNotAttempted) || errors.Is(err, kerr.TransactionAbortable) || errors.Is(err, kerr.UnknownServerError)) {
+			commit = false // the outcome is unknown or refused: abort, and restore from what was committed
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return commit, nil
+	}
 }
 
 // pendingRecords appends the changelog records of the keys whose pending
