@@ -25,19 +25,18 @@ func (p *Processor) runAtLeastOnce(ctx context.Context) error {
 			return nil
 		}
 		t0 := time.Now()
-		batch := p.decodeAll(fetches)
-		t1 := time.Now()
 		p.mu.Lock()
-		p.consumeAll(batch)
+		records := p.consumeFetches(fetches)
 		due := p.due()
-		t2 := time.Now()
+		t1 := time.Now()
 		p.send(context.WithoutCancel(ctx), due)
 		err := p.reap()
 		if err == nil {
 			p.commitAsync(ctx)
 		}
+		inflight := len(p.inflight)
 		p.mu.Unlock()
-		p.log.Debug("cycle", "records", len(batch), "due", len(due), "in_flight", len(p.inflight), "decode", t1.Sub(t0), "consume", t2.Sub(t1), "send", time.Since(t2))
+		p.log.Debug("cycle", "records", records, "due", len(due), "in_flight", inflight, "consume", t1.Sub(t0), "send", time.Since(t1))
 		p.client.AllowRebalance()
 		if err != nil {
 			return err

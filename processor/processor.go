@@ -279,18 +279,49 @@ type decoded struct {
 	err error
 }
 
-// decodeAll decodes the changes of a poll, spread over the CPUs: decoding
-// is the largest cost of a change, and it needs no processor state.
-func (p *Processor) decodeAll(fetches kgo.Fetches) []decoded {
-	out := make([]decoded, 0, fetches.NumRecords())
-	fetches.EachRecord(func(r *kgo.Record) { out = append(out, decoded{rec: r}) })
-	parallel(len(out), func(lo, hi int) {
+// consumeFetches decodes the records of a poll and applies them in order,
+// and returns how many there were. Decoding is the largest cost of a change
+// and needs no processor state, so it runs on every CPU, a chunk at a time in
+// log order, while this goroutine applies each chunk as soon as it is
+// decoded: applying one chunk overlaps decoding the next. Called with mu
+// held.
+func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
+	batch := make([]decoded, 0, fetches.NumRecords())
+	fetches.EachRecord(func(r *kgo.Record) { batch = append(batch, decoded{rec: r}) })
+	n := len(batch)
+	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			out[i].ch, out[i].err = p.cfg.Serde.DecodeChange(context.Background(), out[i].rec.Value)
+			batch[i].ch, batch[i].err = p.cfg.Serde.DecodeChange(context.Background(), batch[i].rec.Value)
 		}
-	})
-	return out
+	}
+	chunks := (n + decodeChunk - 1) / decodeChunk
+	if chunks < 2 {
+		decode(0, n)
+		p.consumeAll(batch)
+		return n
+	}
+	done := make([]chan struct{}, chunks)
+	for c := range done {
+		done[c] = make(chan struct{})
+	}
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), chunks) {
+		go func() {
+			for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
+				decode(c*decodeChunk, min((c+1)*decodeChunk, n))
+				close(done[c])
+			}
+		}()
+	}
+	for c := range chunks {
+		<-done[c]
+		p.consumeAll(batch[c*decodeChunk : min((c+1)*decodeChunk, n)])
+	}
+	return n
 }
+
+// decodeChunk is how many records a decoding goroutine takes at a time.
+const decodeChunk = 256
 
 // parallel calls fn on contiguous chunks of [0, n), concurrently when n is
 // large enough to pay for the goroutines, and returns when all are done.

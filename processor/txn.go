@@ -26,18 +26,16 @@ func (p *Processor) runTransactional(ctx context.Context) error {
 			return nil
 		}
 		t0 := time.Now()
-		batch := p.decodeAll(fetches)
-		t1 := time.Now()
 		p.mu.Lock()
-		p.consumeAll(batch)
+		records := p.consumeFetches(fetches)
 		due := p.due()
-		t2 := time.Now()
+		t1 := time.Now()
 		var err error
-		if len(batch) > 0 || len(due) > 0 || len(p.dlq) > 0 || len(p.derived) > 0 {
+		if records > 0 || len(due) > 0 || len(p.dlq) > 0 || len(p.derived) > 0 {
 			err = p.transact(ctx, due)
 		}
 		p.mu.Unlock()
-		p.log.Debug("cycle", "records", len(batch), "due", len(due), "decode", t1.Sub(t0), "consume", t2.Sub(t1), "transact", time.Since(t2))
+		p.log.Debug("cycle", "records", records, "due", len(due), "consume", t1.Sub(t0), "transact", time.Since(t1))
 		p.sess.AllowRebalance()
 		if err != nil {
 			return err
