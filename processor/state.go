@@ -244,20 +244,30 @@ func mergeRaw(e *entry, raw string, t int64) {
 			e.raw = nil
 		}
 	}
-	in := make(map[string]member, 16)
-	if !splitObject(raw, in) || (e.raw == nil && st.Raw != "") {
+	obj := gjson.Parse(raw)
+	if !gjson.Valid(raw) || !obj.IsObject() || (e.raw == nil && st.Raw != "") {
 		st.Raw, e.raw, e.rawDirty = raw, nil, false
 		return
 	}
 	if e.raw == nil {
-		e.raw = make(map[string]member, len(in))
+		e.raw = make(map[string]member, 16)
 	}
-	for k, m := range in {
-		if newer(t, st.FieldTimes["raw."+k]) {
-			e.raw[k] = m
-			setTime(st, "raw."+k, t)
+	// Each member goes straight into the state's, parsed once: no map of
+	// the incoming members, and no field time looked up for an untimed
+	// change, which replaces every member.
+	obj.ForEach(func(k, v gjson.Result) bool {
+		key := k.String()
+		if t == 0 {
+			e.raw[key] = member{k.Raw, v.Raw}
+			return true
 		}
-	}
+		field := "raw." + key
+		if newer(t, st.FieldTimes[field]) {
+			e.raw[key] = member{k.Raw, v.Raw}
+			setTime(st, field, t)
+		}
+		return true
+	})
 	e.rawDirty = true
 }
 
