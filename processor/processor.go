@@ -16,7 +16,9 @@
 //     nothing is lost. A change at or below a key's restored version is
 //     skipped, so state never applies a change twice. But a crash between
 //     writing and committing can repeat an update, and a product's state and
-//     its update are not written atomically.
+//     its update are not written atomically. Writes are pipelined: a key
+//     counts as written once Kafka acknowledged its cycle, while later polls
+//     are already being processed.
 //
 // In both modes every state and update carries the offset of the last change
 // applied (its version), which only grows per key.
