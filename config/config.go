@@ -46,6 +46,11 @@ type Kafka struct {
 	// (default 0: the broker's default). With acks=all, a write is then
 	// acknowledged only once this many replicas have it.
 	MinInsyncReplicas int `yaml:"min_insync_replicas"`
+	// Compression is the codec of every batch productstream writes: lz4
+	// (the default), snappy, zstd, gzip or none. lz4 decompresses about
+	// three times as fast as snappy, which matters to every reader of the
+	// changes topic, the processor first.
+	Compression string `yaml:"compression"`
 	// ProduceTimeout bounds how long ingest waits for Kafka to acknowledge a
 	// write before answering 503 (default 10s).
 	ProduceTimeout time.Duration `yaml:"produce_timeout"`
@@ -57,6 +62,9 @@ type Kafka struct {
 	// delete.retention.ms to tune compaction of products.
 	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
 }
+
+// Compressions are the codecs kafka.compression accepts.
+var Compressions = []string{"lz4", "snappy", "zstd", "gzip", "none"}
 
 // TopicFamilies are the keys TopicConfigs accepts.
 var TopicFamilies = []string{"changes", "products", "updates", "events", "dlq", "pending"}
@@ -204,6 +212,7 @@ const (
 	DefaultTopicPrefix    = "productstream."
 	DefaultPartitions     = 12
 	DefaultProduceTimeout = 10 * time.Second
+	DefaultCompression    = "lz4"
 	DefaultListen         = "127.0.0.1:8080"
 	DefaultQuietPeriod    = 2 * time.Second
 	DefaultMaxDelay       = 30 * time.Second
@@ -299,6 +308,9 @@ func (c *Config) applyDefaults() {
 	if c.Kafka.ProduceTimeout == 0 {
 		c.Kafka.ProduceTimeout = DefaultProduceTimeout
 	}
+	if c.Kafka.Compression == "" {
+		c.Kafka.Compression = DefaultCompression
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = DefaultListen
 	}
@@ -380,6 +392,9 @@ func (c *Config) Validate(n Needs) error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("debug.listen", "%q is not host:port", a)
 		}
+	}
+	if !slices.Contains(Compressions, c.Kafka.Compression) {
+		bad("kafka.compression", "unknown codec %q (want one of %v)", c.Kafka.Compression, Compressions)
 	}
 	if c.Kafka.MinInsyncReplicas < 0 || c.Kafka.ReplicationFactor > 0 && c.Kafka.MinInsyncReplicas > int(c.Kafka.ReplicationFactor) {
 		bad("kafka.min_insync_replicas", "must be 0 (broker default) or between 1 and replication_factor, got %d", c.Kafka.MinInsyncReplicas)

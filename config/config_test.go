@@ -53,7 +53,7 @@ func TestParseExpandsEnvAndDecodesEveryField(t *testing.T) {
 	if cfg.Debug.Listen != "127.0.0.1:6060" {
 		t.Fatalf("debug decoded wrong: %+v", cfg.Debug)
 	}
-	if cfg.Kafka.ProduceTimeout != DefaultProduceTimeout || cfg.Processor.Group != DefaultGroup {
+	if cfg.Kafka.ProduceTimeout != DefaultProduceTimeout || cfg.Processor.Group != DefaultGroup || cfg.Kafka.Compression != "lz4" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 }
@@ -106,6 +106,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"negative min.insync.replicas", "kafka: {min_insync_replicas: -1}", Needs{}, "kafka.min_insync_replicas"},
 		{"metrics address not host:port", "processor: {metrics_listen: nope}", Needs{}, "processor.metrics_listen"},
 		{"debug address not host:port", "debug: {listen: nope}", Needs{}, "debug.listen"},
+		{"unknown compression codec", "kafka: {compression: brotli}", Needs{}, "kafka.compression"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
 	}

@@ -61,6 +61,9 @@ type Config struct {
 	MaxPendingKeys int
 	// TopicSpec creates the pending changelog in exactly-once mode.
 	TopicSpec topics.Spec
+	// Compression names the codec of the batches the processor writes (see
+	// topics.Compression; "" is lz4).
+	Compression string
 	// RestoreIdle ends a partition's restore when a state topic has sent
 	// nothing (and no error) for this long before its end offset was
 	// reached: records at the end removed by compaction, which is rare
@@ -177,7 +180,12 @@ func New(cfg Config) (*Processor, error) {
 		stateTopics: cfg.Topics.Resources(),
 	}
 	p.stateTopics[""] = cfg.Topics.Products
+	compression, err := topics.Compression(cfg.Compression)
+	if err != nil {
+		return nil, err
+	}
 	opts := append(topics.ClientOptions(cfg.Brokers, cfg.Log),
+		compression,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Changes),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),

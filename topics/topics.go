@@ -164,6 +164,27 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 	return nil
 }
 
+// Compression is the producer option that compresses batches with the
+// named codec: lz4 (also for ""), snappy, zstd, gzip or none.
+func Compression(name string) (kgo.Opt, error) {
+	var codec kgo.CompressionCodec
+	switch name {
+	case "", "lz4":
+		codec = kgo.Lz4Compression()
+	case "snappy":
+		codec = kgo.SnappyCompression()
+	case "zstd":
+		codec = kgo.ZstdCompression()
+	case "gzip":
+		codec = kgo.GzipCompression()
+	case "none":
+		codec = kgo.NoCompression()
+	default:
+		return nil, fmt.Errorf("unknown compression codec %q", name)
+	}
+	return kgo.ProducerBatchCompression(codec), nil
+}
+
 // ClientOptions are the options every productstream Kafka client starts
 // from: the seed brokers and franz-go's logs through slog.
 func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {

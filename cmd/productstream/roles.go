@@ -149,7 +149,11 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 // accepting, lets requests in flight finish and flushes the producer.
 // ready is called with the bound address once it accepts connections.
 func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Source, svc services, serde *schemas.Serde, names topics.Names, listen string, log *slog.Logger, ready func(addr string)) error {
-	cl, err := kgo.NewClient(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...)...)
+	compression, err := topics.Compression(cfg.Kafka.Compression)
+	if err != nil {
+		return fmt.Errorf("kafka.compression: %w", err)
+	}
+	cl, err := kgo.NewClient(append(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), compression)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -200,6 +204,7 @@ func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *
 		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
 		TopicSpec:      topicSpec(cfg),
+		Compression:    cfg.Kafka.Compression,
 	})
 	if err != nil {
 		return err
