@@ -46,6 +46,7 @@ func TestSmoke(t *testing.T) {
 		"-warmup", "100ms", "-duration", "400ms", "-open-duration", "300ms", "-mixed-duration", "300ms", "-rounds", "1",
 		"-concurrency", "4", "-keys", "500", "-partitions", "3",
 		"-proc-min-changes", "1000", "-quiet-period", "50ms", "-max-delay", "200ms",
+		"-restore-records", "3000",
 		"-fresh-duration", "500ms", "-fresh-rate", "40",
 		"-coalescer-memory=false", // a million keys: slow, and TestParseCoalescerMemory covers the parsing
 	})
@@ -84,6 +85,10 @@ func TestSmoke(t *testing.T) {
 	}
 	if res.restore == nil || res.restore.records == 0 || res.b3consume == nil || res.b3consume.Records != res.restore.records {
 		t.Errorf("restore %+v beside B3's consumer %+v: want the same nonzero record count", res.restore, res.b3consume)
+	}
+	// The restore reads the topic built for it, of at least -restore-records.
+	if in := res.restoreIn; in == nil || in.records < int64(o.restoreRecords) || res.restore == nil || res.restore.records != in.records {
+		t.Errorf("restore %+v of the products topic built for it %+v: want all of its records, at least %d", res.restore, in, o.restoreRecords)
 	}
 	if f := res.fresh; f == nil || f.accepted == 0 || f.seen != f.accepted || quantile(f.lat, 0.5) <= 0 {
 		t.Errorf("freshness: %+v", f)

@@ -64,6 +64,7 @@ type results struct {
 	input     *procInput
 	b3        *procResult
 	alo, eos  *procResult
+	restoreIn *restoreInput // the products topic the restore and B3's consumer read
 	restore   *restoreResult
 	b3consume *childResult
 	fresh     *freshResult
@@ -607,8 +608,18 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 		}
 	}
 
+	// The restore reads a products topic of its own, on a prefix of its
+	// own: the first transactional run's state records, copied with
+	// unique keys until there are enough for the ratio to be about
+	// records/s rather than the fixed costs of a client and its offsets.
+	rst := prefix("rst", 0)
+	h.log.Info("building the restore's products topic", "from", prefix("eos", 0)+"products", "to", rst+"products", "records", h.o.restoreRecords)
+	if res.restoreIn, err = h.buildRestoreInput(ctx, prefix("eos", 0)+"products", rst+"products"); err != nil {
+		return err
+	}
+	h.log.Info("restore input", "records", res.restoreIn.records, "state_records", res.restoreIn.source, "copies", res.restoreIn.copies)
 	h.log.Info("restore of products, beside B3's consume-only rate")
-	if res.restore, res.b3consume, err = h.measureRestore(ctx, prefix("eos", 0)); err != nil {
+	if res.restore, res.b3consume, err = h.measureRestore(ctx, rst); err != nil {
 		return err
 	}
 	h.log.Info("done", "restore_records/s", int(res.restore.rate()), "b3_records/s", int(float64(res.b3consume.Records)/res.b3consume.Seconds))

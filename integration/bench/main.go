@@ -66,6 +66,7 @@ type options struct {
 	quietPeriod    time.Duration
 	maxDelay       time.Duration
 	pollEvery      time.Duration
+	restoreRecords int // the restore's products topic holds at least this many records
 
 	freshDuration time.Duration
 	freshRate     float64
@@ -142,6 +143,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.quietPeriod, "quiet-period", 100*time.Millisecond, "processor.quiet_period of the processor runs")
 	fs.DurationVar(&o.maxDelay, "max-delay", time.Second, "processor.max_delay of the processor runs")
 	fs.DurationVar(&o.pollEvery, "poll", 50*time.Millisecond, "how often the processor's committed offsets are polled")
+	fs.IntVar(&o.restoreRecords, "restore-records", 200_000, "restore input: the transactional run's state records, copied with unique keys onto a products topic of its own until it holds at least this many")
 	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
 	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of the run, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
@@ -191,6 +193,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-size must be at least 64 bytes")
 	case o.procMinChanges < 1 || o.procMaxChanges < 1:
 		return nil, errors.New("-proc-min-changes and -proc-max-changes must be positive")
+	case o.restoreRecords < 1:
+		return nil, errors.New("-restore-records must be positive")
 	case o.freshRate <= 0:
 		return nil, errors.New("-fresh-rate must be positive")
 	case o.quietPeriod <= 0 || o.maxDelay < o.quietPeriod:

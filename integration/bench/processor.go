@@ -2,10 +2,12 @@ package main
 
 // The processor side: the edge's 1 KB changes are copied into fresh topic
 // prefixes, then B3 (a franz-go passthrough) and `productstream process`
-// (transactions off, then on) consume them; a new processor group restores
-// the products topic the transactional run built, beside B3's plain consumer
-// of the same topic; and a short run of edge plus processor measures
-// freshness, from a request's 202 to its product's first update.
+// (transactions off, then on) consume them; the state records the
+// transactional run built are copied, with unique keys, onto a products
+// topic of its own until it holds -restore-records, and a new processor
+// group restores it, beside B3's plain consumer of the same topic; and a
+// short run of edge plus processor measures freshness, from a request's 202
+// to its product's first update.
 
 import (
 	"context"
@@ -114,6 +116,15 @@ func (r *restoreResult) rate() float64 {
 	return float64(r.records) / r.took.Seconds()
 }
 
+// restoreInput is the products topic the restore reads: the transactional
+// run's state records, copied until there are at least -restore-records.
+type restoreInput struct {
+	source     int64 // committed state records on the transactional run's products topic
+	copies     int   // times each of them was copied
+	records    int64 // records on the restore's products topic: source × copies
+	valueBytes int64 // value bytes on the restore's products topic
+}
+
 // freshResult is the end-to-end freshness run.
 type freshResult struct {
 	load     *loadResult
@@ -177,7 +188,7 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 		}
 	}
 	prod, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -223,7 +234,12 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 
 // createTopic creates topic with the run's partition count.
 func (h *harness) createTopic(ctx context.Context, topic string) error {
-	resp, err := h.adm.CreateTopic(ctx, h.o.parts, -1, nil, topic)
+	return h.createTopicWith(ctx, topic, nil)
+}
+
+// createTopicWith creates topic with the run's partition count and configs.
+func (h *harness) createTopicWith(ctx context.Context, topic string, configs map[string]*string) error {
+	resp, err := h.adm.CreateTopic(ctx, h.o.parts, -1, configs, topic)
 	if err == nil {
 		err = resp.Err
 	}
@@ -464,6 +480,129 @@ func (h *harness) countUpdates(ctx context.Context, topic string, want int64, re
 		}
 	}
 	return last, nil
+}
+
+// buildRestoreInput reads every committed record of the products topic from
+// (a transactional run's state) and writes copies of them to the products
+// topic to, which it creates compacted like every state topic (topics.Ensure
+// leaves an existing topic as it is), until to holds at least
+// o.restoreRecords. Each copy keeps its record's value, headers (the
+// "version" header lets the restore keep the value encoded) and partition;
+// its key is the record's key with "#<copy>" appended, so that every copy
+// is a product of its own. It returns once every write is acknowledged by
+// all in-sync replicas and visible in the end offsets of to.
+func (h *harness) buildRestoreInput(ctx context.Context, from, to string) (*restoreInput, error) {
+	ends, err := h.adm.ListCommittedOffsets(ctx, from)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stable offsets of %s: %w", from, err)
+	}
+	start := map[int32]kgo.Offset{}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		start[o.Partition] = kgo.NewOffset().AtStart()
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	// read_committed, with the transaction markers delivered so that a
+	// partition ending in one is seen to end (as B3's consumer reads it).
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{from: start}))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	var state []*kgo.Record
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", from, err)
+		}
+		if err := fetches.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", from, err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				state = append(state, r)
+			}
+			if r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	in := &restoreInput{source: int64(len(state))}
+	if in.source == 0 {
+		return nil, fmt.Errorf("%s holds no committed state record", from)
+	}
+	in.copies = max(1, int(math.Ceil(float64(h.o.restoreRecords)/float64(in.source))))
+	if err := h.createTopicWith(ctx, to, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}); err != nil {
+		return nil, err
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer prod.Close()
+	var mu sync.Mutex
+	var produceErr error
+	for c := 1; c <= in.copies; c++ {
+		suffix := "#" + strconv.Itoa(c)
+		for _, r := range state {
+			key := make([]byte, 0, len(r.Key)+len(suffix))
+			key = append(append(key, r.Key...), suffix...)
+			prod.Produce(ctx, &kgo.Record{Topic: to, Partition: r.Partition, Key: key, Value: r.Value, Headers: r.Headers}, func(_ *kgo.Record, err error) {
+				if err != nil {
+					mu.Lock()
+					produceErr = errors.Join(produceErr, err)
+					mu.Unlock()
+				}
+			})
+			in.valueBytes += int64(len(r.Value))
+		}
+	}
+	if err := prod.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("copy state records: %w", err)
+	}
+	if produceErr != nil {
+		return nil, fmt.Errorf("copy state records: %w", produceErr)
+	}
+	in.records = in.source * int64(in.copies)
+	// Every write is acknowledged; wait until the end offsets show them
+	// all, so that B3 and the restore read the same, whole topic.
+	var total int64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		dends, err := h.adm.ListEndOffsets(ctx, to)
+		if err == nil {
+			err = dends.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("end offsets of %s: %w", to, err)
+		}
+		total = 0
+		dends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+		if total >= in.records || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if total != in.records {
+		return nil, fmt.Errorf("%s holds %d records, want %d", to, total, in.records)
+	}
+	return in, nil
 }
 
 // measureRestore times B3's plain consumer over prefix's products topic,

@@ -35,6 +35,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/topics"
 )
 
 // proc is a child process whose stdout and stderr go to a log file.
@@ -264,6 +267,17 @@ func waitHealthy(ctx context.Context, p *proc, addr string, timeout time.Duratio
 	}
 }
 
+// edgeCompression is the producer codec productstream uses by default
+// (kafka.compression), so that the baselines, and the copies the processor
+// reads, are written as the edge and the processor write.
+func edgeCompression() kgo.Opt {
+	opt, err := topics.Compression(config.DefaultCompression)
+	if err != nil {
+		panic(err) // the default is a known codec
+	}
+	return opt
+}
+
 // psConfig is what the generated productstream config says.
 type psConfig struct {
 	brokers     []string
@@ -441,7 +455,7 @@ func b1Handler(maxBody int64) http.Handler {
 func b2Handler(ctx context.Context, brokers []string, topic string, maxBody int64, linger time.Duration) (http.Handler, *kgo.Client, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(linger),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), edgeCompression())
 	if err != nil {
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -500,7 +514,7 @@ func passthrough(ctx context.Context, brokers []string, topic, out, group string
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
 		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerLinger(5*time.Millisecond), edgeCompression(),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
 			now := time.Now()
 			if assignedAt.CompareAndSwap(nil, &now) {
