@@ -47,9 +47,10 @@ type Kafka struct {
 	// acknowledged only once this many replicas have it.
 	MinInsyncReplicas int `yaml:"min_insync_replicas"`
 	// Compression is the codec of every batch productstream writes: lz4
-	// (the default), snappy, zstd, gzip or none. lz4 decompresses about
-	// three times as fast as snappy, which matters to every reader of the
-	// changes topic, the processor first.
+	// (the default), snappy, zstd, gzip or none. In the load harness a
+	// plain franz-go consumer read lz4 batches about 1.9 times as fast as
+	// snappy ones, ingest spent less CPU writing them, and the processor
+	// was even.
 	Compression string `yaml:"compression"`
 	// ProduceTimeout bounds how long ingest waits for Kafka to acknowledge a
 	// write before answering 503 (default 10s).
