@@ -187,33 +187,21 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 			return nil, err
 		}
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
+	w, err := h.newCopier()
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	defer prod.Close()
-	var mu sync.Mutex
-	var produceErr error
+	defer w.cl.Close()
 	for range in.rounds {
 		for _, r := range keep {
 			for _, d := range dests {
-				prod.Produce(ctx, &kgo.Record{Topic: d, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers}, func(_ *kgo.Record, err error) {
-					if err != nil {
-						mu.Lock()
-						produceErr = errors.Join(produceErr, err)
-						mu.Unlock()
-					}
-				})
+				w.write(ctx, &kgo.Record{Topic: d, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers})
 			}
 			in.valueBytes += int64(len(r.Value))
 		}
 	}
-	if err := prod.Flush(ctx); err != nil {
+	if err := w.flush(ctx); err != nil {
 		return nil, fmt.Errorf("copy changes: %w", err)
-	}
-	if produceErr != nil {
-		return nil, fmt.Errorf("copy changes: %w", produceErr)
 	}
 	in.n = in.small * int64(in.rounds)
 	dends, err := h.adm.ListEndOffsets(ctx, dests[0])
@@ -230,6 +218,43 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 		return nil, fmt.Errorf("%s holds %d records, want %d", dests[0], total, in.n)
 	}
 	return in, nil
+}
+
+// copier writes copies of records to the partitions set on them, with
+// acks=all and the edge's compression, without waiting for each; flush
+// waits for all and reports every failure.
+type copier struct {
+	cl  *kgo.Client
+	mu  sync.Mutex
+	err error
+}
+
+func (h *harness) newCopier() (*copier, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return &copier{cl: cl}, nil
+}
+
+func (c *copier) write(ctx context.Context, r *kgo.Record) {
+	c.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			c.mu.Lock()
+			c.err = errors.Join(c.err, err)
+			c.mu.Unlock()
+		}
+	})
+}
+
+func (c *copier) flush(ctx context.Context) error {
+	if err := c.cl.Flush(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // createTopic creates topic with the run's partition count.
@@ -547,34 +572,22 @@ func (h *harness) buildRestoreInput(ctx context.Context, from, to string) (*rest
 	if err := h.createTopicWith(ctx, to, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}); err != nil {
 		return nil, err
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
+	w, err := h.newCopier()
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	defer prod.Close()
-	var mu sync.Mutex
-	var produceErr error
+	defer w.cl.Close()
 	for c := 1; c <= in.copies; c++ {
 		suffix := "#" + strconv.Itoa(c)
 		for _, r := range state {
 			key := make([]byte, 0, len(r.Key)+len(suffix))
 			key = append(append(key, r.Key...), suffix...)
-			prod.Produce(ctx, &kgo.Record{Topic: to, Partition: r.Partition, Key: key, Value: r.Value, Headers: r.Headers}, func(_ *kgo.Record, err error) {
-				if err != nil {
-					mu.Lock()
-					produceErr = errors.Join(produceErr, err)
-					mu.Unlock()
-				}
-			})
+			w.write(ctx, &kgo.Record{Topic: to, Partition: r.Partition, Key: key, Value: r.Value, Headers: r.Headers})
 			in.valueBytes += int64(len(r.Value))
 		}
 	}
-	if err := prod.Flush(ctx); err != nil {
+	if err := w.flush(ctx); err != nil {
 		return nil, fmt.Errorf("copy state records: %w", err)
-	}
-	if produceErr != nil {
-		return nil, fmt.Errorf("copy state records: %w", produceErr)
 	}
 	in.records = in.source * int64(in.copies)
 	// Every write is acknowledged; wait until the end offsets show them
