@@ -61,7 +61,7 @@ func (p *Processor) shutdown() error {
 }
 
 // A cycle is one loop round's records on their way to Kafka (at least
-// once). Its producer callbacks only touch left, failed and done, so they
+// once). Its producer callbacks only touch left, err and done, so they
 // never wait for mu.
 type cycle struct {
 	due     []*pending
