@@ -142,40 +142,16 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 	if err != nil {
 		return nil, fmt.Errorf("end offsets of %s: %w", from, err)
 	}
-	start := map[int32]kgo.Offset{}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		start[o.Partition] = kgo.NewOffset().AtStart()
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{from: start}))
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
 	in := &procInput{}
 	var keep []*kgo.Record
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(rctx)
-		if err := rctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", from, err)
+	err = h.readTo(ctx, from, ends, func(r *kgo.Record) {
+		in.edgeRecords++
+		if len(r.Value) <= h.o.procMaxValue && len(keep) < h.o.procMaxChanges {
+			keep = append(keep, r)
 		}
-		if err := fetches.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", from, err)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			in.edgeRecords++
-			if len(r.Value) <= h.o.procMaxValue && len(keep) < h.o.procMaxChanges {
-				keep = append(keep, r)
-			}
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	in.small = int64(len(keep))
 	if in.small == 0 {
@@ -218,6 +194,50 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 		return nil, fmt.Errorf("%s holds %d records, want %d", dests[0], total, in.n)
 	}
 	return in, nil
+}
+
+// readTo reads every partition of topic from the start to its offset in
+// ends, calling fn for each record that is not a transaction marker. The
+// markers are delivered, so that a partition ending in one is seen to end.
+func (h *harness) readTo(ctx context.Context, topic string, ends kadm.ListedOffsets, fn func(*kgo.Record), opts ...kgo.Opt) error {
+	start := map[int32]kgo.Offset{}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		start[o.Partition] = kgo.NewOffset().AtStart()
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.o.brokers...), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start})}, opts...)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", topic, err)
+		}
+		if err := fetches.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", topic, err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				fn(r)
+			}
+			if r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return nil
 }
 
 // copier writes copies of records to the partitions set on them, with
@@ -524,45 +544,10 @@ func (h *harness) buildRestoreInput(ctx context.Context, from, to string) (*rest
 	if err != nil {
 		return nil, fmt.Errorf("stable offsets of %s: %w", from, err)
 	}
-	start := map[int32]kgo.Offset{}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		start[o.Partition] = kgo.NewOffset().AtStart()
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	// read_committed, with the transaction markers delivered so that a
-	// partition ending in one is seen to end (as B3's consumer reads it).
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{from: start}))
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
 	var state []*kgo.Record
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(rctx)
-		if err := rctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", from, err)
-		}
-		if err := fetches.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", from, err)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				state = append(state, r)
-			}
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
+	if err := h.readTo(ctx, from, ends, func(r *kgo.Record) { state = append(state, r) },
+		kgo.FetchIsolationLevel(kgo.ReadCommitted())); err != nil {
+		return nil, err
 	}
 	in := &restoreInput{source: int64(len(state))}
 	if in.source == 0 {
