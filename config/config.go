@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // Config is the whole application configuration.
@@ -82,6 +85,54 @@ type HTTP struct {
 	Listen string `yaml:"listen"`
 	// ShutdownTimeout bounds graceful shutdown (default 15s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReadHeaderTimeout bounds reading a request's line and headers, from
+	// its first byte (default 5s). A client still sending headers then is
+	// disconnected (unanswered, or with a plain-text 400 when the cut falls
+	// inside a header line).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, headers and body, from its
+	// first byte (default 15s: AWS SNS gives up on a delivery after 15s, so
+	// no sender needs longer). A body still arriving then is cut off and
+	// refused, and the connection closed.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout closes a keep-alive connection that sends no next request
+	// for this long (default 60s).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps the connections open at once on the listener,
+	// idle keep-alive ones included (default 1024). Further connections
+	// wait in the kernel's accept queue, unread, until one closes.
+	MaxConnections int `yaml:"max_connections"`
+	// UnverifiedLimit is each client address's budget for requests refused
+	// before their signature is verified (unknown source, missing or wrong
+	// signature or credentials, body over the limit): past it, the address
+	// is answered 429 before its body is read. Verified deliveries are
+	// never charged, and forgeries never spend a source's rate_limit,
+	// which only verified deliveries are charged. An IPv6 client is
+	// charged by its /64. Default: 5 per second, bursts of 100.
+	UnverifiedLimit RateLimit `yaml:"unverified_limit"`
+	// TrustedProxies are the addresses or CIDR prefixes of proxies in front
+	// of the edge whose X-Forwarded-For or X-Real-IP names the client
+	// (default: none; the client is the connection's peer). Behind a load
+	// balancer, name it here, or every client shares its address.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// TrustedPrefixes parses TrustedProxies, which Validate has checked: a
+// bare address is a prefix of its full length.
+func (h HTTP) TrustedPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(h.TrustedProxies))
+	for i, s := range h.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, &FieldError{Field: fmt.Sprintf("http.trusted_proxies[%d]", i), Msg: fmt.Sprintf("%q is neither an address nor a CIDR prefix", s)}
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Source is one configured sender: a provider contract plus its credentials.
@@ -118,6 +169,9 @@ type Source struct {
 	// Payload says where the generic providers (hmac, standardwebhooks)
 	// find the product id and the event type in the JSON body.
 	Payload *Payload `yaml:"payload"`
+	// MaxJSONDepth refuses (400) a payload whose objects and arrays nest
+	// deeper than this ({} is 1 level); default 64, at most 10000.
+	MaxJSONDepth int `yaml:"max_json_depth"`
 }
 
 // RateLimit is a token bucket: PerSecond requests on average, bursts of Burst.
@@ -138,12 +192,18 @@ type SNS struct {
 	// TopicARNs allowed to deliver to this source; anything else gets 403
 	// and nothing is fetched. Required.
 	TopicARNs []string `yaml:"topic_arns"`
-	// SignatureVersions accepted (default ["1", "2"]).
+	// SignatureVersions accepted (default ["1", "2"]). The topic owner, not
+	// the receiver, picks the version, and Tipser's topics sign with "1"
+	// (RSA-SHA1); set ["2"] once the topic signs with SHA-256.
 	SignatureVersions []string `yaml:"signature_versions"`
-	// Strict pins the certificate host to sns.<region of the topic>.amazonaws.com
-	// and its path to /SimpleNotificationService-<hex>.pem.
-	Strict bool `yaml:"strict"`
-	// MaxAge refuses messages whose Timestamp is older (default: no limit).
+	// Strict (default true) pins the certificate and subscribe host to
+	// sns.<region of the topic>.amazonaws.com (.com.cn in aws-cn) and the
+	// certificate path to /SimpleNotificationService-<hex>.pem. false
+	// accepts the SNS host of any AWS region, sns.<region>.amazonaws.com[.cn],
+	// and any .pem path; it never accepts an S3 bucket host.
+	Strict *bool `yaml:"strict"`
+	// MaxAge refuses messages whose Timestamp is older (default 1h: the
+	// longest retry policy SNS allows for HTTP/S deliveries spans an hour).
 	MaxAge time.Duration `yaml:"max_age"`
 	// TrustedCertHosts replaces the AWS host rule for certificate and
 	// subscribe URLs with these exact host[:port] values. For tests only.
@@ -196,6 +256,10 @@ type Processor struct {
 	// Prometheus metrics at /metrics (default: none). Ingest and dev serve
 	// them at /metrics on the HTTP listener.
 	MetricsListen string `yaml:"metrics_listen"`
+	// MaxJSONDepth sends a change whose raw JSON nests deeper than this to
+	// the dead letter topic instead of merging it (default 64, at most
+	// 10000).
+	MaxJSONDepth int `yaml:"max_json_depth"`
 }
 
 // Debug configures the opt-in profiling listener.
@@ -218,6 +282,12 @@ const (
 	DefaultQuietPeriod    = 2 * time.Second
 	DefaultMaxDelay       = 30 * time.Second
 	DefaultGroup          = "productstream-processor"
+	DefaultSNSMaxAge      = time.Hour
+	// DefaultUnverifiedPerSecond and DefaultUnverifiedBurst are
+	// http.unverified_limit's: generous for a sender whose credentials are
+	// being fixed, cheap for the edge under a flood of forgeries.
+	DefaultUnverifiedPerSecond = 5
+	DefaultUnverifiedBurst     = 100
 )
 
 // FieldError is a validation failure of one configuration field. Field is the
@@ -318,6 +388,24 @@ func (c *Config) applyDefaults() {
 	if c.HTTP.ShutdownTimeout == 0 {
 		c.HTTP.ShutdownTimeout = 15 * time.Second
 	}
+	if c.HTTP.ReadHeaderTimeout == 0 {
+		c.HTTP.ReadHeaderTimeout = 5 * time.Second
+	}
+	if c.HTTP.ReadTimeout == 0 {
+		c.HTTP.ReadTimeout = 15 * time.Second
+	}
+	if c.HTTP.IdleTimeout == 0 {
+		c.HTTP.IdleTimeout = 60 * time.Second
+	}
+	if c.HTTP.MaxConnections == 0 {
+		c.HTTP.MaxConnections = 1024
+	}
+	if c.HTTP.UnverifiedLimit.PerSecond == 0 {
+		c.HTTP.UnverifiedLimit.PerSecond = DefaultUnverifiedPerSecond
+	}
+	if c.HTTP.UnverifiedLimit.Burst == 0 {
+		c.HTTP.UnverifiedLimit.Burst = DefaultUnverifiedBurst
+	}
 	if c.Processor.QuietPeriod == 0 {
 		c.Processor.QuietPeriod = DefaultQuietPeriod
 	}
@@ -334,6 +422,9 @@ func (c *Config) applyDefaults() {
 	if c.Processor.MaxPendingKeys == 0 {
 		c.Processor.MaxPendingKeys = 1_000_000
 	}
+	if c.Processor.MaxJSONDepth == 0 {
+		c.Processor.MaxJSONDepth = jsondepth.Default
+	}
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		if s.ID == "" {
@@ -347,6 +438,18 @@ func (c *Config) applyDefaults() {
 		}
 		if s.RateLimit.PerSecond > 0 && s.RateLimit.Burst == 0 {
 			s.RateLimit.Burst = max(1, int(s.RateLimit.PerSecond))
+		}
+		if s.SNS != nil {
+			if s.SNS.Strict == nil {
+				yes := true
+				s.SNS.Strict = &yes
+			}
+			if s.SNS.MaxAge == 0 {
+				s.SNS.MaxAge = DefaultSNSMaxAge
+			}
+		}
+		if s.MaxJSONDepth == 0 {
+			s.MaxJSONDepth = jsondepth.Default
 		}
 	}
 }
@@ -421,6 +524,26 @@ func (c *Config) Validate(n Needs) error {
 	if !strings.Contains(c.HTTP.Listen, ":") {
 		bad("http.listen", "%q is not host:port", c.HTTP.Listen)
 	}
+	if c.HTTP.ReadHeaderTimeout <= 0 {
+		bad("http.read_header_timeout", "must be positive, got %s", c.HTTP.ReadHeaderTimeout)
+	}
+	if c.HTTP.ReadTimeout <= 0 {
+		bad("http.read_timeout", "must be positive, got %s", c.HTTP.ReadTimeout)
+	} else if c.HTTP.ReadHeaderTimeout > c.HTTP.ReadTimeout {
+		bad("http.read_header_timeout", "(%s) must not be longer than http.read_timeout (%s), which bounds the headers too", c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout)
+	}
+	if l := c.HTTP.UnverifiedLimit; l.PerSecond <= 0 || l.Burst <= 0 {
+		bad("http.unverified_limit", "per_second and burst must be positive, got %v and %d", l.PerSecond, l.Burst)
+	}
+	if _, err := c.HTTP.TrustedPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HTTP.IdleTimeout <= 0 {
+		bad("http.idle_timeout", "must be positive, got %s", c.HTTP.IdleTimeout)
+	}
+	if c.HTTP.MaxConnections <= 0 {
+		bad("http.max_connections", "must be positive, got %d", c.HTTP.MaxConnections)
+	}
 	if n.Sources && len(c.Sources) == 0 {
 		bad("sources", "at least one source is required")
 	}
@@ -463,6 +586,9 @@ func (c *Config) Validate(n Needs) error {
 		if s.MaxBodyBytes < 0 {
 			bad(f+".max_body_bytes", "must not be negative")
 		}
+		if s.MaxJSONDepth < 0 || s.MaxJSONDepth > jsondepth.Max {
+			bad(f+".max_json_depth", "must be between 1 and %d (0: the default, %d), got %d", jsondepth.Max, jsondepth.Default, s.MaxJSONDepth)
+		}
 		if s.RateLimit.PerSecond < 0 || s.RateLimit.Burst < 0 {
 			bad(f+".rate_limit", "must not be negative")
 		}
@@ -475,6 +601,9 @@ func (c *Config) Validate(n Needs) error {
 	}
 	if c.Processor.MaxPendingKeys < 0 {
 		bad("processor.max_pending_keys", "must not be negative")
+	}
+	if c.Processor.MaxJSONDepth < 0 || c.Processor.MaxJSONDepth > jsondepth.Max {
+		bad("processor.max_json_depth", "must be between 1 and %d (0: the default, %d), got %d", jsondepth.Max, jsondepth.Default, c.Processor.MaxJSONDepth)
 	}
 	if c.Processor.MaxDelay < c.Processor.QuietPeriod {
 		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", c.Processor.MaxDelay, c.Processor.QuietPeriod)

@@ -82,6 +82,24 @@ func TestDefaultsIDAndNamespaceToName(t *testing.T) {
 	}
 }
 
+// max_json_depth defaults to 64 for every source and the processor, and a
+// configured value is kept.
+func TestMaxJSONDepthDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("sources:\n  - {name: a, provider: lisa, secrets: [x]}\n  - {name: b, provider: lisa, secrets: [x], max_json_depth: 10000}\nprocessor: {max_json_depth: 1}\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(Needs{}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sources[0].MaxJSONDepth != 64 || cfg.Sources[1].MaxJSONDepth != 10000 || cfg.Processor.MaxJSONDepth != 1 {
+		t.Fatalf("max_json_depth: sources %d and %d, processor %d", cfg.Sources[0].MaxJSONDepth, cfg.Sources[1].MaxJSONDepth, cfg.Processor.MaxJSONDepth)
+	}
+	if d := Demo(); d.Sources[0].MaxJSONDepth != 64 || d.Processor.MaxJSONDepth != 64 {
+		t.Fatalf("demo max_json_depth: source %d, processor %d", d.Sources[0].MaxJSONDepth, d.Processor.MaxJSONDepth)
+	}
+}
+
 func TestValidateNamesTheField(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -109,6 +127,10 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"unknown compression codec", "kafka: {compression: brotli}", Needs{}, "kafka.compression"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
+		{"negative source max_json_depth", "sources: [{name: a, provider: lisa, secrets: [x], max_json_depth: -1}]", Needs{}, "sources[0].max_json_depth"},
+		{"source max_json_depth beyond encoding/json", "sources: [{name: a, provider: lisa, secrets: [x], max_json_depth: 10001}]", Needs{}, "sources[0].max_json_depth"},
+		{"negative processor max_json_depth", "processor: {max_json_depth: -1}", Needs{}, "processor.max_json_depth"},
+		{"processor max_json_depth beyond encoding/json", "processor: {max_json_depth: 10001}", Needs{}, "processor.max_json_depth"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,12 +52,12 @@ func (aicommerce) Verify(_ context.Context, src *Source, req *Request) error {
 
 // DeliveryID is the body's hash: a retry resends the same body, whose
 // timestamp tells it apart from a later event of the same kind.
-func (aicommerce) DeliveryID(src *Source, req *Request) (string, bool) {
-	return bodyEventID(src.Name, req.Body), true
+func (aicommerce) DeliveryID(src *Source, req *Request) Identity {
+	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
 }
 
 func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body)
+	o, err := parseObject(req.Body, src.maxJSONDepth())
 	if err != nil {
 		return Batch{}, err
 	}
@@ -177,11 +177,8 @@ func firstID(fields ...idCandidate) (id string, found bool, err error) {
 		if isNull(raw) {
 			continue
 		}
-		id, ok := idText(raw, true)
-		if !ok {
-			return "", true, fieldInvalid(f.name, "", fmt.Sprintf("must be a non-empty string or an integer of at most %d bytes", maxIDLen))
-		}
-		return id, true, nil
+		id, err := idText(f.name, "", raw, true)
+		return id, true, err
 	}
 	return "", false, nil
 }

@@ -13,9 +13,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // Fuzz targets of the configurable providers (hmac, standardwebhooks) and
@@ -162,7 +164,7 @@ func FuzzStandardWebhooksVerify(f *testing.F) {
 			return src.Provider.Verify(t.Context(), src, &Request{Header: h, Body: body, Received: cfgFuzzNow})
 		}
 		wellFormed := id != "" && !strings.Contains(id, ".") && len(id) <= maxIDLen && utf8.ValidString(id) &&
-			!strings.ContainsAny(id, "\r\n") && cfgFresh(ts, 5*time.Minute)
+			!strings.ContainsFunc(id, unicode.IsControl) && cfgFresh(ts, 5*time.Minute)
 		signed := append([]byte(id+"."+ts+"."), body...)
 		if err := verify(sig); err != nil {
 			cfgVerifyError(t, err)
@@ -272,7 +274,8 @@ func FuzzJSONPointer(f *testing.F) {
 // FuzzConfigurableNormalize: the configurable providers' Normalize never
 // panics, refuses only with ErrInvalidPayload, and otherwise yields one
 // change whose id is the value at the id pointer (checked against a full
-// decode), fit for a record key, with the body as raw.
+// decode, and refIDText on its JSON text), fit for a record key, with the
+// body as raw.
 func FuzzConfigurableNormalize(f *testing.F) {
 	for _, b := range []string{
 		`{"type":"product.updated","data":{"id":"p1","title":"Mug","price":"9.5"}}`,
@@ -284,6 +287,10 @@ func FuzzConfigurableNormalize(f *testing.F) {
 		`{"data":{"id":"p"}} {}`,
 		`[]`,
 		"{\"data\":{\"id\":\"\xff\"}}",
+		`{"data":{"id":"p\ud800"}}`,
+		`{"data":{"id":"\ud83d\ude00"}}`,
+		`{"data":{"id":"p\u0000"}}`,
+		`{"data":{"id":"p"},"x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`,
 	} {
 		f.Add([]byte(b), "products/delete", "msg_1")
 	}
@@ -299,12 +306,17 @@ func FuzzConfigurableNormalize(f *testing.F) {
 		// What a full decode says about the body, independently of lookup.
 		var refID any
 		refValid := false
-		if _, err := parseObject(body); err == nil {
+		if _, err := parseObject(body, jsondepth.Default); err == nil {
 			whole, _ := cfgDecode(body)
 			refID, _ = cfgPointerRef(whole, []string{"data", "id"})
+			// The id's JSON text, found by decoding into maps, whose keys
+			// match exactly.
+			var top, data map[string]json.RawMessage
+			json.Unmarshal(body, &top)
+			json.Unmarshal(top["data"], &data)
 			switch v := refID.(type) {
 			case string:
-				refValid = strings.TrimSpace(v) != "" && len(strings.TrimSpace(v)) <= maxIDLen
+				refValid = strings.TrimSpace(v) != "" && len(strings.TrimSpace(v)) <= maxIDLen && refIDText(data["id"])
 			case json.Number:
 				_, err := strconv.ParseInt(v.String(), 10, 64)
 				refValid = err == nil && len(v.String()) <= maxIDLen
@@ -317,7 +329,10 @@ func FuzzConfigurableNormalize(f *testing.F) {
 				refValid = false
 			}
 		}
-		topicValid := utf8.ValidString(topic) && len(topic) <= maxIDLen
+		headerValid := func(v string) bool {
+			return utf8.ValidString(v) && len(v) <= maxIDLen && !strings.ContainsFunc(v, unicode.IsControl)
+		}
+		topicValid := headerValid(topic)
 		for _, src := range srcs {
 			b, err := src.Provider.Normalize(t.Context(), src, &Request{Header: h, Body: body, Received: cfgFuzzNow})
 			if err != nil {
@@ -326,7 +341,7 @@ func FuzzConfigurableNormalize(f *testing.F) {
 				}
 				// The header-typed source ignores /type; a bad topic or
 				// overlong event id header is its own refusal.
-				if refValid && (src.Name != "b" || topicValid && len(webhookID) <= maxIDLen && utf8.ValidString(webhookID)) {
+				if refValid && (src.Name != "b" || topicValid && headerValid(webhookID)) {
 					t.Fatalf("%s: refused a body whose id is %#v: %v", src.Name, refID, err)
 				}
 				continue

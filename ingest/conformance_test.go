@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // conformance describes one provider for the shared conformance suite that
@@ -49,7 +51,49 @@ type conformance struct {
 	invalidBodies []invalidBody
 	// errorBody checks a refusal's JSON body (default: {"error": non-empty}).
 	errorBody func(t *testing.T, body map[string]any)
+
+	// seal, when set, delivers a payload for a scheme whose signature
+	// travels in the body (SNS): it returns the body and the headers of
+	// payload signed with secret, and sign is not used. valid, withID,
+	// deepen and the invalid bodies are then payloads.
+	seal func(secret string, payload []byte) ([]byte, http.Header)
+	// alter returns a signed body changed so that its signature no longer
+	// holds (default: a space inserted before its last byte).
+	alter func(body []byte) []byte
+	// withID returns a valid payload that writes one change, whose product
+	// id is the JSON string literal id.
+	withID func(id string) []byte
+	// keyPrefix is what precedes a product id in its record key
+	// (default: the source's namespace and ":").
+	keyPrefix string
+	// deepen returns valid payload n with a value nested depth levels deep
+	// added to the object that holds its fields (default: to the top-level
+	// object, whose own level then makes depth+1).
+	deepen func(n, depth int) []byte
+	// unsignedID names the header carrying a delivery id that the
+	// signature does not cover ("" when there is none).
+	unsignedID string
+	// resend says what an exact resend of a delivery is.
+	resend resendRule
 }
+
+// resendRule is what the edge can tell about an exact resend of a
+// delivery: the same body and the same headers.
+type resendRule int
+
+const (
+	// resendRetry: a retry, recognised by the delivery's identity while
+	// dedupe_window lasts, and written again with dedupe_window off.
+	resendRetry resendRule = iota
+	// resendRepeat: the scheme has neither a delivery identity nor a
+	// signed time, so a resend cannot be told from a real repeat of the
+	// same change (a price going 10, 12, 10) and is written again.
+	resendRepeat
+	// resendReplay: the signature binds a time, so a resend is recognised
+	// for as long as that signature stays acceptable, even with
+	// dedupe_window off, whatever unsigned delivery id it carries.
+	resendReplay
+)
 
 type tamper struct {
 	name   string
@@ -65,6 +109,18 @@ type invalidBody struct {
 }
 
 func (c *conformance) defaults() {
+	if c.seal == nil {
+		c.seal = func(secret string, payload []byte) ([]byte, http.Header) { return payload, c.sign(secret, payload) }
+	}
+	if c.alter == nil {
+		c.alter = func(body []byte) []byte { return append(bytes.Clone(body[:len(body)-1]), ' ', body[len(body)-1]) }
+	}
+	if c.keyPrefix == "" {
+		c.keyPrefix = c.source.Namespace + ":"
+	}
+	if c.deepen == nil {
+		c.deepen = func(n, depth int) []byte { return withField(c.valid(n), "deep", nested(depth)) }
+	}
 	if c.okStatus == 0 {
 		c.okStatus = http.StatusAccepted
 	}
@@ -79,6 +135,18 @@ func (c *conformance) defaults() {
 			}
 		}
 	}
+}
+
+// nested is a JSON value nesting depth levels deep: [[[...]]].
+func nested(depth int) string { return strings.Repeat("[", depth) + strings.Repeat("]", depth) }
+
+// withField returns the JSON object body with "key": raw added at its end.
+func withField(body []byte, key, raw string) []byte {
+	i := bytes.LastIndexByte(body, '}')
+	out := append([]byte{}, body[:i]...)
+	out = append(out, fmt.Sprintf(`,%q:`, key)...)
+	out = append(out, raw...)
+	return append(out, body[i:]...)
 }
 
 // errorText returns the refusal's error text, whatever its body shape.
@@ -109,27 +177,8 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	limit := f.src.MaxBody
 	n := 0
 	next := func() (int, []byte) { n++; return n, c.valid(n) }
-	written := func() []string {
-		var keys []string
-		for _, topic := range []string{testTopic, testEventsTopic} {
-			for _, r := range f.recordsOf(topic) {
-				keys = append(keys, string(r.Key))
-			}
-		}
-		return keys
-	}
 	expect := []string{}
-	check := func(t *testing.T, what string) {
-		t.Helper()
-		got := written()
-		a, b := slices.Clone(got), slices.Clone(expect)
-		slices.Sort(a)
-		slices.Sort(b)
-		if !slices.Equal(a, b) {
-			t.Fatalf("%s: Kafka holds %v, want %v", what, got, expect)
-		}
-	}
-	do := func(t *testing.T, body io.Reader, length int64, h http.Header) (int, map[string]any, http.Header) {
+	do := func(t *testing.T, f *fixture, body io.Reader, length int64, h http.Header) (int, map[string]any, http.Header) {
 		t.Helper()
 		m := map[string]string{}
 		for k := range h {
@@ -139,7 +188,12 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	}
 	send := func(t *testing.T, body []byte, h http.Header) (int, map[string]any, http.Header) {
 		t.Helper()
-		return do(t, bytes.NewReader(body), int64(len(body)), h)
+		return do(t, f, bytes.NewReader(body), int64(len(body)), h)
+	}
+	deliver := func(t *testing.T, secret string, payload []byte) (int, map[string]any, http.Header) {
+		t.Helper()
+		body, h := c.seal(secret, payload)
+		return send(t, body, h)
 	}
 	refused := func(t *testing.T, status, want int, body map[string]any) {
 		t.Helper()
@@ -151,29 +205,34 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 			t.Fatalf("error leaks a secret: %q", msg)
 		}
 	}
+	accepted := func(t *testing.T, status int, body map[string]any) {
+		t.Helper()
+		if status != c.okStatus {
+			t.Fatalf("status %d, want %d (%v)", status, c.okStatus, body)
+		}
+	}
+	check := func(t *testing.T, what string) { t.Helper(); checkKeys(t, f, what, expect) }
 
 	for _, secret := range []string{"s1", "s0"} {
 		t.Run("valid with secret "+secret, func(t *testing.T) {
 			i, body := next()
-			status, resp, _ := send(t, body, c.sign(secret, body))
-			if status != c.okStatus {
-				t.Fatalf("status %d, want %d (%v)", status, c.okStatus, resp)
-			}
+			status, resp, _ := deliver(t, secret, body)
+			accepted(t, status, resp)
 			expect = append(expect, c.wantKeys(i)...)
 			check(t, "after a valid delivery")
 		})
 	}
 	t.Run("wrong secret", func(t *testing.T) {
 		_, body := next()
-		status, resp, _ := send(t, body, c.sign("wrong", body))
+		status, resp, _ := deliver(t, "wrong", body)
 		refused(t, status, http.StatusUnauthorized, resp)
 		check(t, "after a wrong secret")
 	})
 	if c.sigHeader != "" {
 		for _, empty := range []bool{false, true} {
 			t.Run(fmt.Sprintf("signature header missing (empty=%v)", empty), func(t *testing.T) {
-				_, body := next()
-				h := c.sign("s1", body)
+				_, payload := next()
+				body, h := c.seal("s1", payload)
 				h.Del(c.sigHeader)
 				if empty {
 					h[http.CanonicalHeaderKey(c.sigHeader)] = []string{""}
@@ -186,14 +245,12 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	}
 	for _, tc := range c.badSignatures {
 		t.Run("tampered: "+tc.name, func(t *testing.T) {
-			i, body := next()
-			h := c.sign("s1", body)
+			i, payload := next()
+			body, h := c.seal("s1", payload)
 			tc.alter(h)
 			status, resp, _ := send(t, body, h)
 			if tc.status == 0 { // a variant the scheme accepts
-				if status != c.okStatus {
-					t.Fatalf("status %d, want %d (%v)", status, c.okStatus, resp)
-				}
+				accepted(t, status, resp)
 				expect = append(expect, c.wantKeys(i)...)
 			} else {
 				refused(t, status, tc.status, resp)
@@ -202,22 +259,35 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 		})
 	}
 	t.Run("body altered after signing", func(t *testing.T) {
-		_, body := next()
-		h := c.sign("s1", body)
-		altered := append(bytes.Clone(body[:len(body)-1]), ' ', body[len(body)-1])
-		status, resp, _ := send(t, altered, h)
+		_, payload := next()
+		body, h := c.seal("s1", payload)
+		status, resp, _ := send(t, c.alter(body), h)
 		refused(t, status, http.StatusUnauthorized, resp)
 		check(t, "after an altered body")
 	})
+	// sealedTo returns payload n padded so that its sealed body is exactly
+	// size bytes.
+	sealedTo := func(t *testing.T, payload []byte, size int) ([]byte, http.Header) {
+		t.Helper()
+		body, _ := c.seal("s1", payload)
+		pad := size - (len(body) - len(payload))
+		body, h := c.seal("s1", padTo(t, payload, pad))
+		if len(body) != size { // the padding field's own quotes were escaped
+			body, h = c.seal("s1", padTo(t, payload, pad-(len(body)-size)))
+		}
+		return body, h
+	}
 	for _, chunked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("limit+1 bytes (chunked=%v)", chunked), func(t *testing.T) {
-			_, body := next()
-			big := padTo(t, body, int(limit)+1)
-			h := c.sign("s1", big)
+			_, payload := next()
+			big, h := sealedTo(t, payload, int(limit)+1)
+			if len(big) != int(limit)+1 {
+				t.Fatalf("sealed body is %d bytes, want %d", len(big), limit+1)
+			}
 			var status int
 			var resp map[string]any
 			if chunked {
-				status, resp, _ = do(t, chunkedReader{bytes.NewReader(big)}, -1, h)
+				status, resp, _ = do(t, f, chunkedReader{bytes.NewReader(big)}, -1, h)
 			} else {
 				status, resp, _ = send(t, big, h)
 			}
@@ -228,9 +298,9 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	t.Run("exactly the limit is read", func(t *testing.T) {
 		// A body of exactly the limit is read whole (it may still be
 		// refused by the parser for its padding, never as too large).
-		_, body := next()
-		full := padTo(t, body, int(limit))
-		status, resp, _ := send(t, full, c.sign("s1", full))
+		_, payload := next()
+		full, h := sealedTo(t, payload, int(limit))
+		status, resp, _ := send(t, full, h)
 		if status == http.StatusRequestEntityTooLarge {
 			t.Fatalf("a body of exactly the limit was refused as too large: %v", resp)
 		}
@@ -242,7 +312,7 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	invalid := append([]invalidBody{{name: "invalid JSON", body: []byte(`{"oops":`), errHas: ""}}, c.invalidBodies...)
 	for _, tc := range invalid {
 		t.Run("invalid body: "+tc.name, func(t *testing.T) {
-			status, resp, _ := send(t, tc.body, c.sign("s1", tc.body))
+			status, resp, _ := deliver(t, "s1", tc.body)
 			refused(t, status, http.StatusBadRequest, resp)
 			msg := errorText(resp)
 			if tc.wantErr != nil && !tc.wantErr(msg) || tc.wantErr == nil && !strings.Contains(msg, tc.errHas) {
@@ -251,9 +321,182 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 			check(t, "after an invalid body")
 		})
 	}
+
+	// The classes of attack of issue 10, each against every provider.
+	t.Run("nesting depth", func(t *testing.T) {
+		next()
+		status, resp, _ := deliver(t, "s1", c.deepen(n, 20_000))
+		refused(t, status, http.StatusBadRequest, resp)
+		if msg := errorText(resp); !strings.Contains(msg, "deeper than 64") {
+			t.Fatalf("error %q does not say how deep a body may nest", msg)
+		}
+		check(t, "after a body nested 20,000 deep")
+		i, _ := next()
+		status, resp, _ = deliver(t, "s1", c.deepen(i, jsondepth.Default-1))
+		accepted(t, status, resp)
+		expect = append(expect, c.wantKeys(i)...)
+		check(t, "after a body nested to the limit")
+	})
+	t.Run("invalid Unicode and control characters in ids", func(t *testing.T) {
+		for _, id := range []string{`"p\ud800"`, `"p\udbff"`, `"p\udc00x"`, `"p\u0000"`, `"p\n"`, "\"p\u007f\"", `"p\u0085"`} {
+			status, resp, _ := deliver(t, "s1", c.withID(id))
+			refused(t, status, http.StatusBadRequest, resp)
+			check(t, "after the id "+id)
+		}
+		status, resp, _ := deliver(t, "s1", c.withID(`"\ud83d\ude00 \u00e9"`))
+		accepted(t, status, resp)
+		expect = append(expect, c.keyPrefix+"\U0001F600 \u00e9")
+		check(t, "after an id with a surrogate pair")
+	})
+	t.Run("an exact resend", func(t *testing.T) {
+		i, payload := next()
+		body, h := c.seal("s1", payload)
+		for range 2 {
+			status, resp, _ := send(t, body, h)
+			accepted(t, status, resp)
+		}
+		expect = append(expect, c.wantKeys(i)...)
+		if c.resend == resendRepeat {
+			expect = append(expect, c.wantKeys(i)...)
+		}
+		check(t, "after a delivery and its exact resend")
+		if c.unsignedID != "" {
+			h = h.Clone()
+			h.Set(c.unsignedID, h.Get(c.unsignedID)+"-next")
+			status, resp, _ := send(t, body, h)
+			accepted(t, status, resp)
+			if c.resend != resendReplay {
+				expect = append(expect, c.wantKeys(i)...)
+			}
+			check(t, "after a resend under a new unsigned delivery id")
+		}
+	})
+	if c.unsignedID != "" {
+		t.Run("dedupe on unsigned data", func(t *testing.T) {
+			// A delivery id the signature does not cover, put on another
+			// body, never makes the edge drop that body.
+			i, first := next()
+			b1, h1 := c.seal("s1", first)
+			j, second := next()
+			b2, h2 := c.seal("s1", second)
+			h2.Set(c.unsignedID, h1.Get(c.unsignedID))
+			status, resp, _ := send(t, b1, h1)
+			accepted(t, status, resp)
+			status, resp, _ = send(t, b2, h2)
+			accepted(t, status, resp)
+			expect = append(expect, c.wantKeys(i)...)
+			expect = append(expect, c.wantKeys(j)...)
+			check(t, "after two bodies under one unsigned delivery id")
+		})
+	}
+	t.Run("resend with dedupe_window off", func(t *testing.T) {
+		src := c.source
+		src.DedupeWindow = -1
+		off := startEdge(t, []config.Source{src}, deps, time.Second)
+		i, payload := next()
+		body, h := c.seal("s1", payload)
+		for range 2 {
+			status, resp, _ := do(t, off, bytes.NewReader(body), int64(len(body)), h)
+			accepted(t, status, resp)
+		}
+		want := c.wantKeys(i)
+		if c.resend != resendReplay {
+			want = append(want, c.wantKeys(i)...)
+		}
+		checkKeys(t, off, "after a delivery and its exact resend", want)
+	})
+	t.Run("forgeries do not spend the rate limit", func(t *testing.T) {
+		src := c.source
+		src.RateLimit = config.RateLimit{PerSecond: 0.001, Burst: 1}
+		limited := startEdge(t, []config.Source{src}, deps, time.Second)
+		for range 5 {
+			_, payload := next()
+			body, h := c.seal("wrong", payload)
+			status, resp, _ := do(t, limited, bytes.NewReader(body), int64(len(body)), h)
+			refused(t, status, http.StatusUnauthorized, resp)
+		}
+		i, payload := next()
+		body, h := c.seal("s1", payload)
+		status, resp, _ := do(t, limited, bytes.NewReader(body), int64(len(body)), h)
+		accepted(t, status, resp)
+		_, payload = next()
+		body, h = c.seal("s1", payload)
+		status, resp, hdr := do(t, limited, bytes.NewReader(body), int64(len(body)), h)
+		refused(t, status, http.StatusTooManyRequests, resp)
+		if hdr.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+		checkKeys(t, limited, "after forgeries and two real deliveries", c.wantKeys(i))
+	})
+	t.Run("forgeries spend their own address's refusal budget", func(t *testing.T) {
+		budgeted := startEdge(t, []config.Source{c.source}, deps, time.Second, WithRefusalBudget(0.001, 3))
+		for range 3 {
+			_, payload := next()
+			body, h := c.seal("wrong", payload)
+			status, resp, _ := do(t, budgeted, bytes.NewReader(body), int64(len(body)), h)
+			refused(t, status, http.StatusUnauthorized, resp)
+		}
+		_, payload := next()
+		body, h := c.seal("s1", payload)
+		status, resp, _ := do(t, budgeted, bytes.NewReader(body), int64(len(body)), h)
+		refused(t, status, http.StatusTooManyRequests, resp)
+		if !strings.Contains(errorText(resp), "too many refused requests") {
+			t.Fatalf("429 %v does not say why", resp)
+		}
+		checkKeys(t, budgeted, "after an address spent its refusal budget", nil)
+	})
+	t.Run("slow bodies do not delay a valid delivery", func(t *testing.T) {
+		const slow = 40
+		lc := ListenerConfig{ReadHeaderTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: guard,
+			IdleTimeout: guard, MaxHeaderBytes: 64 << 10, MaxConnections: 1024}
+		edge := startEdgeOn(t, lc, []config.Source{c.source}, deps, time.Second)
+		addr := strings.TrimPrefix(edge.url, "http://")
+		answers := make(chan int, slow)
+		for range slow {
+			_, payload := next()
+			body, h := c.seal("s1", payload)
+			conn := dial(t, addr)
+			var head strings.Builder
+			fmt.Fprintf(&head, "POST %s HTTP/1.1\r\nHost: edge\r\nContent-Length: %d\r\n", c.path, len(body))
+			for k := range h {
+				fmt.Fprintf(&head, "%s: %s\r\n", k, h.Get(k))
+			}
+			if _, err := fmt.Fprintf(conn, "%s\r\n%c", head.String(), body[0]); err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			go trickle(conn, body[1:], 100*time.Millisecond, stop)
+			go func() {
+				defer close(stop)
+				_ = conn.SetReadDeadline(time.Now().Add(guard))
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					answers <- 0
+					return
+				}
+				_ = resp.Body.Close()
+				answers <- resp.StatusCode
+			}()
+		}
+		await(t, edge.events.active, slow, "slow requests read")
+		i, payload := next()
+		body, h := c.seal("s1", payload)
+		status, resp, _ := do(t, edge, bytes.NewReader(body), int64(len(body)), h)
+		accepted(t, status, resp)
+		if n := len(edge.events.closed); n != 0 {
+			t.Fatalf("%d slow connections ended before the valid delivery was answered", n)
+		}
+		await(t, edge.events.closed, slow, "slow connections closed by the read timeout")
+		for range slow {
+			if status := <-answers; status >= 200 && status < 300 {
+				t.Fatalf("a body sent slower than the read timeout was answered %d", status)
+			}
+		}
+		checkKeys(t, edge, "after slow bodies and a valid delivery", c.wantKeys(i))
+	})
 	t.Run("Kafka unreachable, then back", func(t *testing.T) {
-		i, body := next()
-		h := c.sign("s1", body)
+		i, payload := next()
+		body, h := c.seal("s1", payload)
 		kafkaBack := f.breakProduce()
 		status, resp, hdr := send(t, body, h)
 		refused(t, status, http.StatusServiceUnavailable, resp)
@@ -271,13 +514,38 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 		}
 		// The delivery is written; a batch in flight during the outage may
 		// have landed too, so each key is there at least once.
-		got := written()
+		got := writtenKeys(t, f)
 		for _, k := range c.wantKeys(i) {
 			if !slices.Contains(got, k) {
 				t.Fatalf("key %s of the retried delivery is not in Kafka: %v", k, got)
 			}
 		}
 	})
+}
+
+// writtenKeys lists the record keys on the changes and events topics.
+func writtenKeys(t *testing.T, f *fixture) []string {
+	t.Helper()
+	var keys []string
+	for _, topic := range []string{testTopic, testEventsTopic} {
+		for _, r := range f.recordsOf(topic) {
+			keys = append(keys, string(r.Key))
+		}
+	}
+	return keys
+}
+
+// checkKeys fails t unless f's topics hold exactly the keys want, in any
+// order.
+func checkKeys(t *testing.T, f *fixture, what string, want []string) {
+	t.Helper()
+	got := writtenKeys(t, f)
+	a, b := slices.Clone(got), slices.Clone(want)
+	slices.Sort(a)
+	slices.Sort(b)
+	if !slices.Equal(a, b) {
+		t.Fatalf("%s: Kafka holds %v, want %v", what, got, want)
+	}
 }
 
 // chunkedReader hides a body's length so the request is sent chunked.

@@ -70,12 +70,12 @@ func (datasembly) Verify(_ context.Context, src *Source, req *Request) error {
 
 // DeliveryID is the body's hash: listings carry their collection time, so
 // an identical body is a retry of the same submission.
-func (datasembly) DeliveryID(src *Source, req *Request) (string, bool) {
-	return bodyEventID(src.Name, req.Body), true
+func (datasembly) DeliveryID(src *Source, req *Request) Identity {
+	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
 }
 
 func (datasembly) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body)
+	o, err := parseObject(req.Body, src.maxJSONDepth())
 	if err != nil {
 		return Batch{}, err
 	}
@@ -138,6 +138,9 @@ func datasemblyListing(raw json.RawMessage, at string) (schemas.Change, error) {
 		var s string
 		if err := json.Unmarshal(l[key], &s); err != nil {
 			return schemas.Change{}, fieldInvalid(key, at, "must be a string")
+		}
+		if err := checkID(l[key], s); err != nil {
+			return schemas.Change{}, fieldInvalid(key, at, err.Error())
 		}
 		if len(s) > maxIDLen {
 			return schemas.Change{}, fieldInvalid(key, at, fmt.Sprintf("longer than %d bytes", maxIDLen))
@@ -285,16 +288,25 @@ func needNumber(o object, key, at string) (float64, error) {
 	return 0, fieldInvalid(key, at, "must be a number")
 }
 
-// idText returns raw as an id: a string, trimmed, of 1 to maxIDLen bytes,
-// or with integers an integer written as sent. ok is false otherwise.
-func idText(raw json.RawMessage, integers bool) (string, bool) {
+// idText returns raw, the field name (at locates it), as an id: a string
+// fit for a record key (see checkID), trimmed, of 1 to maxIDLen bytes, or
+// with integers an integer written as sent. Errors are fieldInvalid.
+func idText(name, at string, raw json.RawMessage, integers bool) (string, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
+		if err := checkID(raw, s); err != nil {
+			return "", fieldInvalid(name, at, err.Error())
+		}
 		s = strings.TrimSpace(s)
 	} else if _, err := strconv.ParseInt(string(bytes.TrimSpace(raw)), 10, 64); integers && err == nil {
 		s = string(bytes.TrimSpace(raw))
-	} else {
-		return "", false
 	}
-	return s, s != "" && len(s) <= maxIDLen
+	if s == "" || len(s) > maxIDLen { // also: neither a string nor an integer
+		what := "string"
+		if integers {
+			what = "string or an integer"
+		}
+		return "", fieldInvalid(name, at, fmt.Sprintf("must be a non-empty %s of at most %d bytes", what, maxIDLen))
+	}
+	return s, nil
 }

@@ -46,6 +46,7 @@ type genericHMAC struct{}
 var (
 	_ Preparer           = genericHMAC{}
 	_ DeliveryIdentifier = genericHMAC{}
+	_ ReplayGuard        = genericHMAC{}
 )
 
 const (
@@ -211,10 +212,11 @@ func (genericHMAC) Normalize(_ context.Context, src *Source, req *Request) (Batc
 }
 
 // DeliveryID is the hmac.event_id_header value, when the source names one
-// and the delivery carries it. Without it an identical body may be a real
-// repeat, so nothing is deduplicated.
-func (genericHMAC) DeliveryID(src *Source, req *Request) (string, bool) {
-	return src.extra.(*hmacSource).deliveryID(req.Header)
+// and the delivery carries it. The signature does not cover it. Without it
+// an identical body may be a real repeat, so nothing is deduplicated.
+func (genericHMAC) DeliveryID(src *Source, req *Request) Identity {
+	id, _ := src.extra.(*hmacSource).deliveryID(req.Header)
+	return Identity{ID: id}
 }
 
 func (c *hmacSource) deliveryID(h http.Header) (string, bool) {
@@ -223,6 +225,28 @@ func (c *hmacSource) deliveryID(h http.Header) (string, bool) {
 	}
 	id := h.Get(c.idHeader)
 	return id, id != ""
+}
+
+// ReplayWindow is twice the tolerance when a timestamp is signed: a
+// delivery accepted now may carry a time up to one tolerance ahead, and
+// stays acceptable until one tolerance after that.
+func (genericHMAC) ReplayWindow(src *Source) time.Duration {
+	if c := src.extra.(*hmacSource); c.tsHeader != "" {
+		return 2 * c.tolerance
+	}
+	return 0
+}
+
+// ReplayKey is the hash of the signed bytes (timestamp and body), when a
+// timestamp is signed.
+func (genericHMAC) ReplayKey(src *Source, req *Request) string {
+	c := src.extra.(*hmacSource)
+	if c.tsHeader == "" {
+		return ""
+	}
+	h := sha256.New()
+	c.signed.write(h, req.Header.Get(c.tsHeader), req.Body)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Sign signs body with the source's first secret; a signed timestamp is
@@ -403,7 +427,7 @@ func compilePayload(p *config.Payload) (*payloadMapping, error) {
 // read by their common names from the object holding the id (the top
 // level for "/id"), the time from there or else from the top level.
 func (m *payloadMapping) change(src *Source, req *Request, provider, eventID string) (schemas.Change, error) {
-	top, err := parseObject(req.Body)
+	top, err := parseObject(req.Body, src.maxJSONDepth())
 	if err != nil {
 		return schemas.Change{}, err
 	}
@@ -508,11 +532,15 @@ func (m *payloadMapping) eventType(req *Request) (string, error) {
 	return typ, nil
 }
 
-// checkHeaderValue refuses a header value that cannot travel in a record:
-// over maxIDLen bytes or not UTF-8.
+// checkHeaderValue refuses a header value that cannot travel in a record
+// as an id or an event type: over maxIDLen bytes, not UTF-8, or holding a
+// control character (checkID).
 func checkHeaderValue(header, v string) error {
 	if len(v) > maxIDLen || !utf8.ValidString(v) {
 		return fmt.Errorf("%w: %s must be UTF-8 of at most %d bytes", ErrInvalidPayload, header, maxIDLen)
+	}
+	if err := checkID(nil, v); err != nil {
+		return fmt.Errorf("%w: %s %w", ErrInvalidPayload, header, err)
 	}
 	return nil
 }

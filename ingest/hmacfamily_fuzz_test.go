@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/productstream/productstream/config"
@@ -75,7 +76,8 @@ func checkVerifyOutcome(t *testing.T, err error, body []byte, accepted func(mac 
 }
 
 // checkBatch asserts what any successful Normalize returns: records, each
-// with a key, an event id and raw JSON that is valid UTF-8.
+// with a key free of control characters, an event id and raw JSON that is
+// valid UTF-8.
 func checkBatch(t *testing.T, b Batch, err error) {
 	t.Helper()
 	if err != nil {
@@ -91,7 +93,8 @@ func checkBatch(t *testing.T, b Batch, err error) {
 		t.Fatal("accepted with no records")
 	}
 	for _, c := range b.Changes {
-		if c.ProductID == "" || c.ProductID != strings.TrimSpace(c.ProductID) || len(c.ProductID) > maxIDLen || c.Key() == "ns:" {
+		if c.ProductID == "" || c.ProductID != strings.TrimSpace(c.ProductID) || len(c.ProductID) > maxIDLen || c.Key() == "ns:" ||
+			strings.ContainsFunc(c.ProductID, unicode.IsControl) {
 			t.Fatalf("bad product id %q", c.ProductID)
 		}
 		if c.EventID == "" || c.Resource == "" || c.EventType == "" || !utf8.ValidString(c.Raw) || !json.Valid([]byte(c.Raw)) {
@@ -99,7 +102,7 @@ func checkBatch(t *testing.T, b Batch, err error) {
 		}
 	}
 	for _, e := range b.Events {
-		if e.Subject == "" || len(e.Subject) > maxIDLen || e.EventID == "" || e.EventType == "" || !utf8.ValidString(e.Raw) || !json.Valid([]byte(e.Raw)) {
+		if e.Subject == "" || len(e.Subject) > maxIDLen || strings.ContainsFunc(e.Subject, unicode.IsControl) || e.EventID == "" || e.EventType == "" || !utf8.ValidString(e.Raw) || !json.Valid([]byte(e.Raw)) {
 			t.Fatalf("bad event %+v", e)
 		}
 	}

@@ -62,12 +62,12 @@ func (iimmpact) Verify(_ context.Context, src *Source, req *Request) error {
 
 // DeliveryID is the body's hash: an event names its resource and the time
 // of the change, so an identical body is a retry.
-func (iimmpact) DeliveryID(src *Source, req *Request) (string, bool) {
-	return bodyEventID(src.Name, req.Body), true
+func (iimmpact) DeliveryID(src *Source, req *Request) Identity {
+	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
 }
 
 func (iimmpact) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body)
+	o, err := parseObject(req.Body, src.maxJSONDepth())
 	if err != nil {
 		return Batch{}, err
 	}
@@ -90,9 +90,9 @@ func (iimmpact) Normalize(_ context.Context, src *Source, req *Request) (Batch, 
 	if isNull(o["id"]) {
 		return Batch{}, fieldMissing("id", "")
 	}
-	id, ok := idText(o["id"], false)
-	if !ok {
-		return Batch{}, fieldInvalid("id", "", fmt.Sprintf("must be a non-empty string of at most %d bytes", maxIDLen))
+	id, err := idText("id", "", o["id"], false)
+	if err != nil {
+		return Batch{}, err
 	}
 	ts, err := needTime(o, "timestamp", "")
 	if err != nil {

@@ -66,7 +66,7 @@ func (lisa) Verify(_ context.Context, src *Source, req *Request) error {
 
 func (lisa) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
 	body, received := req.Body, req.Received
-	o, err := parseObject(body)
+	o, err := parseObject(body, src.maxJSONDepth())
 	if err != nil {
 		return Batch{}, err
 	}

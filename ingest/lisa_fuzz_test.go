@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/productstream/productstream/config"
@@ -47,7 +48,7 @@ func FuzzLiSAVerify(f *testing.F) {
 }
 
 // Normalize either refuses with ErrInvalidPayload or returns one change
-// with a usable key and the body as valid UTF-8.
+// with a usable key (no control characters) and the body as valid UTF-8.
 func FuzzLiSANormalize(f *testing.F) {
 	f.Add([]byte(`{"productId":"123","price":19.99,"title":"x","updatedAt":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"productId":7}`))
@@ -66,7 +67,8 @@ func FuzzLiSANormalize(f *testing.F) {
 			t.Fatalf("%d changes", len(b.Changes))
 		}
 		c := b.Changes[0]
-		if c.ProductID == "" || len(c.ProductID) > maxIDLen || !utf8.ValidString(c.Raw) || c.Raw != string(body) {
+		if c.ProductID == "" || len(c.ProductID) > maxIDLen || strings.ContainsFunc(c.ProductID, unicode.IsControl) ||
+			!utf8.ValidString(c.Raw) || c.Raw != string(body) {
 			t.Fatalf("bad change %+v", c)
 		}
 	})

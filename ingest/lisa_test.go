@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/jsondepth"
 )
 
 func TestLiSAConformance(t *testing.T) {
@@ -16,6 +17,8 @@ func TestLiSAConformance(t *testing.T) {
 		path:      "/plugin-notifications/plugin-42/updates",
 		valid:     func(n int) []byte { return []byte(fmt.Sprintf(`{"productId":"p%d","price":19.99}`, n)) },
 		sign:      hexSigner("X-Hmac-Signature", "", http.Header{"Authorization": {"ApiKey k1"}}),
+		withID:    func(id string) []byte { return []byte(`{"productId":` + id + `}`) },
+		resend:    resendRepeat,
 		wantKeys:  func(n int) []string { return []string{fmt.Sprintf("shop-eu:p%d", n)} },
 		sigHeader: "X-Hmac-Signature",
 		badSignatures: append(hexTampering("X-Hmac-Signature", ""),
@@ -54,11 +57,11 @@ func TestLiSADocumentationVector(t *testing.T) {
 // FuzzAICommerceNormalize in the shared parser).
 func TestParseObjectRefusesStrayClosers(t *testing.T) {
 	for _, body := range []string{`{"productId":"1"}}`, `{"productId":"1"}]`, `{"productId":"1"} {}`} {
-		if _, err := parseObject([]byte(body)); err == nil {
+		if _, err := parseObject([]byte(body), jsondepth.Default); err == nil {
 			t.Errorf("%s accepted", body)
 		}
 	}
-	if _, err := parseObject([]byte(" {\"productId\":\"1\"}\n")); err != nil {
+	if _, err := parseObject([]byte(" {\"productId\":\"1\"}\n"), jsondepth.Default); err != nil {
 		t.Errorf("surrounding whitespace refused: %v", err)
 	}
 }

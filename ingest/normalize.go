@@ -5,13 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // maxIDLen bounds a product id: it becomes part of a Kafka key.
@@ -20,13 +25,19 @@ const maxIDLen = 512
 // object is a parsed JSON object whose values stay raw until asked for.
 type object map[string]json.RawMessage
 
-// parseObject parses body as one JSON object. It refuses invalid UTF-8, so
-// the raw body can travel as an Avro string. The values are slices of body
-// (gjson validates and splits without copying or decoding); a repeated key
-// keeps its last value, as encoding/json does.
-func parseObject(body []byte) (object, error) {
+// parseObject parses body as one JSON object, the one payload check every
+// provider's Normalize makes. It refuses invalid UTF-8, so the raw body can
+// travel as an Avro string, and nesting deeper than maxDepth levels, which
+// the parsers of consumers and sinks refuse; both are linear scans made
+// before parsing. The values are slices of body (gjson validates and splits
+// without copying or decoding); a repeated key keeps its last value, as
+// encoding/json does.
+func parseObject(body []byte, maxDepth int) (object, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not valid UTF-8", ErrInvalidPayload)
+	}
+	if jsondepth.Exceeds(body, maxDepth) {
+		return nil, fmt.Errorf("%w: body nests deeper than %d levels", ErrInvalidPayload, maxDepth)
 	}
 	if !gjson.ValidBytes(body) {
 		return nil, explainInvalid(body)
@@ -66,25 +77,106 @@ func plainString(raw json.RawMessage) (string, bool) {
 
 // id returns the value of key as an id: a non-empty string, or an integer
 // number written as it was sent.
-func (o object) id(key string) (string, error) {
-	raw, ok := o[key]
-	if !ok || bytes.Equal(raw, []byte("null")) {
-		return "", fmt.Errorf("%w: missing field %s", ErrInvalidPayload, key)
+func (o object) id(key string) (string, error) { return idField(key, o[key]) }
+
+// idField returns raw, the value of the field called name in errors, as an
+// id: a non-empty string fit for a record key (see checkID), trimmed, or an
+// integer number written as it was sent. A nil raw is an absent field.
+func idField(name string, raw json.RawMessage) (string, error) {
+	if raw == nil || bytes.Equal(raw, []byte("null")) {
+		return "", fmt.Errorf("%w: missing field %s", ErrInvalidPayload, name)
 	}
 	s, plain := plainString(raw)
-	if plain {
-		s = strings.TrimSpace(s)
-	} else if err := json.Unmarshal(raw, &s); err == nil {
-		s = strings.TrimSpace(s)
-	} else if _, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+	if !plain && json.Unmarshal(raw, &s) != nil {
+		if _, err := strconv.ParseInt(string(raw), 10, 64); err != nil {
+			return "", fmt.Errorf("%w: field %s must be a string or an integer", ErrInvalidPayload, name)
+		}
 		s = string(raw)
-	} else {
-		return "", fmt.Errorf("%w: field %s must be a string or an integer", ErrInvalidPayload, key)
 	}
-	if s == "" || len(s) > maxIDLen {
-		return "", fmt.Errorf("%w: field %s must hold 1 to %d bytes", ErrInvalidPayload, key, maxIDLen)
+	if err := checkID(raw, s); err != nil {
+		return "", fmt.Errorf("%w: field %s %w", ErrInvalidPayload, name, err)
+	}
+	if s = strings.TrimSpace(s); s == "" || len(s) > maxIDLen {
+		return "", fmt.Errorf("%w: field %s must hold 1 to %d bytes", ErrInvalidPayload, name, maxIDLen)
 	}
 	return s, nil
+}
+
+// Why checkID refuses an id; callers wrap them with ErrInvalidPayload and
+// the field's name ("field productId holds a control character").
+var (
+	errLoneSurrogate = errors.New("holds an unpaired UTF-16 surrogate escape")
+	errControlChar   = errors.New("holds a control character")
+)
+
+// checkID refuses an id that readers of raw would not all see as the same
+// key, and one that would carry control characters into a record key as
+// they are. raw is the JSON text id was decoded from (nil for a value
+// that never was JSON, such as a header); id is its text after unescaping.
+// Refused, whatever the provider:
+//   - an escaped lone surrogate in raw: \ud800-\udbff not followed by an
+//     escaped \udc00-\udfff, or such a low half alone. encoding/json
+//     turns every one into U+FFFD, so "p\ud800" and "p\udbff" would be
+//     one key, while other parsers read two different ids from raw;
+//   - a control character in id (unicode.IsControl: C0, DEL and C1), such
+//     as NUL or a line break.
+//
+// A U+FFFD the sender wrote, escaped or not, is valid Unicode and stays.
+// The scan is linear and allocates nothing.
+func checkID(raw json.RawMessage, id string) error {
+	if strings.ContainsFunc(id, unicode.IsControl) {
+		return errControlChar
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped byte
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(raw[i+1:])
+		if !ok {
+			continue // not JSON; the decoder has refused it already
+		}
+		i += 4
+		if !utf16.IsSurrogate(r) {
+			continue
+		}
+		if r >= 0xdc00 {
+			return errLoneSurrogate // a low half with no high half before it
+		}
+		if len(raw) > i+2 && raw[i+1] == '\\' && raw[i+2] == 'u' {
+			if lo, ok := hex4(raw[i+3:]); ok && lo >= 0xdc00 && lo <= 0xdfff {
+				i += 6
+				continue
+			}
+		}
+		return errLoneSurrogate
+	}
+	return nil
+}
+
+// hex4 decodes the four hex digits b starts with, as a \u escape holds.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // text returns the first of keys that holds a string (nil if none does).
@@ -152,6 +244,16 @@ func (o object) time(keys ...string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// maxJSONDepth is how deeply the payloads of src may nest: its
+// max_json_depth, else (a source built without the configuration's
+// defaults) jsondepth.Default.
+func (src *Source) maxJSONDepth() int {
+	if src.MaxJSONDepth > 0 {
+		return src.MaxJSONDepth
+	}
+	return jsondepth.Default
 }
 
 // bodyEventID is the event id of a delivery that carries none of its own:

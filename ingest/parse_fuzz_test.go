@@ -4,27 +4,38 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // parseObject (gjson) accepts exactly the bodies encoding/json reads as one
-// JSON object with nothing after it, and yields the same members.
+// JSON object with nothing after it and nesting at most jsondepth.Default
+// levels, and yields the same members.
 func FuzzParseObjectMatchesEncodingJSON(f *testing.F) {
 	for _, seed := range []string{
 		`{"productId":"1","price":19.99}`, `{"a":1} }`, `{"a":1}]`, `[1]`, `null`, `{"a":"\u00e9\n","a":2}`,
 		`{"a":{"b":[1,2,{"c":null}]},"d":true}`, ` {"x" : "y" } `, `{"a":1,}`, `{'a':1}`, `{"a":01}`, `{"a":"\x"}`, ``,
+		`{"a":` + strings.Repeat("[", 63) + strings.Repeat("]", 63) + `}`, `{"a":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`,
+		`{"a":"` + strings.Repeat("[", 70) + `"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, err := parseObject(body)
+		got, err := parseObject(body, jsondepth.Default)
 		var want map[string]json.RawMessage
 		dec := json.NewDecoder(bytes.NewReader(body))
 		wantOK := utf8.Valid(body) && dec.Decode(&want) == nil && want != nil
 		if wantOK {
 			_, tokErr := dec.Token()
 			wantOK = tokErr == io.EOF
+		}
+		if wantOK {
+			var whole any
+			json.Unmarshal(body, &whole)
+			wantOK = refDepth(whole) <= jsondepth.Default
 		}
 		if (err == nil) != wantOK {
 			t.Fatalf("%q: parseObject error %v, encoding/json accepts %v", body, err, wantOK)

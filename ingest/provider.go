@@ -71,11 +71,38 @@ type Responder interface {
 
 // DeliveryIdentifier is implemented by providers whose deliveries can be
 // recognised when retried: a sender's delivery id (SNS MessageId,
-// webhook-id) or a body that names its own event and time. ok is false
-// when this delivery has no such identity; it is then never deduplicated,
-// since an identical body can be a real, repeated change.
+// webhook-id) or a body that names its own event and time. A zero Identity
+// says this delivery has none; it is then never deduplicated, since an
+// identical body can be a real, repeated change.
 type DeliveryIdentifier interface {
-	DeliveryID(src *Source, req *Request) (id string, ok bool)
+	DeliveryID(src *Source, req *Request) Identity
+}
+
+// Identity is what recognises a delivery when it is sent again.
+type Identity struct {
+	// ID is the delivery's id; "" when it has none.
+	ID string
+	// Signed says the signature covers ID. An id it does not cover (a
+	// delivery-id header beside a signature over the body) could be put
+	// on a forged replay of another body, so the edge then recognises a
+	// retry by the id and a hash of the body together: a body it has not
+	// seen under that id is never dropped.
+	Signed bool
+}
+
+// ReplayGuard is implemented by providers whose signatures bind a time (a
+// signed timestamp with a tolerance, SNS's Timestamp with a maximum age).
+// Such a delivery stays acceptable for a while after it was signed, so the
+// edge remembers each accepted one for that long and answers an exact
+// replay without writing it again, whatever delivery id it carries.
+type ReplayGuard interface {
+	// ReplayWindow is how long a delivery to src stays acceptable after
+	// it was signed, at most; 0 when src's signatures bind no time.
+	ReplayWindow(src *Source) time.Duration
+	// ReplayKey identifies the signed bytes of a verified delivery: two
+	// deliveries share a key only if their signatures vouch for the same
+	// bytes. "" says this delivery binds no time.
+	ReplayKey(src *Source, req *Request) string
 }
 
 // Deps are the outside resources providers may use.

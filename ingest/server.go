@@ -8,13 +8,16 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -37,6 +40,9 @@ type Server struct {
 	byProvider map[string]map[string]*Source // provider -> id -> source
 	limits     map[string]*rate.Limiter      // source name -> limiter
 	seen       map[string]*expirable.LRU[string, int]
+	replays    map[string]*expirable.LRU[string, int]
+	refusals   *refusalBudget // nil: refusals are not charged to clients
+	proxies    []netip.Prefix
 	out        Output
 	log        *slog.Logger
 	timeout    time.Duration
@@ -68,6 +74,27 @@ func WithRetryAfter(seconds int) Option {
 	return func(s *Server) { s.retryAfter = strconv.Itoa(seconds) }
 }
 
+// WithRefusalBudget charges every request refused before its signature is
+// verified to the client's address (IPv6: its /64): past burst such
+// refusals, refilled at perSecond, the address is answered 429 before its
+// body is read. Verified deliveries are never charged, and forgeries
+// never spend a source's rate_limit, which is charged only after
+// verification. Default: no budget.
+func WithRefusalBudget(perSecond float64, burst int) Option {
+	return func(s *Server) {
+		if perSecond > 0 {
+			s.refusals = newRefusalBudget(perSecond, burst)
+		}
+	}
+}
+
+// WithTrustedProxies names the proxies whose X-Forwarded-For (or
+// X-Real-IP) says who the client is, for the refusal budget. Default:
+// none; the client is the connection's peer.
+func WithTrustedProxies(prefixes []netip.Prefix) Option {
+	return func(s *Server) { s.proxies = prefixes }
+}
+
 // withClock replaces the clock, for tests.
 func withClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
@@ -81,6 +108,7 @@ func New(sources []*Source, out Output, opts ...Option) *Server {
 		byProvider: map[string]map[string]*Source{},
 		limits:     map[string]*rate.Limiter{},
 		seen:       map[string]*expirable.LRU[string, int]{},
+		replays:    map[string]*expirable.LRU[string, int]{},
 		out:        out,
 		log:        slog.Default(),
 		timeout:    10 * time.Second,
@@ -103,6 +131,13 @@ func New(sources []*Source, out Output, opts ...Option) *Server {
 		if _, ok := src.Provider.(DeliveryIdentifier); ok && src.DedupeWindow > 0 {
 			s.seen[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, src.DedupeWindow)
 		}
+		// Replay memory is not a convenience like dedupe_window: it is on
+		// for every source whose signatures bind a time.
+		if g, ok := src.Provider.(ReplayGuard); ok {
+			if window := g.ReplayWindow(src); window > 0 {
+				s.replays[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, window)
+			}
+		}
 	}
 	s.engine = s.routes()
 	return s
@@ -114,6 +149,13 @@ func (s *Server) Handler() http.Handler { return s.engine }
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	proxies := make([]string, len(s.proxies))
+	for i, p := range s.proxies {
+		proxies[i] = p.String()
+	}
+	if err := r.SetTrustedProxies(proxies); err != nil {
+		panic("ingest: a netip.Prefix gin cannot parse: " + err.Error())
+	}
 	r.HandleMethodNotAllowed = true
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, func(c *gin.Context, rec any) {
 		s.log.Error("handler panic", "path", c.FullPath(), "panic", fmt.Sprint(rec))
@@ -141,11 +183,23 @@ func (s *Server) routes() *gin.Engine {
 	return r
 }
 
-// serve is the whole request pipeline: limits -> raw bytes -> verify ->
-// dedupe -> normalize -> produce. src is nil when the route named no
-// configured source.
+// serve is the whole request pipeline: refusal budget -> raw bytes ->
+// verify -> rate limit -> replay and dedupe -> normalize -> produce. src is
+// nil when the route named no configured source.
 func (s *Server) serve(c *gin.Context, src *Source) {
-	n, err := s.accept(c.Request, src)
+	client, budgeted := clientPrefix(c.ClientIP())
+	budgeted = budgeted && s.refusals != nil
+	var n int
+	var err error
+	if budgeted && s.refusals.exhausted(client, s.now()) {
+		err = errTooManyRefusals
+	} else {
+		var verified bool
+		n, verified, err = s.accept(c.Request, src)
+		if err != nil && !verified && budgeted {
+			s.refusals.charge(client, s.now())
+		}
+	}
 	status := http.StatusAccepted
 	if err != nil {
 		status = statusOf(err)
@@ -157,6 +211,9 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 			// The rest of an oversized body is not read: close the
 			// connection rather than drain it.
 			c.Header("Connection", "close")
+		}
+		if errors.Is(err, errTooManyRefusals) {
+			c.Header("Connection", "close") // its body was not read either
 		}
 	}
 	if src != nil {
@@ -179,56 +236,83 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 	c.JSON(status, gin.H{"accepted": n})
 }
 
-func (s *Server) accept(req *http.Request, src *Source) (int, error) {
+// errTooManyRefusals is the refusal budget's answer (429).
+var errTooManyRefusals = fmt.Errorf("%w: too many refused requests from this address; fix the credentials or signature and retry later", ErrRateLimited)
+
+// accept reads, verifies and writes one delivery, returning how many
+// records it stands for. verified says the delivery passed authentication
+// (a refusal after that is not the client's to be charged for).
+func (s *Server) accept(req *http.Request, src *Source) (n int, verified bool, err error) {
 	if src == nil {
-		return 0, ErrUnknownSource
-	}
-	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
-		return 0, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
+		return 0, false, ErrUnknownSource
 	}
 	body, err := readBody(req, src.MaxBody)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if err := checkBasicAuth(src, req); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	r := &Request{Header: req.Header, Body: body, Received: s.now().UTC()}
 	if err := src.Provider.Verify(req.Context(), src, r); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	var deliveryID string
-	seen := s.seen[src.Name]
-	if seen != nil {
-		var ok bool
-		if deliveryID, ok = src.Provider.(DeliveryIdentifier).DeliveryID(src, r); ok {
-			if n, dup := seen.Get(deliveryID); dup {
-				s.log.Info("duplicate delivery answered without writing", "source", src.Name, "delivery_id", deliveryID)
-				return n, nil
+	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
+		return 0, true, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
+	}
+	var replayKey, dedupeKey string
+	replays, seen := s.replays[src.Name], s.seen[src.Name]
+	if replays != nil {
+		if replayKey = src.Provider.(ReplayGuard).ReplayKey(src, r); replayKey != "" {
+			if n, dup := replays.Get(replayKey); dup {
+				s.log.Info("replayed delivery answered without writing", "source", src.Name)
+				return n, true, nil
 			}
-		} else {
-			deliveryID = ""
+		}
+	}
+	if seen != nil {
+		id := src.Provider.(DeliveryIdentifier).DeliveryID(src, r)
+		if dedupeKey = id.key(body); dedupeKey != "" {
+			if n, dup := seen.Get(dedupeKey); dup {
+				s.log.Info("duplicate delivery answered without writing", "source", src.Name, "delivery_id", id.ID)
+				return n, true, nil
+			}
 		}
 	}
 	batch, err := src.Provider.Normalize(req.Context(), src, r)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	records, err := s.records(src, batch)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	if len(records) > 0 {
 		ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
 		defer cancel()
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
-			return 0, err
+			return 0, true, err
 		}
 	}
-	if deliveryID != "" {
-		seen.Add(deliveryID, len(records))
+	if replayKey != "" {
+		replays.Add(replayKey, len(records))
 	}
-	return len(records), nil
+	if dedupeKey != "" {
+		seen.Add(dedupeKey, len(records))
+	}
+	return len(records), true, nil
+}
+
+// key is what the dedupe memory remembers the delivery by: its id alone
+// when the signature covers the id, else the id and a hash of the body,
+// so that an id put on another body is never taken for a retry. "" when
+// the delivery has no id.
+func (id Identity) key(body []byte) string {
+	if id.ID == "" || id.Signed {
+		return id.ID
+	}
+	sum := sha256.Sum256(body)
+	return id.ID + "\x00" + hex.EncodeToString(sum[:16])
 }
 
 // records encodes a batch as Kafka records, changes first.

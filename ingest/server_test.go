@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,6 +40,7 @@ type fixture struct {
 	serde   *schemas.Serde
 	client  *kgo.Client
 	src     *Source
+	events  *connEvents // the server's connections
 }
 
 var testSources = []config.Source{{
@@ -55,7 +55,17 @@ func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 
 // startEdge serves sources on a loopback HTTP server, producing to an
 // in-process broker through a real registry, with produceTimeout before 503.
+// The server is the public listener's (Listen), with read limits far above
+// what a test on loopback needs.
 func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
+	t.Helper()
+	lc := ListenerConfig{ReadHeaderTimeout: guard, ReadTimeout: guard, WriteTimeout: guard + produceTimeout,
+		IdleTimeout: guard, MaxHeaderBytes: 64 << 10, MaxConnections: 1024}
+	return startEdgeOn(t, lc, cfgs, deps, produceTimeout, opts...)
+}
+
+// startEdgeOn is startEdge on a listener configured by lc.
+func startEdgeOn(t *testing.T, lc ListenerConfig, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
 	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
 	if err != nil {
@@ -83,9 +93,10 @@ func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout tim
 		t.Fatal(err)
 	}
 	out := Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
-	srv := httptest.NewServer(New(sources, out, append([]Option{WithLogger(log), WithProduceTimeout(produceTimeout)}, opts...)...).Handler())
-	t.Cleanup(srv.Close)
-	return &fixture{t: t, cluster: cluster, url: srv.URL, adm: kadm.NewClient(cl), serde: serde, client: cl, src: sources[0]}
+	edge := New(sources, out, append([]Option{WithLogger(log), WithProduceTimeout(produceTimeout)}, opts...)...)
+	addr, events := serveOn(t, edge.Handler(), lc)
+	return &fixture{t: t, cluster: cluster, url: "http://" + addr, adm: kadm.NewClient(cl), serde: serde, client: cl,
+		src: sources[0], events: events}
 }
 
 // breakProduce makes the broker refuse every produce request, as when Kafka

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rsa"
@@ -29,6 +30,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/jsondepth"
 )
 
 // AWS SNS HTTP(S) delivery, as described in shared/docs/signatures.md
@@ -62,6 +64,21 @@ const (
 	// again after a day so a withdrawn certificate does not live forever.
 	snsCertCacheSize = 64
 	snsCertTTL       = 24 * time.Hour
+	// snsMaxCertFetches bounds the certificate fetches in flight across
+	// the cache: anyone who knows an allowed TopicArn can name a
+	// certificate URL, and each miss is an outbound request.
+	snsMaxCertFetches = 4
+	// snsCertFailTTL is how long a failed fetch is answered from the cache
+	// instead of being made again: one fetch per URL per period however
+	// many requests name it. It is shorter than the 20 s SNS waits between
+	// retries under its default delivery policy, so each retry of a real
+	// message fetches again.
+	snsCertFailTTL = 15 * time.Second
+	// snsCertFailCacheSize bounds the failures kept.
+	snsCertFailCacheSize = 256
+	// snsMaxClockSkew is how far in the future a Timestamp may be: our
+	// clock and AWS's disagree a little.
+	snsMaxClockSkew = 5 * time.Minute
 )
 
 // snsEnvelope is the JSON body of an SNS HTTP(S) delivery. Values are the
@@ -118,11 +135,17 @@ func (e *snsEnvelope) field(k string) *string {
 
 // parseSNSEnvelope parses body as one SNS envelope: a JSON object whose
 // known keys (matched exactly, each at most once) hold strings. Other keys
-// (MessageAttributes, say) are skipped. Errors wrap ErrInvalidPayload.
+// (MessageAttributes, say) are skipped. An envelope nesting deeper than
+// jsondepth.Default is refused before it is parsed: AWS's nests 3 levels,
+// and the message it carries is a string, bounded by its source's
+// max_json_depth when it is parsed. Errors wrap ErrInvalidPayload.
 func parseSNSEnvelope(body []byte) (*snsEnvelope, error) {
 	bad := func(msg string) error { return fmt.Errorf("%w: %s", ErrInvalidPayload, msg) }
 	if !utf8.Valid(body) {
 		return nil, bad("body is not valid UTF-8")
+	}
+	if jsondepth.Exceeds(body, jsondepth.Default) {
+		return nil, bad(fmt.Sprintf("SNS envelope nests deeper than %d levels", jsondepth.Default))
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -303,7 +326,7 @@ type snsPolicy struct {
 	topics   []string
 	versions []string
 	strict   bool
-	maxAge   time.Duration
+	maxAge   time.Duration // always positive
 	// trusted, when set, replaces the AWS host rule (tests only).
 	trusted []string
 }
@@ -320,7 +343,7 @@ func checkSNSConfig(i int, cfg *config.SNS) error {
 	for k, arn := range cfg.TopicARNs {
 		if _, _, ok := snsTopicRegion(arn); !ok {
 			return &config.FieldError{Field: field(fmt.Sprintf("topic_arns[%d]", k)),
-				Msg: fmt.Sprintf("%q is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>)", arn)}
+				Msg: fmt.Sprintf("%q is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>, with an AWS region such as eu-west-1)", arn)}
 		}
 	}
 	for k, v := range cfg.SignatureVersions {
@@ -353,13 +376,15 @@ func validHostPort(s string) bool {
 	return !strings.Contains(s, ":")
 }
 
-// newSNSPolicy prepares a checked sns block.
+// newSNSPolicy prepares a checked sns block. config.Parse has set Strict
+// and MaxAge; a block built by hand without them gets the same safe
+// values, never the loose host rule or an unbounded age.
 func newSNSPolicy(cfg *config.SNS) *snsPolicy {
 	p := &snsPolicy{
 		topics:   slices.Clone(cfg.TopicARNs),
 		versions: slices.Clone(cfg.SignatureVersions),
-		strict:   cfg.Strict,
-		maxAge:   cfg.MaxAge,
+		strict:   cfg.Strict == nil || *cfg.Strict,
+		maxAge:   cmp.Or(cfg.MaxAge, config.DefaultSNSMaxAge),
 		trusted:  slices.Clone(cfg.TrustedCertHosts),
 	}
 	if len(p.versions) == 0 {
@@ -371,27 +396,77 @@ func newSNSPolicy(cfg *config.SNS) *snsPolicy {
 func (p *snsPolicy) acceptsVersion(v string) bool { return slices.Contains(p.versions, v) }
 func (p *snsPolicy) allowsTopic(arn string) bool  { return slices.Contains(p.topics, arn) }
 
-// snsTopicRegion splits an SNS topic ARN into partition and region.
+// checkAge refuses a message whose Timestamp, ts, is more than
+// snsMaxClockSkew after received or more than maxAge before it. Errors
+// wrap ErrStale.
+func (p *snsPolicy) checkAge(ts, received time.Time) error {
+	switch {
+	case ts.Sub(received) > snsMaxClockSkew:
+		return fmt.Errorf("%w: message Timestamp is more than %s in the future", ErrStale, snsMaxClockSkew)
+	case received.Sub(ts) > p.maxAge:
+		return fmt.Errorf("%w: message Timestamp is older than %s", ErrStale, p.maxAge)
+	}
+	return nil
+}
+
+// acceptWindow is how long a verified message stays acceptable after it
+// is first accepted: its Timestamp may be up to snsMaxClockSkew ahead of
+// our clock, and checkAge accepts it until it is maxAge old. Remembering
+// an accepted message this long recognises every replay of it that would
+// pass the checks.
+func (p *snsPolicy) acceptWindow() time.Duration { return p.maxAge + snsMaxClockSkew }
+
+// snsTopicRegion splits an SNS topic ARN into partition and region. The
+// region must be an AWS region name (snsRegion), in China (cn-) exactly
+// when the partition is aws-cn.
 func snsTopicRegion(arn string) (partition, region string, ok bool) {
 	parts := strings.Split(arn, ":")
 	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5] == "" ||
-		!snsLabel.MatchString(parts[1]) || !snsLabel.MatchString(parts[3]) {
+		!snsLabel.MatchString(parts[1]) || !snsRegion.MatchString(parts[3]) ||
+		(parts[1] == "aws-cn") != strings.HasPrefix(parts[3], "cn-") {
 		return "", "", false
 	}
 	return parts[1], parts[3], true
 }
 
 var (
-	snsLabel      = regexp.MustCompile(`^[a-z0-9-]+$`)
-	snsHost       = regexp.MustCompile(`^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$`)
+	snsLabel = regexp.MustCompile(`^[a-z0-9-]+$`)
+	// snsRegion is an AWS region name of the partitions whose SNS hosts
+	// are under amazonaws.com (aws, aws-us-gov) or amazonaws.com.cn
+	// (aws-cn): us-east-1, eu-central-1, ap-southeast-2, us-gov-west-1,
+	// cn-north-1. No S3 endpoint label (s3-accelerate, s3-us-west-2, s3)
+	// matches: sns.<that>.amazonaws.com is the S3 bucket "sns", whose
+	// owner could be anyone.
+	snsRegion     = regexp.MustCompile(`^[a-z]{2}(-gov)?-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$`)
 	snsStrictPath = regexp.MustCompile(`^/SimpleNotificationService-[0-9a-f]+\.pem$`)
 )
 
+// snsServiceHost is the SNS service host of region, which snsRegion
+// matches: sns.<region>.amazonaws.com, or .com.cn in China.
+func snsServiceHost(region string) string {
+	if strings.HasPrefix(region, "cn-") {
+		return "sns." + region + ".amazonaws.com.cn"
+	}
+	return "sns." + region + ".amazonaws.com"
+}
+
+// snsHostRegion returns the region whose SNS service host host is, if it
+// is one.
+func snsHostRegion(host string) (string, bool) {
+	rest, ok := strings.CutPrefix(host, "sns.")
+	if !ok {
+		return "", false
+	}
+	region, _, _ := strings.Cut(rest, ".")
+	return region, snsRegion.MatchString(region) && host == snsServiceHost(region)
+}
+
 // parseSNSURL parses raw and applies the rules a SigningCertURL and a
 // SubscribeURL share: https, an authority without userinfo, no fragment,
-// and a host that is AWS SNS's (in strict mode, the topic's region's), or
-// with trusted hosts set, exactly one of them. A port is only allowed as
-// part of a trusted value. what names the field in errors.
+// and a host that is the SNS service host of an AWS region (strict: of the
+// topic's region), or with trusted hosts set, exactly one of them. A port
+// is only allowed as part of a trusted value. what names the field in
+// errors.
 func (p *snsPolicy) parseSNSURL(what, raw, topicArn string) (*url.URL, error) {
 	for _, r := range raw {
 		if r <= ' ' || r >= 0x7f || r == '\\' {
@@ -420,16 +495,12 @@ func (p *snsPolicy) parseSNSURL(what, raw, topicArn string) (*url.URL, error) {
 	if strings.Contains(u.Host, ":") {
 		return nil, fmt.Errorf("%s must not carry a port", what)
 	}
-	if !snsHost.MatchString(u.Host) {
-		return nil, fmt.Errorf("%s host is not an AWS SNS host", what)
+	region, ok := snsHostRegion(u.Host)
+	if !ok {
+		return nil, fmt.Errorf("%s host is not an AWS SNS host (sns.<region>.amazonaws.com)", what)
 	}
 	if p.strict {
-		partition, region, ok := snsTopicRegion(topicArn)
-		want := "sns." + region + ".amazonaws.com"
-		if partition == "aws-cn" {
-			want += ".cn"
-		}
-		if !ok || u.Host != want {
+		if _, topicRegion, ok := snsTopicRegion(topicArn); !ok || region != topicRegion {
 			return nil, fmt.Errorf("%s host is not the topic's region's SNS host", what)
 		}
 	}
@@ -491,16 +562,20 @@ func (p *snsPolicy) checkSubscribeURL(e *snsEnvelope) (*url.URL, error) {
 }
 
 // certCache fetches SNS signing certificates and keeps their RSA keys by
-// URL: at most snsCertCacheSize, each for snsCertTTL. Failures are not
-// kept. Concurrent misses of one URL share one fetch. Safe for concurrent
-// use.
+// URL: at most snsCertCacheSize, each for snsCertTTL. A failed fetch is
+// kept for snsCertFailTTL, and answered with its error again without a
+// fetch. Concurrent misses of one URL share one fetch, and at most
+// snsMaxCertFetches fetches run at once. Safe for concurrent use.
 type certCache struct {
 	client *http.Client
 	now    func() time.Time
 	log    *slog.Logger
+	// slots holds one token per fetch running.
+	slots chan struct{}
 
 	mu       sync.Mutex
 	keys     *simplelru.LRU[string, cachedKey]
+	failed   *simplelru.LRU[string, cachedFailure]
 	inflight map[string]*certFetch
 }
 
@@ -509,11 +584,20 @@ type cachedKey struct {
 	fetched time.Time
 }
 
-// certFetch is one fetch in flight; done is closed when key or err is set.
+// cachedFailure is a failed fetch's error and when the fetch ended.
+type cachedFailure struct {
+	err error
+	at  time.Time
+}
+
+// certFetch is one fetch of a URL, waiting for a slot or running. done is
+// closed when key or err is set, or when the request leading it went away
+// before a slot was free (abandoned: nothing was fetched).
 type certFetch struct {
-	done chan struct{}
-	key  *rsa.PublicKey
-	err  error
+	done      chan struct{}
+	key       *rsa.PublicKey
+	err       error
+	abandoned bool
 }
 
 func newCertCache(client *http.Client, log *slog.Logger) *certCache {
@@ -521,35 +605,87 @@ func newCertCache(client *http.Client, log *slog.Logger) *certCache {
 	if err != nil {
 		panic(err) // only for a non-positive size
 	}
-	return &certCache{client: client, now: time.Now, log: log, keys: keys, inflight: map[string]*certFetch{}}
+	failed, err := simplelru.NewLRU[string, cachedFailure](snsCertFailCacheSize, nil)
+	if err != nil {
+		panic(err)
+	}
+	return &certCache{client: client, now: time.Now, log: log, slots: make(chan struct{}, snsMaxCertFetches),
+		keys: keys, failed: failed, inflight: map[string]*certFetch{}}
 }
 
 // key returns the RSA key of the certificate at certURL, which the caller
-// has checked, from the cache or fetched. ctx bounds the wait; the fetch
-// itself runs on its own timeout so that a caller that goes away does not
-// fail the others waiting for it.
+// has checked: from the cache, as the error of a fetch that failed less
+// than snsCertFailTTL ago, or fetched. ctx bounds the wait for a fetch
+// slot and for the fetch; running out of either wraps ErrUnavailable. The
+// fetch itself runs on its own timeout so that a caller that goes away
+// does not fail the others waiting for it.
 func (c *certCache) key(ctx context.Context, certURL string) (*rsa.PublicKey, error) {
-	c.mu.Lock()
-	if k, ok := c.keys.Get(certURL); ok && c.now().Sub(k.fetched) < snsCertTTL {
-		c.mu.Unlock()
-		return k.key, nil
-	}
-	f, running := c.inflight[certURL]
-	if !running {
-		f = &certFetch{done: make(chan struct{})}
-		c.inflight[certURL] = f
-		go func() {
-			f.key, f.err = c.fetch(context.WithoutCancel(ctx), certURL)
-			c.mu.Lock()
-			delete(c.inflight, certURL)
-			if f.err == nil {
-				c.keys.Add(certURL, cachedKey{key: f.key, fetched: c.now()})
-			}
+	for {
+		c.mu.Lock()
+		now := c.now()
+		if k, ok := c.keys.Get(certURL); ok && now.Sub(k.fetched) < snsCertTTL {
 			c.mu.Unlock()
-			close(f.done)
-		}()
+			return k.key, nil
+		}
+		if f, ok := c.failed.Get(certURL); ok && now.Sub(f.at) < snsCertFailTTL {
+			c.mu.Unlock()
+			return nil, f.err
+		}
+		f, running := c.inflight[certURL]
+		if !running {
+			f = &certFetch{done: make(chan struct{})}
+			c.inflight[certURL] = f
+		}
+		c.mu.Unlock()
+		if !running {
+			return c.lead(ctx, certURL, f)
+		}
+		select {
+		case <-f.done:
+			if !f.abandoned {
+				return f.key, f.err
+			}
+			// Its leader went away before a slot was free: lead anew.
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for the SNS signing certificate: %w", ErrUnavailable, ctx.Err())
+		}
 	}
-	c.mu.Unlock()
+}
+
+// lead runs f, the fetch of certURL, once a slot is free, and waits for
+// it. When ctx ends first, f is abandoned without fetching anything.
+func (c *certCache) lead(ctx context.Context, certURL string, f *certFetch) (*rsa.PublicKey, error) {
+	err := ctx.Err()
+	if err == nil {
+		select {
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		c.mu.Lock()
+		delete(c.inflight, certURL)
+		c.mu.Unlock()
+		f.abandoned = true
+		close(f.done)
+		return nil, fmt.Errorf("%w: no free slot to fetch the SNS signing certificate: %w", ErrUnavailable, err)
+	}
+	go func() {
+		key, err := c.fetch(context.WithoutCancel(ctx), certURL)
+		<-c.slots
+		c.mu.Lock()
+		delete(c.inflight, certURL)
+		if err == nil {
+			c.keys.Add(certURL, cachedKey{key: key, fetched: c.now()})
+			c.failed.Remove(certURL)
+		} else {
+			c.failed.Add(certURL, cachedFailure{err: err, at: c.now()})
+		}
+		c.mu.Unlock()
+		f.key, f.err = key, err
+		close(f.done)
+	}()
 	select {
 	case <-f.done:
 		return f.key, f.err

@@ -84,13 +84,33 @@ func snsReencode(t *testing.T, env *snsEnvelope) []byte {
 	return b
 }
 
-// snsFuzzAWSHost is the host an accepted URL must name, checked here on
-// net/http's own parse of the URL (what the client would dial).
-var snsFuzzAWSHost = regexp.MustCompile(`^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$`)
+// snsFuzzAWSHost reports whether host is one an accepted URL may name,
+// checked here on net/http's own parse of the URL (what the client would
+// dial): the SNS host of an AWS region, written out apart from the code
+// under test. A region is two letters (us-gov for GovCloud), a direction
+// and a number; China's regions (cn-) are under amazonaws.com.cn, the
+// others under amazonaws.com. An S3 bucket host such as
+// sns.s3-accelerate.amazonaws.com is never one.
+func snsFuzzAWSHost(host string) bool {
+	rest, ok := strings.CutPrefix(host, "sns.")
+	if !ok {
+		return false
+	}
+	if region, ok := strings.CutSuffix(rest, ".amazonaws.com.cn"); ok {
+		return strings.HasPrefix(region, "cn-") && snsFuzzRegion.MatchString(region)
+	}
+	if region, ok := strings.CutSuffix(rest, ".amazonaws.com"); ok {
+		return !strings.HasPrefix(region, "cn-") && snsFuzzRegion.MatchString(region)
+	}
+	return false
+}
+
+var snsFuzzRegion = regexp.MustCompile(`^([a-z][a-z]|us-gov)-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[0-9]+$`)
 
 // The URL checks never accept a SigningCertURL or SubscribeURL whose host,
-// as net/http would dial it, is not an AWS SNS host (in strict mode, the
-// topic's region's), nor one with userinfo, a port or another scheme.
+// as net/http would dial it, is not the SNS host of an AWS region (in
+// strict mode, the default, the topic's region's), nor one with userinfo,
+// a port or another scheme.
 func FuzzSNSCertURL(f *testing.F) {
 	for _, s := range []string{
 		"https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem",
@@ -108,13 +128,18 @@ func FuzzSNSCertURL(f *testing.F) {
 		"https://[::1]/x.pem",
 		"https://169.254.169.254/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:eu-west-1:1:t&Token=t",
 		"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:eu-west-1:1:t&Token=t",
+		"https://sns.s3-accelerate.amazonaws.com/SimpleNotificationService-ab.pem",
+		"https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-ab.pem",
+		"https://sns.s3-accelerate.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:eu-west-1:1:t&Token=t",
+		"https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-ab.pem",
+		"https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-ab.pem",
 	} {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
 	const topic = "arn:aws:sns:eu-west-1:1:t"
-	aws := newSNSPolicy(&config.SNS{TopicARNs: []string{topic}})
-	strict := newSNSPolicy(&config.SNS{TopicARNs: []string{topic}, Strict: true})
+	aws := newSNSPolicy(&config.SNS{TopicARNs: []string{topic}, Strict: new(false)})
+	strict := newSNSPolicy(&config.SNS{TopicARNs: []string{topic}})
 	f.Fuzz(func(t *testing.T, raw string, isStrict bool) {
 		pol := aws
 		if isStrict {
@@ -129,7 +154,7 @@ func FuzzSNSCertURL(f *testing.F) {
 				t.Fatalf("%s accepted %q, which net/http cannot request: %v", what, raw, err)
 			}
 			u := req.URL
-			if u.Scheme != "https" || u.User != nil || u.Port() != "" || u.Hostname() != u.Host || !snsFuzzAWSHost.MatchString(u.Host) {
+			if u.Scheme != "https" || u.User != nil || u.Port() != "" || u.Hostname() != u.Host || !snsFuzzAWSHost(u.Host) {
 				t.Fatalf("%s accepted %q: scheme %q, user %v, host %q", what, raw, u.Scheme, u.User, u.Host)
 			}
 			if isStrict && u.Host != "sns.eu-west-1.amazonaws.com" {

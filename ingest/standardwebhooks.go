@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -41,6 +42,7 @@ type standardWebhooks struct{}
 var (
 	_ Preparer           = standardWebhooks{}
 	_ DeliveryIdentifier = standardWebhooks{}
+	_ ReplayGuard        = standardWebhooks{}
 )
 
 const (
@@ -137,15 +139,16 @@ func (standardWebhooks) Verify(_ context.Context, src *Source, req *Request) err
 }
 
 // checkWebhookID refuses a missing id, and an id holding "." (it would make
-// the signed "id.timestamp.body" ambiguous) or unfit for a record.
+// the signed "id.timestamp.body" ambiguous) or unfit for a record: too
+// long, not UTF-8, or holding a control character (checkID).
 func checkWebhookID(id string) error {
 	switch {
 	case id == "":
 		return fmt.Errorf("%w: %s header is required", ErrMissingSignature, swIDHeader)
 	case strings.Contains(id, "."):
 		return fmt.Errorf("%w: %s must not contain '.'", ErrMalformedSignature, swIDHeader)
-	case len(id) > maxIDLen || !utf8.ValidString(id) || strings.ContainsAny(id, "\r\n"):
-		return fmt.Errorf("%w: %s must be UTF-8 of at most %d bytes", ErrMalformedSignature, swIDHeader, maxIDLen)
+	case len(id) > maxIDLen || !utf8.ValidString(id) || checkID(nil, id) != nil:
+		return fmt.Errorf("%w: %s must be UTF-8 of at most %d bytes, without control characters", ErrMalformedSignature, swIDHeader, maxIDLen)
 	}
 	return nil
 }
@@ -201,10 +204,24 @@ func (standardWebhooks) Normalize(_ context.Context, src *Source, req *Request) 
 	return Batch{Changes: []schemas.Change{ch}}, nil
 }
 
-// DeliveryID is webhook-id: the sender keeps it across retries.
-func (standardWebhooks) DeliveryID(_ *Source, req *Request) (string, bool) {
-	id := req.Header.Get(swIDHeader)
-	return id, id != ""
+// DeliveryID is webhook-id: the sender keeps it across retries, and the
+// signature covers it.
+func (standardWebhooks) DeliveryID(_ *Source, req *Request) Identity {
+	return Identity{ID: req.Header.Get(swIDHeader), Signed: true}
+}
+
+// ReplayWindow is twice the tolerance: a delivery accepted now may carry
+// a time up to 5 minutes ahead, and stays acceptable until 5 minutes after
+// that.
+func (standardWebhooks) ReplayWindow(*Source) time.Duration { return 2 * swTolerance }
+
+// ReplayKey is the hash of the signed bytes, id "." timestamp "." body.
+func (standardWebhooks) ReplayKey(_ *Source, req *Request) string {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(req.Header.Get(swIDHeader)), {'.'}, []byte(req.Header.Get(swTimestampHeader)), {'.'}, req.Body} {
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Sign signs body as a new message (a random webhook-id, the current time)

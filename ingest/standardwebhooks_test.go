@@ -59,6 +59,8 @@ func TestStandardWebhooksConformance(t *testing.T) {
 			return fmt.Appendf(nil, `{"type":"product.updated","timestamp":"2026-01-02T03:04:05Z","data":{"id":"p%d","title":"Mug"}}`, n)
 		},
 		sign:      cfgSWSigner,
+		withID:    func(id string) []byte { return []byte(`{"type":"product.updated","data":{"id":` + id + `}}`) },
+		resend:    resendReplay,
 		wantKeys:  func(n int) []string { return []string{fmt.Sprintf("sw:p%d", n)} },
 		sigHeader: "webhook-signature",
 		badSignatures: []tamper{
@@ -111,8 +113,8 @@ func TestStandardWebhooksVector(t *testing.T) {
 		ch.Deleted || ch.Provider != "standardwebhooks" || ch.Fields.Title == nil || *ch.Fields.Title != "Mug" {
 		t.Fatalf("change %+v", ch)
 	}
-	if id, ok := src.Provider.(DeliveryIdentifier).DeliveryID(src, req); !ok || id != "msg_p5jXN8AQM9LWM0D4loKWxJek" {
-		t.Fatalf("DeliveryID %q %v", id, ok)
+	if id := src.Provider.(DeliveryIdentifier).DeliveryID(src, req); id != (Identity{ID: "msg_p5jXN8AQM9LWM0D4loKWxJek", Signed: true}) {
+		t.Fatalf("DeliveryID %+v", id)
 	}
 	// Five minutes later the same delivery is still fresh; a second more is not.
 	req.Received = time.Unix(1614265330+300, 0)

@@ -34,10 +34,11 @@ import (
 // envelope, unknown Type or eventType, header and body disagreeing, bad
 // SubscribeURL query or path, undecodable Signature; 401 SignatureVersion
 // not accepted, untrusted SigningCertURL, certificate not a usable RSA
-// certificate, signature mismatch, message older than max_age, raw delivery
-// without basic auth; 403 TopicArn not allowed, SubscribeURL host not
-// allowed; 413 over 300 KiB; 503 certificate fetch or confirmation failed
-// for now, or Kafka did not acknowledge (SNS retries).
+// certificate, signature mismatch, message older than max_age or more than
+// 5 minutes ahead, raw delivery without basic auth; 403 TopicArn not
+// allowed, SubscribeURL host not allowed; 413 over 300 KiB; 503 certificate
+// fetch or confirmation failed for now, no certificate fetch slot free in
+// time, or Kafka did not acknowledge (SNS retries).
 type tipser struct {
 	// client makes the outbound requests: certificate fetches and
 	// subscription confirmations. It never follows redirects.
@@ -45,6 +46,13 @@ type tipser struct {
 	certs  *certCache
 	log    *slog.Logger
 }
+
+// The optional interfaces the pipeline looks for: dropping one by accident
+// would silently turn off deduplication or replay memory.
+var (
+	_ DeliveryIdentifier = (*tipser)(nil)
+	_ ReplayGuard        = (*tipser)(nil)
+)
 
 const tipserMaxBody = 300 << 10 // SNS messages are at most 256 KiB, plus the envelope
 
@@ -98,9 +106,10 @@ func isRawDelivery(h http.Header) bool {
 
 // Verify checks, in this order and before any outbound request: the
 // envelope and its headers, the Type, the SignatureVersion, the Signature's
-// encoding, the TopicArn, the SigningCertURL, the max age and, for a
-// SubscriptionConfirmation, the SubscribeURL. Only then is the certificate
-// fetched (or taken from the cache) and the signature checked.
+// encoding, the TopicArn, the SigningCertURL, the Timestamp (at most
+// max_age old, at most 5 minutes ahead) and, for a SubscriptionConfirmation,
+// the SubscribeURL. Only then is the certificate fetched (or taken from the
+// cache, or a recent failure answered again) and the signature checked.
 func (t *tipser) Verify(ctx context.Context, src *Source, req *Request) error {
 	pol, err := t.policy(src)
 	if err != nil {
@@ -134,8 +143,8 @@ func (t *tipser) Verify(ctx context.Context, src *Source, req *Request) error {
 	if err != nil {
 		return err
 	}
-	if pol.maxAge > 0 && req.Received.Sub(ts) > pol.maxAge {
-		return fmt.Errorf("%w: message Timestamp is older than %s", ErrStale, pol.maxAge)
+	if err := pol.checkAge(ts, req.Received); err != nil {
+		return err
 	}
 	if env.Type == snsSubscriptionConfirmation {
 		if _, err := pol.checkSubscribeURL(env); err != nil {
@@ -160,6 +169,13 @@ func verifyRawDelivery(src *Source, pol *snsPolicy, h http.Header) error {
 	if src.BasicAuth == nil {
 		return fmt.Errorf("%w: raw message delivery carries no signature; it needs a source with basic_auth", ErrUnauthorized)
 	}
+	// The message id is the delivery's only identity: a Tipser body names
+	// no time or id, so the same body can be a later, real change.
+	if id := h.Get(snsHeaderMessageID); id == "" {
+		return fmt.Errorf("%w: a raw delivery needs the %s header", ErrInvalidPayload, snsHeaderMessageID)
+	} else if err := checkHeaderValue(snsHeaderMessageID, id); err != nil {
+		return err
+	}
 	for _, v := range h.Values(snsHeaderType) {
 		if v != snsNotification {
 			return fmt.Errorf("%w: a raw delivery must be a Notification", ErrInvalidPayload)
@@ -173,17 +189,43 @@ func verifyRawDelivery(src *Source, pol *snsPolicy, h http.Header) error {
 	return nil
 }
 
-// DeliveryID is the SNS MessageId, which SNS reuses when it retries; for a
-// raw delivery, a hash of the source and body.
-func (*tipser) DeliveryID(src *Source, req *Request) (string, bool) {
+// DeliveryID is the SNS MessageId, which SNS reuses when it retries. The
+// envelope's signature covers it; a raw delivery's x-amz-sns-message-id
+// header is covered by nothing (the edge pairs it with the body). A Tipser
+// body names neither its time nor an id, so it never identifies a delivery
+// by itself.
+func (*tipser) DeliveryID(_ *Source, req *Request) Identity {
 	if isRawDelivery(req.Header) {
-		return bodyEventID(src.Name, req.Body), true
+		return Identity{ID: req.Header.Get(snsHeaderMessageID)}
 	}
 	env, err := parseSNSEnvelope(req.Body)
-	if err != nil || env.MessageID == "" {
-		return "", false
+	if err != nil {
+		return Identity{}
 	}
-	return env.MessageID, true
+	return Identity{ID: env.MessageID, Signed: true}
+}
+
+// ReplayWindow is how long a signed Notification stays acceptable (its
+// max age plus the allowed clock skew).
+func (t *tipser) ReplayWindow(src *Source) time.Duration {
+	pol, err := t.policy(src)
+	if err != nil {
+		return 0
+	}
+	return pol.acceptWindow()
+}
+
+// ReplayKey is the signed MessageId of an envelope; "" for a raw delivery,
+// which is not signed.
+func (*tipser) ReplayKey(_ *Source, req *Request) string {
+	if isRawDelivery(req.Header) {
+		return ""
+	}
+	env, err := parseSNSEnvelope(req.Body)
+	if err != nil {
+		return ""
+	}
+	return env.MessageID
 }
 
 // Normalize turns a Notification into its one change, confirms a
@@ -191,7 +233,7 @@ func (*tipser) DeliveryID(src *Source, req *Request) (string, bool) {
 // UnsubscribeConfirmation (an empty batch).
 func (t *tipser) Normalize(ctx context.Context, src *Source, req *Request) (Batch, error) {
 	if isRawDelivery(req.Header) {
-		ch, err := normalizeTipser(src, req.Body, bodyEventID(src.Name, req.Body), time.Time{}, req.Received)
+		ch, err := normalizeTipser(src, req.Body, req.Header.Get(snsHeaderMessageID), time.Time{}, req.Received)
 		if err != nil {
 			return Batch{}, err
 		}
@@ -284,7 +326,7 @@ var tipserEvents = map[string]struct {
 // Timestamp (zero for raw delivery). Raw is msg byte for byte. Errors wrap
 // ErrInvalidPayload and name the field.
 func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received time.Time) (schemas.Change, error) {
-	o, err := parseObject(msg)
+	o, err := parseObject(msg, src.maxJSONDepth())
 	if err != nil {
 		return schemas.Change{}, fmt.Errorf("Tipser message: %w", err)
 	}
@@ -341,14 +383,7 @@ func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received
 // tipserID returns the id in key of a Tipser event's data object, naming
 // the field as data.<key> in errors.
 func (o object) tipserID(key string) (string, error) {
-	if raw, ok := o[key]; !ok || string(raw) == "null" {
-		return "", fmt.Errorf("%w: missing field data.%s", ErrInvalidPayload, key)
-	}
-	id, err := o.id(key)
-	if err != nil {
-		return "", fmt.Errorf("%w: field data.%s must be a string or an integer of 1 to %d bytes", ErrInvalidPayload, key, maxIDLen)
-	}
-	return id, nil
+	return idField("data."+key, o[key])
 }
 
 // tipserStrings returns the array of non-empty strings that key of a Tipser
@@ -364,10 +399,13 @@ func (o object) tipserStrings(key string) ([]string, error) {
 		return nil, fmt.Errorf("%w: field data.%s must be an array of strings", ErrInvalidPayload, key)
 	}
 	out := make([]string, 0, len(items))
-	for _, it := range items {
+	for i, it := range items {
 		var s string
 		if len(it) == 0 || it[0] != '"' || json.Unmarshal(it, &s) != nil || s == "" || len(s) > maxIDLen {
 			return nil, fmt.Errorf("%w: field data.%s must be an array of non-empty strings", ErrInvalidPayload, key)
+		}
+		if err := checkID(it, s); err != nil {
+			return nil, fmt.Errorf("%w: field data.%s[%d] %w", ErrInvalidPayload, key, i, err)
 		}
 		out = append(out, s)
 	}

@@ -397,10 +397,12 @@ func TestTipserNotificationsReachKafka(t *testing.T) {
 }
 
 // The certificate is fetched once per URL and then served from the cache;
-// a second certificate URL is fetched once too.
+// a second certificate URL is fetched once too. (strict: false: the second
+// path is not AWS's form.)
 func TestTipserCertificateCached(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	loose := func(s *config.Source) { s.SNS.Strict = new(false) }
+	f := startEdge(t, []config.Source{b.source("tipser-main", loose)}, b.deps(), 5*time.Second)
 	for i, certURL := range []string{b.certURL(), b.certURL(), b.certURL(), "https://" + b.host + "/other.pem", "https://" + b.host + "/other.pem"} {
 		m := b.notification(fmt.Sprintf("cache-%d", i), tipserEvent("product-changed", fmt.Sprintf(`{"productId":"c%d"}`, i)))
 		m["SigningCertURL"] = certURL
@@ -440,7 +442,7 @@ func TestTipserRefusalsMakeNoOutboundRequest(t *testing.T) {
 		b.source("tipser-main"),
 		b.source("tipser-v2", func(s *config.Source) { s.SNS.SignatureVersions = []string{"2"} }),
 		b.source("tipser-aws", func(s *config.Source) { s.SNS.TrustedCertHosts = nil }),
-		b.source("tipser-strict", func(s *config.Source) { s.SNS.Strict = true }),
+		b.source("tipser-strict", func(s *config.Source) { s.SNS.Strict = new(true) }),
 		b.source("tipser-maxage", func(s *config.Source) { s.SNS.MaxAge = time.Hour }),
 	}
 	f := startEdge(t, sources, b.deps(), 5*time.Second)
@@ -526,11 +528,16 @@ func TestTipserRefusalsMakeNoOutboundRequest(t *testing.T) {
 
 // A certificate fetch that is redirected, fails, is oversized or is not an
 // RSA certificate refuses the message: 503 when SNS should retry, 401 when
-// the document itself is wrong; the redirect is never followed and no
-// failure is cached.
+// the document itself is wrong; the redirect is never followed, and a
+// failure is answered again without a fetch for snsCertFailTTL. (strict:
+// false: the bed's paths are not AWS's form.)
 func TestTipserCertificateFetchFailures(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	loose := func(s *config.Source) { s.SNS.Strict = new(false) }
+	f := startEdge(t, []config.Source{b.source("tipser-main", loose)}, b.deps(), 5*time.Second)
+	var ahead atomic.Int64 // the certificate cache's virtual clock: base plus ahead
+	base := time.Now()
+	f.src.Provider.(*tipser).certs.now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
 	cases := []struct {
 		name, path string
 		status     int
@@ -539,7 +546,7 @@ func TestTipserCertificateFetchFailures(t *testing.T) {
 	}{
 		{"redirect is not followed", "/redirect.pem", 401, "302", []string{"/redirect.pem"}},
 		{"5xx", "/fail.pem", 503, "500", []string{"/fail.pem"}},
-		{"5xx is not cached", "/fail.pem", 503, "500", []string{"/fail.pem"}},
+		{"5xx again, from the cache", "/fail.pem", 503, "500", nil},
 		{"404", "/missing.pem", 401, "404", []string{"/missing.pem"}},
 		{"oversize", "/big.pem", 401, "65536 bytes", []string{"/big.pem"}},
 		{"not PEM", "/junk.pem", 401, "PEM", []string{"/junk.pem"}},
@@ -567,6 +574,7 @@ func TestTipserCertificateFetchFailures(t *testing.T) {
 		if status, resp := postSNS(t, f, "tipser-main", m); status != http.StatusServiceUnavailable {
 			t.Fatalf("first delivery: %d %v, want 503", status, resp)
 		}
+		ahead.Add(int64(snsCertFailTTL)) // SNS retries later
 		if status, resp := postSNS(t, f, "tipser-main", m); status != http.StatusAccepted {
 			t.Fatalf("retry: %d %v, want 202", status, resp)
 		}
@@ -597,7 +605,9 @@ func TestTipserTamperedMessage(t *testing.T) {
 		{"Subject emptied", note, func(m snsMsg) snsMsg { return m.with("Subject", "") }},
 		{"Subject removed", note, func(m snsMsg) snsMsg { return m.without("Subject") }},
 		{"Subject added", note.without("Subject"), func(m snsMsg) snsMsg { return m.with("Subject", "x") }},
-		{"Timestamp", note, func(m snsMsg) snsMsg { return m.with("Timestamp", "2030-01-01T00:00:00.000Z") }},
+		{"Timestamp", note, func(m snsMsg) snsMsg {
+			return m.with("Timestamp", time.Now().Add(-time.Minute).UTC().Format("2006-01-02T15:04:05.000Z"))
+		}},
 		{"MessageId", note, func(m snsMsg) snsMsg { return m.with("MessageId", "n-2") }},
 		{"TopicArn, to another allowed topic", note, func(m snsMsg) snsMsg { return m.with("TopicArn", tipserOtherTopic) }},
 		{"Type, Subscription to Unsubscribe", subscribe, func(m snsMsg) snsMsg { return m.with("Type", "UnsubscribeConfirmation") }},
@@ -666,7 +676,7 @@ func TestTipserRawDelivery(t *testing.T) {
 		})
 	}
 	chs := tipserChanges(t, f)
-	if len(chs) != 1 || chs[0].Key() != "tip:raw" || chs[0].EventID != bodyEventID("tipser-basic", event) ||
+	if len(chs) != 1 || chs[0].Key() != "tip:raw" || chs[0].EventID != "raw-1" ||
 		chs[0].Raw != string(event) || !chs[0].OccurredAt.IsZero() {
 		t.Fatalf("Kafka holds %+v, want the raw event once", chs)
 	}
@@ -871,7 +881,7 @@ func TestTipserConfigErrors(t *testing.T) {
 	}{
 		{"valid", base(nil), ""},
 		{"valid, all options", base(func(s *config.SNS) {
-			s.SignatureVersions, s.Strict, s.MaxAge, s.TrustedCertHosts = []string{"2"}, true, time.Hour, []string{"127.0.0.1:8443", "localhost"}
+			s.SignatureVersions, s.Strict, s.MaxAge, s.TrustedCertHosts = []string{"2"}, new(true), time.Hour, []string{"127.0.0.1:8443", "localhost"}
 		}), ""},
 		{"no sns block", config.Source{Name: "t", Provider: "tipser"}, "sources[0].sns.topic_arns"},
 		{"no topic", base(func(s *config.SNS) { s.TopicARNs = nil }), "sources[0].sns.topic_arns"},
@@ -909,8 +919,8 @@ func TestTipserSignHeaders(t *testing.T) {
 	}
 }
 
-// DeliveryID is the MessageId for an envelope and a body hash for a raw
-// delivery.
+// DeliveryID is the signed MessageId for an envelope and the unsigned
+// message id header for a raw delivery, never the body.
 func TestTipserDeliveryID(t *testing.T) {
 	srcs, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}}}}, Deps{})
 	if err != nil {
@@ -918,14 +928,14 @@ func TestTipserDeliveryID(t *testing.T) {
 	}
 	di := srcs[0].Provider.(DeliveryIdentifier)
 	env := []byte(`{"Type":"Notification","MessageId":"m-1","Message":"{}"}`)
-	if id, ok := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: env}); !ok || id != "m-1" {
-		t.Fatalf("envelope: %q %v", id, ok)
+	if id := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: env}); id != (Identity{ID: "m-1", Signed: true}) {
+		t.Fatalf("envelope: %+v", id)
 	}
-	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}}
-	if id, ok := di.DeliveryID(srcs[0], &Request{Header: raw, Body: env}); !ok || id != bodyEventID("t", env) {
-		t.Fatalf("raw: %q %v", id, ok)
+	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}, "X-Amz-Sns-Message-Id": {"m-2"}}
+	if id := di.DeliveryID(srcs[0], &Request{Header: raw, Body: env}); id != (Identity{ID: "m-2"}) {
+		t.Fatalf("raw: %+v", id)
 	}
-	if _, ok := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: []byte("nope")}); ok {
-		t.Fatal("an unparseable body has a delivery id")
+	if id := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: []byte("nope")}); id.ID != "" {
+		t.Fatalf("an unparseable body has a delivery id: %+v", id)
 	}
 }

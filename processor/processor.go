@@ -40,6 +40,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/productstream/productstream/jsondepth"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	// MaxPendingKeys bounds the buffered keys; past it the keys closest to
 	// their deadline are flushed early (default 1,000,000).
 	MaxPendingKeys int
+	// MaxJSONDepth sends a change whose raw JSON nests deeper than this
+	// to the dead letter topic, with ErrRawTooDeep, instead of merging it
+	// (default jsondepth.Default).
+	MaxJSONDepth int
 	// TopicSpec creates the pending changelog in exactly-once mode.
 	TopicSpec topics.Spec
 	// Compression names the codec of the batches the processor writes (see
@@ -166,6 +171,9 @@ func New(cfg Config) (*Processor, error) {
 	}
 	if cfg.MaxPendingKeys == 0 {
 		cfg.MaxPendingKeys = 1_000_000
+	}
+	if cfg.MaxJSONDepth == 0 {
+		cfg.MaxJSONDepth = jsondepth.Default
 	}
 	p := &Processor{
 		cfg:     cfg,
@@ -282,11 +290,27 @@ func (p *Processor) nextDeadline() (time.Time, bool) {
 // inflightPoll is the longest poll while writes are in flight.
 const inflightPoll = 10 * time.Millisecond
 
-// decoded is one record of the changes topic with its decoded change.
+// decoded is one record of the changes topic with its decoded change. A
+// record with err goes to the dead letter topic.
 type decoded struct {
 	rec *kgo.Record
 	ch  schemas.Change
 	err error
+}
+
+// ErrRawTooDeep is the dlq-error of a change whose raw JSON nests deeper
+// than Config.MaxJSONDepth: merged into state, it would reach consumers
+// and sinks whose parsers refuse it.
+var ErrRawTooDeep = errors.New("raw JSON nests too deep")
+
+// decodeChange decodes a record's value into d.ch, and refuses a change
+// whose raw nests too deep. It needs no processor state, so decoding
+// goroutines may call it concurrently.
+func (p *Processor) decodeChange(d *decoded) {
+	d.ch, d.err = p.cfg.Serde.DecodeChange(context.Background(), d.rec.Value)
+	if d.err == nil && jsondepth.Exceeds(d.ch.Raw, p.cfg.MaxJSONDepth) {
+		d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
+	}
 }
 
 // consumeFetches decodes the records of a poll and applies them in order,
@@ -301,7 +325,7 @@ func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
 	n := len(batch)
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			batch[i].ch, batch[i].err = p.cfg.Serde.DecodeChange(context.Background(), batch[i].rec.Value)
+			p.decodeChange(&batch[i])
 		}
 	}
 	chunks := (n + decodeChunk - 1) / decodeChunk

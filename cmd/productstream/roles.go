@@ -158,19 +158,24 @@ func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Sour
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
-	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
-		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout))
-	ln, err := net.Listen("tcp", listen)
+	proxies, err := cfg.HTTP.TrustedPrefixes()
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", listen, err)
+		return err
 	}
-	hs := &http.Server{
-		Handler:           edge.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
+	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
+		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout),
+		ingest.WithRefusalBudget(cfg.HTTP.UnverifiedLimit.PerSecond, cfg.HTTP.UnverifiedLimit.Burst),
+		ingest.WithTrustedProxies(proxies))
+	hs, ln, err := ingest.Listen(listen, edge.Handler(), ingest.ListenerConfig{
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
 		WriteTimeout:      cfg.Kafka.ProduceTimeout + 30*time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		MaxConnections:    cfg.HTTP.MaxConnections,
+	})
+	if err != nil {
+		return err
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -203,6 +208,7 @@ func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *
 		Log:            log,
 		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
+		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
 		TopicSpec:      topicSpec(cfg),
 		Compression:    cfg.Kafka.Compression,
 	})
