@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +175,70 @@ func TestDeployConfigIsValid(t *testing.T) {
 	}
 	if cfg.Sources[0].Secrets[0] != "x-LISA_SECRET" {
 		t.Fatalf("secret not expanded: %q", cfg.Sources[0].Secrets[0])
+	}
+}
+
+// The http settings default as documented, and a setting that would leave
+// the listener unbounded stops start-up with an error naming it. (The
+// listener's contract depends on them; config_test.go is the natural home.)
+func TestHTTPConfigDefaultsAndValidation(t *testing.T) {
+	cfg, err := Parse([]byte("{}"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.HTTP
+	if h.ReadHeaderTimeout != 5*time.Second || h.ReadTimeout != 15*time.Second || h.IdleTimeout != time.Minute || h.MaxConnections != 1024 ||
+		h.UnverifiedLimit != (RateLimit{PerSecond: 5, Burst: 100}) || len(h.TrustedProxies) != 0 {
+		t.Fatalf("defaults: %+v", h)
+	}
+	cases := []struct{ name, yaml, field string }{
+		{"negative header timeout", "http: {read_header_timeout: -1s}", "http.read_header_timeout"},
+		{"negative read timeout", "http: {read_timeout: -1s}", "http.read_timeout"},
+		{"header timeout past read timeout", "http: {read_header_timeout: 20s, read_timeout: 10s}", "http.read_header_timeout"},
+		{"negative idle timeout", "http: {idle_timeout: -1s}", "http.idle_timeout"},
+		{"negative connection cap", "http: {max_connections: -1}", "http.max_connections"},
+		{"negative refusal budget", "http: {unverified_limit: {per_second: -1}}", "http.unverified_limit"},
+		{"a proxy that is no address", "http: {trusted_proxies: [10.0.0.0/8, lb.internal]}", "http.trusted_proxies[1]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tc.yaml), func(string) (string, bool) { return "", false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.Validate(Needs{})
+			var fe *FieldError
+			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.field+":") {
+				t.Fatalf("got %v, want a FieldError naming %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// Every YAML example of README.md that configures productstream parses
+// strictly (no unknown key) and validates, so the README cannot drift from
+// the code.
+func TestREADMEConfigExamplesAreValid(t *testing.T) {
+	doc, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
+	checked := 0
+	for i, b := range blocks {
+		cfg, err := Parse(b[1], func(string) (string, bool) { return "x", true })
+		if err != nil {
+			t.Fatalf("README yaml block %d: %v", i, err)
+		}
+		if len(cfg.Sources) == 0 {
+			continue // a fragment, not a whole configuration
+		}
+		if err := cfg.Validate(Needs{Brokers: true, Registry: true, Sources: true}); err != nil {
+			t.Fatalf("README yaml block %d: %v", i, err)
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatal("README has no whole configuration example")
 	}
 }

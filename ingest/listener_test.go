@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/productstream/productstream/config"
 )
 
 // guard bounds every wait in these tests, so a broken server fails them
@@ -424,40 +423,6 @@ func TestListenRefusesUnboundedSettings(t *testing.T) {
 			_, _, err := Listen("127.0.0.1:0", http.NotFoundHandler(), lc)
 			if !errors.Is(err, ErrListenerConfig) || !strings.Contains(err.Error(), field+" ") {
 				t.Fatalf("got %v, want ErrListenerConfig naming %s", err, field)
-			}
-		})
-	}
-}
-
-// The http settings default as documented, and a setting that would leave
-// the listener unbounded stops start-up with an error naming it. (The
-// listener's contract depends on them; config_test.go is the natural home.)
-func TestHTTPConfigDefaultsAndValidation(t *testing.T) {
-	cfg, err := config.Parse([]byte("{}"), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := cfg.HTTP
-	if h.ReadHeaderTimeout != 5*time.Second || h.ReadTimeout != 15*time.Second || h.IdleTimeout != time.Minute || h.MaxConnections != 1024 {
-		t.Fatalf("defaults: %+v", h)
-	}
-	cases := []struct{ name, yaml, field string }{
-		{"negative header timeout", "http: {read_header_timeout: -1s}", "http.read_header_timeout"},
-		{"negative read timeout", "http: {read_timeout: -1s}", "http.read_timeout"},
-		{"header timeout past read timeout", "http: {read_header_timeout: 20s, read_timeout: 10s}", "http.read_header_timeout"},
-		{"negative idle timeout", "http: {idle_timeout: -1s}", "http.idle_timeout"},
-		{"negative connection cap", "http: {max_connections: -1}", "http.max_connections"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(tc.yaml), func(string) (string, bool) { return "", false })
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Validate(config.Needs{})
-			var fe *config.FieldError
-			if !errors.As(err, &fe) || !strings.Contains(err.Error(), tc.field+":") {
-				t.Fatalf("got %v, want a FieldError naming %s", err, tc.field)
 			}
 		})
 	}
