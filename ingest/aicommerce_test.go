@@ -54,10 +54,11 @@ func TestAICommerceConformance(t *testing.T) {
 	runConformance(t, conformance{
 		source: config.Source{Name: "aic", Provider: "aicommerce", Namespace: "aic",
 			Secrets: []string{"s1", "s0"}, DedupeWindow: 10 * time.Minute},
-		path:   "/webhooks/aic",
-		valid:  aicommerceValid,
-		sign:   hexSigner(aicommerceSignatureHeader, "sha256=", nil),
-		withID: func(id string) []byte { return aicommerceBody("product.added", `{"productId":`+id+`}`) },
+		path:    "/webhooks/aic",
+		valid:   aicommerceValid,
+		sign:    hexSigner(aicommerceSignatureHeader, "sha256=", nil),
+		withID:  func(id string) []byte { return aicommerceBody("product.added", `{"productId":`+id+`}`) },
+		idField: "invalid field data.productId:",
 		wantKeys: func(n int) []string {
 			if n%4 == 1 {
 				return []string{fmt.Sprintf("aic:s%d", n)}

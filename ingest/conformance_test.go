@@ -63,12 +63,14 @@ type conformance struct {
 	// withID returns a valid payload that writes one change, whose product
 	// id is the JSON string literal id.
 	withID func(id string) []byte
+	// idField is how refusals name the field withID's id is in
+	// ("field productId").
+	idField string
 	// keyPrefix is what precedes a product id in its record key
 	// (default: the source's namespace and ":").
 	keyPrefix string
-	// deepen returns valid payload n with a value nested depth levels deep
-	// added to the object that holds its fields (default: to the top-level
-	// object, whose own level then makes depth+1).
+	// deepen returns valid payload n grown to nest exactly depth levels
+	// (default: nest).
 	deepen func(n, depth int) []byte
 	// unsignedID names the header carrying a delivery id that the
 	// signature does not cover ("" when there is none).
@@ -119,7 +121,7 @@ func (c *conformance) defaults() {
 		c.keyPrefix = c.source.Namespace + ":"
 	}
 	if c.deepen == nil {
-		c.deepen = func(n, depth int) []byte { return withField(c.valid(n), "deep", nested(depth)) }
+		c.deepen = func(n, depth int) []byte { return nest(c.valid(n), depth) }
 	}
 	if c.okStatus == 0 {
 		c.okStatus = http.StatusAccepted
@@ -135,18 +137,6 @@ func (c *conformance) defaults() {
 			}
 		}
 	}
-}
-
-// nested is a JSON value nesting depth levels deep: [[[...]]].
-func nested(depth int) string { return strings.Repeat("[", depth) + strings.Repeat("]", depth) }
-
-// withField returns the JSON object body with "key": raw added at its end.
-func withField(body []byte, key, raw string) []byte {
-	i := bytes.LastIndexByte(body, '}')
-	out := append([]byte{}, body[:i]...)
-	out = append(out, fmt.Sprintf(`,%q:`, key)...)
-	out = append(out, raw...)
-	return append(out, body[i:]...)
 }
 
 // errorText returns the refusal's error text, whatever its body shape.
@@ -212,6 +202,17 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 		}
 	}
 	check := func(t *testing.T, what string) { t.Helper(); checkKeys(t, f, what, expect) }
+	// forge posts count deliveries signed with a wrong secret to edge,
+	// each of which must be refused 401.
+	forge := func(t *testing.T, edge *fixture, count int) {
+		t.Helper()
+		for range count {
+			_, payload := next()
+			body, h := c.seal("wrong", payload)
+			status, resp, _ := do(t, edge, bytes.NewReader(body), int64(len(body)), h)
+			refused(t, status, http.StatusUnauthorized, resp)
+		}
+	}
 
 	for _, secret := range []string{"s1", "s0"} {
 		t.Run("valid with secret "+secret, func(t *testing.T) {
@@ -327,26 +328,30 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 		next()
 		status, resp, _ := deliver(t, "s1", c.deepen(n, 20_000))
 		refused(t, status, http.StatusBadRequest, resp)
-		if msg := errorText(resp); !strings.Contains(msg, "deeper than 64") {
+		if msg := errorText(resp); !strings.HasSuffix(msg, "body nests deeper than 64 levels") {
 			t.Fatalf("error %q does not say how deep a body may nest", msg)
 		}
 		check(t, "after a body nested 20,000 deep")
 		i, _ := next()
-		status, resp, _ = deliver(t, "s1", c.deepen(i, jsondepth.Default-1))
+		status, resp, _ = deliver(t, "s1", c.deepen(i, jsondepth.Default))
 		accepted(t, status, resp)
 		expect = append(expect, c.wantKeys(i)...)
 		check(t, "after a body nested to the limit")
 	})
 	t.Run("invalid Unicode and control characters in ids", func(t *testing.T) {
-		for _, id := range []string{`"p\ud800"`, `"p\udbff"`, `"p\udc00x"`, `"p\u0000"`, `"p\n"`, "\"p\u007f\"", `"p\u0085"`} {
-			status, resp, _ := deliver(t, "s1", c.withID(id))
-			refused(t, status, http.StatusBadRequest, resp)
-			check(t, "after the id "+id)
+		for _, tc := range pcIDCases {
+			status, resp, _ := deliver(t, "s1", c.withID(tc.id))
+			if tc.why == "" {
+				accepted(t, status, resp)
+				expect = append(expect, c.keyPrefix+tc.key)
+			} else {
+				refused(t, status, http.StatusBadRequest, resp)
+				if msg := errorText(resp); !strings.HasSuffix(msg, c.idField+" "+tc.why) {
+					t.Fatalf("%s: error %q, want it to end %q", tc.name, msg, c.idField+" "+tc.why)
+				}
+			}
+			check(t, "after an id with "+tc.name)
 		}
-		status, resp, _ := deliver(t, "s1", c.withID(`"\ud83d\ude00 \u00e9"`))
-		accepted(t, status, resp)
-		expect = append(expect, c.keyPrefix+"\U0001F600 \u00e9")
-		check(t, "after an id with a surrogate pair")
 	})
 	t.Run("an exact resend", func(t *testing.T) {
 		i, payload := next()
@@ -409,12 +414,7 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 		src := c.source
 		src.RateLimit = config.RateLimit{PerSecond: 0.001, Burst: 1}
 		limited := startEdge(t, []config.Source{src}, deps, time.Second)
-		for range 5 {
-			_, payload := next()
-			body, h := c.seal("wrong", payload)
-			status, resp, _ := do(t, limited, bytes.NewReader(body), int64(len(body)), h)
-			refused(t, status, http.StatusUnauthorized, resp)
-		}
+		forge(t, limited, 5)
 		i, payload := next()
 		body, h := c.seal("s1", payload)
 		status, resp, _ := do(t, limited, bytes.NewReader(body), int64(len(body)), h)
@@ -430,12 +430,7 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 	})
 	t.Run("forgeries spend their own address's refusal budget", func(t *testing.T) {
 		budgeted := startEdge(t, []config.Source{c.source}, deps, time.Second, WithRefusalBudget(0.001, 3))
-		for range 3 {
-			_, payload := next()
-			body, h := c.seal("wrong", payload)
-			status, resp, _ := do(t, budgeted, bytes.NewReader(body), int64(len(body)), h)
-			refused(t, status, http.StatusUnauthorized, resp)
-		}
+		forge(t, budgeted, 3)
 		_, payload := next()
 		body, h := c.seal("s1", payload)
 		status, resp, _ := do(t, budgeted, bytes.NewReader(body), int64(len(body)), h)

@@ -114,10 +114,11 @@ func TestDatasemblyConformance(t *testing.T) {
 	runConformance(t, conformance{
 		source: config.Source{Name: "ds-main", Provider: "datasembly", ID: "acme", Namespace: "ds",
 			Secrets: []string{"s1", "s0"}, DedupeWindow: 10 * time.Minute},
-		path:   "/v2/ingest/productlistings/manual/acme",
-		valid:  datasemblyValid,
-		sign:   datasemblySigner,
-		withID: func(id string) []byte { return dsBody(dsListing("barcode", id, "sku", "")) },
+		path:    "/v2/ingest/productlistings/manual/acme",
+		valid:   datasemblyValid,
+		sign:    datasemblySigner,
+		withID:  func(id string) []byte { return dsBody(dsListing("barcode", id, "sku", "")) },
+		idField: "invalid field barcode (listings[0]):",
 		wantKeys: func(n int) []string {
 			return []string{fmt.Sprintf("ds:bc%d", n), fmt.Sprintf("ds:sku-%d", n)}
 		},

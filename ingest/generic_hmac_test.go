@@ -90,6 +90,7 @@ func TestGenericHMACConformance(t *testing.T) {
 			valid:         func(n int) []byte { return fmt.Appendf(nil, `{"id":"p%d","title":"Shoe","price":19.99}`, n) },
 			sign:          hexSigner("X-Hub-Signature-256", "sha256=", nil),
 			withID:        func(id string) []byte { return []byte(`{"id":` + id + `}`) },
+			idField:       "field /id",
 			resend:        resendRepeat,
 			wantKeys:      func(n int) []string { return []string{fmt.Sprintf("gh:p%d", n)} },
 			sigHeader:     "X-Hub-Signature-256",
@@ -114,6 +115,7 @@ func TestGenericHMACConformance(t *testing.T) {
 				return http.Header{"X-Shopify-Topic": {"products/update"}, "X-Shopify-Webhook-Id": {rand.Text()}}
 			}),
 			withID:        func(id string) []byte { return []byte(`{"id":` + id + `}`) },
+			idField:       "field /id",
 			unsignedID:    "X-Shopify-Webhook-Id",
 			wantKeys:      func(n int) []string { return []string{fmt.Sprintf("shop:%d", 1000+n)} },
 			sigHeader:     "X-Shopify-Hmac-Sha256",
@@ -134,6 +136,7 @@ func TestGenericHMACConformance(t *testing.T) {
 			},
 			sign:      cfgStampedSigner("X-Signature", "v1=", "X-Timestamp"),
 			withID:    func(id string) []byte { return []byte(`{"type":"product.updated","data":{"id":` + id + `}}`) },
+			idField:   "field /data/id",
 			resend:    resendReplay,
 			wantKeys:  func(n int) []string { return []string{fmt.Sprintf("st:p%d", n)} },
 			sigHeader: "X-Signature",

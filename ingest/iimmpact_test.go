@@ -56,6 +56,7 @@ func TestIIMMPACTConformance(t *testing.T) {
 		valid:     iimmpactValid,
 		sign:      hexSigner(iimmpactSignatureHeader, "sha256=", nil),
 		withID:    func(id string) []byte { return iimmpactEvent("product.updated", "products", id, `{"name":"P"}`) },
+		idField:   "invalid field id:",
 		wantKeys:  func(n int) []string { return []string{fmt.Sprintf("iim:R%d", n)} },
 		sigHeader: iimmpactSignatureHeader,
 		badSignatures: append(hexTampering(iimmpactSignatureHeader, "sha256="),

@@ -18,6 +18,7 @@ func TestLiSAConformance(t *testing.T) {
 		valid:     func(n int) []byte { return []byte(fmt.Sprintf(`{"productId":"p%d","price":19.99}`, n)) },
 		sign:      hexSigner("X-Hmac-Signature", "", http.Header{"Authorization": {"ApiKey k1"}}),
 		withID:    func(id string) []byte { return []byte(`{"productId":` + id + `}`) },
+		idField:   "field productId",
 		resend:    resendRepeat,
 		wantKeys:  func(n int) []string { return []string{fmt.Sprintf("shop-eu:p%d", n)} },
 		sigHeader: "X-Hmac-Signature",

@@ -60,6 +60,7 @@ func TestStandardWebhooksConformance(t *testing.T) {
 		},
 		sign:      cfgSWSigner,
 		withID:    func(id string) []byte { return []byte(`{"type":"product.updated","data":{"id":` + id + `}}`) },
+		idField:   "field /data/id",
 		resend:    resendReplay,
 		wantKeys:  func(n int) []string { return []string{fmt.Sprintf("sw:p%d", n)} },
 		sigHeader: "webhook-signature",

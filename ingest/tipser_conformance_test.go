@@ -53,6 +53,7 @@ func TestTipserConformance(t *testing.T) {
 		},
 		wantKeys: func(n int) []string { return []string{fmt.Sprintf("tip:p%d", n)} },
 		withID:   func(id string) []byte { return []byte(tipserEvent("product-changed", `{"productId":`+id+`}`)) },
+		idField:  "field data.productId",
 		invalidBodies: []invalidBody{
 			{name: "missing eventType", body: []byte(`{"data":{"productId":"1"}}`), errHas: "missing field eventType"},
 			{name: "unknown eventType", body: []byte(tipserEvent("product-exploded", `{"productId":"1"}`)), errHas: "unknown Tipser eventType"},
