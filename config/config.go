@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -28,7 +29,26 @@ type Config struct {
 	HTTP           HTTP      `yaml:"http"`
 	Sources        []Source  `yaml:"sources"`
 	Processor      Processor `yaml:"processor"`
+	Ops            Ops       `yaml:"ops"`
 	Debug          Debug     `yaml:"debug"`
+
+	// Deprecations name the deprecated keys the file used, each with its
+	// replacement, for the role to log at start.
+	Deprecations []string `yaml:"-"`
+}
+
+// Ops configures the operations listener: /metrics, /healthz, /readyz and
+// the profiler under /debug/pprof/, on an address of its own, never the
+// public webhook listener's.
+type Ops struct {
+	// Listen is its host:port (default: none for ingest and process; dev
+	// serves it on 127.0.0.1:9464). It exposes the process's internals, so
+	// bind it to loopback or a private network.
+	Listen string `yaml:"listen"`
+
+	// from is the key Listen was read from, for errors to name: ops.listen
+	// or a deprecated one.
+	from string
 }
 
 // Kafka says where the brokers are and how productstream names and creates
@@ -162,12 +182,25 @@ type Source struct {
 	// retried delivery is answered without writing it again (default 10m;
 	// negative: off).
 	DedupeWindow time.Duration `yaml:"dedupe_window"`
+	// Options are the provider's own settings, decoded strictly by the
+	// provider when the source is built (package ingest): what each
+	// provider takes is on its page in docs/. Null or absent: none.
+	Options yaml.Node `yaml:"options"`
 	// SNS configures a source delivered through AWS SNS (provider tipser).
+	//
+	// Deprecated: put these keys under Options; still read, with a
+	// warning at start.
 	SNS *SNS `yaml:"sns"`
 	// HMAC configures the generic hmac provider.
+	//
+	// Deprecated: put these keys under Options; still read, with a
+	// warning at start.
 	HMAC *HMAC `yaml:"hmac"`
 	// Payload says where the generic providers (hmac, standardwebhooks)
 	// find the product id and the event type in the JSON body.
+	//
+	// Deprecated: put it under Options as options.payload; still read,
+	// with a warning at start.
 	Payload *Payload `yaml:"payload"`
 	// MaxJSONDepth refuses (400) a payload whose objects and arrays nest
 	// deeper than this ({} is 1 level); default 64, at most 10000.
@@ -252,9 +285,8 @@ type Processor struct {
 	// MaxPendingKeys bounds the keys buffered at once; past it the keys
 	// closest to their deadline are flushed early (default 1,000,000).
 	MaxPendingKeys int `yaml:"max_pending_keys"`
-	// MetricsListen is the host:port where `productstream process` serves
-	// Prometheus metrics at /metrics (default: none). Ingest and dev serve
-	// them at /metrics on the HTTP listener.
+	// Deprecated: MetricsListen is read as ops.listen when that is not
+	// set, with a deprecation warning.
 	MetricsListen string `yaml:"metrics_listen"`
 	// MaxJSONDepth sends a change whose raw JSON nests deeper than this to
 	// the dead letter topic instead of merging it (default 64, at most
@@ -262,32 +294,50 @@ type Processor struct {
 	MaxJSONDepth int `yaml:"max_json_depth"`
 }
 
-// Debug configures the opt-in profiling listener.
+// Debug is the former home of the profiling listener.
 type Debug struct {
-	// Listen is the host:port where every role (`ingest`, `process`, `dev`)
-	// serves net/http/pprof under /debug/pprof/. Empty (the default) serves
-	// nothing. Profiles expose the process's internals (command line, stacks,
-	// memory), so bind it to loopback or a private network, never to the
-	// address of the public ingest listener.
+	// Deprecated: Listen is read as ops.listen when neither that nor
+	// processor.metrics_listen is set, with a deprecation warning.
 	Listen string `yaml:"listen"`
 }
 
-// Defaults applied by Parse to fields left empty.
+// Defaults applied by Parse to fields left empty (zero), all in one place:
+// applyDefaults. docs/configuration.md states each one, and a test holds
+// the two together. (A provider's own settings default in the provider.)
 const (
-	DefaultTopicPrefix    = "productstream."
-	DefaultPartitions     = 12
-	DefaultProduceTimeout = 10 * time.Second
-	DefaultCompression    = "lz4"
-	DefaultListen         = "127.0.0.1:8080"
-	DefaultQuietPeriod    = 2 * time.Second
-	DefaultMaxDelay       = 30 * time.Second
-	DefaultGroup          = "productstream-processor"
-	DefaultSNSMaxAge      = time.Hour
+	DefaultTopicPrefix       = "productstream."
+	DefaultPartitions        = 12
+	DefaultReplicationFactor = -1 // the broker's default
+	DefaultProduceTimeout    = 10 * time.Second
+	DefaultCompression       = "lz4"
+
+	DefaultListen = "127.0.0.1:8080"
+	// DefaultDevOpsListen is where `dev` serves the operations listener
+	// when ops.listen is not set (the roles serve none by default).
+	DefaultDevOpsListen      = "127.0.0.1:9464"
+	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout is AWS SNS's own limit: it gives up on an HTTP/S
+	// delivery after 15s, so no sender needs longer.
+	DefaultReadTimeout    = 15 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxConnections = 1024
 	// DefaultUnverifiedPerSecond and DefaultUnverifiedBurst are
 	// http.unverified_limit's: generous for a sender whose credentials are
 	// being fixed, cheap for the edge under a flood of forgeries.
 	DefaultUnverifiedPerSecond = 5
 	DefaultUnverifiedBurst     = 100
+
+	DefaultDedupeWindow = 10 * time.Minute
+	DefaultMaxJSONDepth = jsondepth.Default // sources[].max_json_depth and processor.max_json_depth
+	DefaultSNSStrict    = true
+	DefaultSNSMaxAge    = time.Hour
+
+	DefaultQuietPeriod    = 2 * time.Second
+	DefaultMaxDelay       = 30 * time.Second
+	DefaultGroup          = "productstream-processor"
+	DefaultExactlyOnce    = true
+	DefaultMaxPendingKeys = 1_000_000
 )
 
 // FieldError is a validation failure of one configuration field. Field is the
@@ -366,91 +416,62 @@ func expand(n *yaml.Node, value func(name string) string) {
 	}
 }
 
+// applyDefaults fills in every field left empty with its Default
+// constant. It is the only place defaults are set; Parse and Demo call it
+// once.
 func (c *Config) applyDefaults() {
-	if c.Kafka.TopicPrefix == "" {
-		c.Kafka.TopicPrefix = DefaultTopicPrefix
-	}
-	if c.Kafka.Partitions == 0 {
-		c.Kafka.Partitions = DefaultPartitions
-	}
-	if c.Kafka.ReplicationFactor == 0 {
-		c.Kafka.ReplicationFactor = -1
-	}
-	if c.Kafka.ProduceTimeout == 0 {
-		c.Kafka.ProduceTimeout = DefaultProduceTimeout
-	}
-	if c.Kafka.Compression == "" {
-		c.Kafka.Compression = DefaultCompression
-	}
-	if c.HTTP.Listen == "" {
-		c.HTTP.Listen = DefaultListen
-	}
-	if c.HTTP.ShutdownTimeout == 0 {
-		c.HTTP.ShutdownTimeout = 15 * time.Second
-	}
-	if c.HTTP.ReadHeaderTimeout == 0 {
-		c.HTTP.ReadHeaderTimeout = 5 * time.Second
-	}
-	if c.HTTP.ReadTimeout == 0 {
-		c.HTTP.ReadTimeout = 15 * time.Second
-	}
-	if c.HTTP.IdleTimeout == 0 {
-		c.HTTP.IdleTimeout = 60 * time.Second
-	}
-	if c.HTTP.MaxConnections == 0 {
-		c.HTTP.MaxConnections = 1024
-	}
-	if c.HTTP.UnverifiedLimit.PerSecond == 0 {
-		c.HTTP.UnverifiedLimit.PerSecond = DefaultUnverifiedPerSecond
-	}
-	if c.HTTP.UnverifiedLimit.Burst == 0 {
-		c.HTTP.UnverifiedLimit.Burst = DefaultUnverifiedBurst
-	}
-	if c.Processor.QuietPeriod == 0 {
-		c.Processor.QuietPeriod = DefaultQuietPeriod
-	}
-	if c.Processor.MaxDelay == 0 {
-		c.Processor.MaxDelay = DefaultMaxDelay
-	}
-	if c.Processor.Group == "" {
-		c.Processor.Group = DefaultGroup
-	}
-	if c.Processor.ExactlyOnce == nil {
-		yes := true
-		c.Processor.ExactlyOnce = &yes
-	}
-	if c.Processor.MaxPendingKeys == 0 {
-		c.Processor.MaxPendingKeys = 1_000_000
-	}
-	if c.Processor.MaxJSONDepth == 0 {
-		c.Processor.MaxJSONDepth = jsondepth.Default
-	}
+	c.foldOps()
+	setDefault(&c.Kafka.TopicPrefix, DefaultTopicPrefix)
+	setDefault(&c.Kafka.Partitions, DefaultPartitions)
+	setDefault(&c.Kafka.ReplicationFactor, DefaultReplicationFactor)
+	setDefault(&c.Kafka.ProduceTimeout, DefaultProduceTimeout)
+	setDefault(&c.Kafka.Compression, DefaultCompression)
+
+	setDefault(&c.HTTP.Listen, DefaultListen)
+	setDefault(&c.HTTP.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.HTTP.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&c.HTTP.ReadTimeout, DefaultReadTimeout)
+	setDefault(&c.HTTP.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&c.HTTP.MaxConnections, DefaultMaxConnections)
+	setDefault(&c.HTTP.UnverifiedLimit.PerSecond, DefaultUnverifiedPerSecond)
+	setDefault(&c.HTTP.UnverifiedLimit.Burst, DefaultUnverifiedBurst)
+
 	for i := range c.Sources {
 		s := &c.Sources[i]
-		if s.ID == "" {
-			s.ID = s.Name
-		}
-		if s.Namespace == "" {
-			s.Namespace = s.Name
-		}
-		if s.DedupeWindow == 0 {
-			s.DedupeWindow = 10 * time.Minute
-		}
-		if s.RateLimit.PerSecond > 0 && s.RateLimit.Burst == 0 {
-			s.RateLimit.Burst = max(1, int(s.RateLimit.PerSecond))
+		setDefault(&s.ID, s.Name)
+		setDefault(&s.Namespace, s.Name)
+		setDefault(&s.DedupeWindow, DefaultDedupeWindow)
+		if s.RateLimit.PerSecond > 0 {
+			setDefault(&s.RateLimit.Burst, max(1, int(s.RateLimit.PerSecond)))
 		}
 		if s.SNS != nil {
-			if s.SNS.Strict == nil {
-				yes := true
-				s.SNS.Strict = &yes
-			}
-			if s.SNS.MaxAge == 0 {
-				s.SNS.MaxAge = DefaultSNSMaxAge
-			}
+			setDefaultPtr(&s.SNS.Strict, DefaultSNSStrict)
+			setDefault(&s.SNS.MaxAge, DefaultSNSMaxAge)
 		}
-		if s.MaxJSONDepth == 0 {
-			s.MaxJSONDepth = jsondepth.Default
-		}
+		setDefault(&s.MaxJSONDepth, DefaultMaxJSONDepth)
+	}
+
+	setDefault(&c.Processor.QuietPeriod, DefaultQuietPeriod)
+	setDefault(&c.Processor.MaxDelay, DefaultMaxDelay)
+	setDefault(&c.Processor.Group, DefaultGroup)
+	setDefaultPtr(&c.Processor.ExactlyOnce, DefaultExactlyOnce)
+	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
+	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
+}
+
+// setDefault sets *field to def when it holds its zero value.
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// setDefaultPtr points a nil *field at a copy of def: for the booleans whose
+// default is true, where an absent key and false must differ.
+func setDefaultPtr[T any](field **T, def T) {
+	if *field == nil {
+		*field = &def
 	}
 }
 
@@ -464,46 +485,53 @@ type Needs struct {
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // Validate checks the configuration and returns every problem found, each
-// a *FieldError, joined.
+// a *FieldError, joined. Each section checks its own fields.
 func (c *Config) Validate(n Needs) error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
-	}
-	if n.Brokers && len(c.Kafka.Brokers) == 0 {
+	var errs fieldErrors
+	c.Kafka.validate(n, &errs)
+	c.SchemaRegistry.validate(n, &errs)
+	c.HTTP.validate(&errs)
+	c.validateSources(n, &errs)
+	c.Processor.validate(&errs)
+	c.Ops.validate(&errs) // debug.listen and processor.metrics_listen are folded into it
+	return errors.Join(errs...)
+}
+
+// fieldErrors collects a section's validation failures.
+type fieldErrors []error
+
+// add records a *FieldError for field.
+func (e *fieldErrors) add(field, format string, args ...any) {
+	*e = append(*e, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// validate checks the kafka section.
+func (k *Kafka) validate(n Needs, errs *fieldErrors) {
+	bad := errs.add
+	if n.Brokers && len(k.Brokers) == 0 {
 		bad("kafka.brokers", "at least one broker is required")
 	}
-	for i, b := range c.Kafka.Brokers {
+	for i, b := range k.Brokers {
 		if !strings.Contains(b, ":") {
 			bad(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
 		}
 	}
-	if !namePattern.MatchString(c.Kafka.TopicPrefix) {
-		bad("kafka.topic_prefix", "%q may hold only letters, digits, '.', '_' and '-'", c.Kafka.TopicPrefix)
+	if !namePattern.MatchString(k.TopicPrefix) {
+		bad("kafka.topic_prefix", "%q may hold only letters, digits, '.', '_' and '-'", k.TopicPrefix)
 	}
-	if c.Kafka.Partitions < 1 {
-		bad("kafka.partitions", "must be at least 1, got %d", c.Kafka.Partitions)
+	if k.Partitions < 1 {
+		bad("kafka.partitions", "must be at least 1, got %d", k.Partitions)
 	}
-	if c.Kafka.ReplicationFactor < -1 || c.Kafka.ReplicationFactor == 0 {
-		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1, got %d", c.Kafka.ReplicationFactor)
+	if k.ReplicationFactor < -1 || k.ReplicationFactor == 0 {
+		bad("kafka.replication_factor", "must be -1 (broker default) or at least 1, got %d", k.ReplicationFactor)
 	}
-	if a := c.Processor.MetricsListen; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("processor.metrics_listen", "%q is not host:port", a)
-		}
+	if !slices.Contains(Compressions, k.Compression) {
+		bad("kafka.compression", "unknown codec %q (want one of %v)", k.Compression, Compressions)
 	}
-	if a := c.Debug.Listen; a != "" {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			bad("debug.listen", "%q is not host:port", a)
-		}
+	if k.MinInsyncReplicas < 0 || k.ReplicationFactor > 0 && k.MinInsyncReplicas > int(k.ReplicationFactor) {
+		bad("kafka.min_insync_replicas", "must be 0 (broker default) or between 1 and replication_factor, got %d", k.MinInsyncReplicas)
 	}
-	if !slices.Contains(Compressions, c.Kafka.Compression) {
-		bad("kafka.compression", "unknown codec %q (want one of %v)", c.Kafka.Compression, Compressions)
-	}
-	if c.Kafka.MinInsyncReplicas < 0 || c.Kafka.ReplicationFactor > 0 && c.Kafka.MinInsyncReplicas > int(c.Kafka.ReplicationFactor) {
-		bad("kafka.min_insync_replicas", "must be 0 (broker default) or between 1 and replication_factor, got %d", c.Kafka.MinInsyncReplicas)
-	}
-	for family, cfgs := range c.Kafka.TopicConfigs {
+	for family, cfgs := range k.TopicConfigs {
 		if !slices.Contains(TopicFamilies, family) {
 			bad("kafka.topic_configs."+family, "unknown topic family (want one of %v)", TopicFamilies)
 		}
@@ -511,39 +539,57 @@ func (c *Config) Validate(n Needs) error {
 			bad("kafka.topic_configs.products.cleanup.policy", "must stay compact: products holds the latest state per key")
 		}
 	}
-	if c.Kafka.ProduceTimeout < time.Second {
-		bad("kafka.produce_timeout", "must be at least 1s, got %s", c.Kafka.ProduceTimeout)
+	if k.ProduceTimeout < time.Second {
+		bad("kafka.produce_timeout", "must be at least 1s, got %s", k.ProduceTimeout)
 	}
-	if n.Registry {
-		if c.SchemaRegistry.URL == "" {
-			bad("schema_registry.url", "is required")
-		} else if !strings.HasPrefix(c.SchemaRegistry.URL, "http://") && !strings.HasPrefix(c.SchemaRegistry.URL, "https://") {
-			bad("schema_registry.url", "%q must be an http or https URL", c.SchemaRegistry.URL)
-		}
+}
+
+// validate checks the schema_registry section, which only roles that talk
+// to a registry of their own need.
+func (r *Registry) validate(n Needs, errs *fieldErrors) {
+	if !n.Registry {
+		return
 	}
-	if !strings.Contains(c.HTTP.Listen, ":") {
-		bad("http.listen", "%q is not host:port", c.HTTP.Listen)
+	if r.URL == "" {
+		errs.add("schema_registry.url", "is required")
+	} else if !strings.HasPrefix(r.URL, "http://") && !strings.HasPrefix(r.URL, "https://") {
+		errs.add("schema_registry.url", "%q must be an http or https URL", r.URL)
 	}
-	if c.HTTP.ReadHeaderTimeout <= 0 {
-		bad("http.read_header_timeout", "must be positive, got %s", c.HTTP.ReadHeaderTimeout)
+}
+
+// validate checks the http section.
+func (h *HTTP) validate(errs *fieldErrors) {
+	bad := errs.add
+	if !strings.Contains(h.Listen, ":") {
+		bad("http.listen", "%q is not host:port", h.Listen)
 	}
-	if c.HTTP.ReadTimeout <= 0 {
-		bad("http.read_timeout", "must be positive, got %s", c.HTTP.ReadTimeout)
-	} else if c.HTTP.ReadHeaderTimeout > c.HTTP.ReadTimeout {
-		bad("http.read_header_timeout", "(%s) must not be longer than http.read_timeout (%s), which bounds the headers too", c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout)
+	if h.ReadHeaderTimeout <= 0 {
+		bad("http.read_header_timeout", "must be positive, got %s", h.ReadHeaderTimeout)
 	}
-	if l := c.HTTP.UnverifiedLimit; l.PerSecond <= 0 || l.Burst <= 0 {
+	if h.ReadTimeout <= 0 {
+		bad("http.read_timeout", "must be positive, got %s", h.ReadTimeout)
+	} else if h.ReadHeaderTimeout > h.ReadTimeout {
+		bad("http.read_header_timeout", "(%s) must not be longer than http.read_timeout (%s), which bounds the headers too", h.ReadHeaderTimeout, h.ReadTimeout)
+	}
+	if l := h.UnverifiedLimit; l.PerSecond <= 0 || l.Burst <= 0 {
 		bad("http.unverified_limit", "per_second and burst must be positive, got %v and %d", l.PerSecond, l.Burst)
 	}
-	if _, err := c.HTTP.TrustedPrefixes(); err != nil {
-		errs = append(errs, err)
+	if _, err := h.TrustedPrefixes(); err != nil {
+		*errs = append(*errs, err)
 	}
-	if c.HTTP.IdleTimeout <= 0 {
-		bad("http.idle_timeout", "must be positive, got %s", c.HTTP.IdleTimeout)
+	if h.IdleTimeout <= 0 {
+		bad("http.idle_timeout", "must be positive, got %s", h.IdleTimeout)
 	}
-	if c.HTTP.MaxConnections <= 0 {
-		bad("http.max_connections", "must be positive, got %d", c.HTTP.MaxConnections)
+	if h.MaxConnections <= 0 {
+		bad("http.max_connections", "must be positive, got %d", h.MaxConnections)
 	}
+}
+
+// validateSources checks the sources list and what every source has in
+// common; what a provider needs of its own source is checked by the
+// provider when the sources are built.
+func (c *Config) validateSources(n Needs, errs *fieldErrors) {
+	bad := errs.add
 	if n.Sources && len(c.Sources) == 0 {
 		bad("sources", "at least one source is required")
 	}
@@ -596,19 +642,53 @@ func (c *Config) Validate(n Needs) error {
 			bad(f+".basic_auth", "needs a username and non-empty passwords")
 		}
 	}
-	if c.Processor.QuietPeriod <= 0 {
+}
+
+// validate checks the processor section.
+func (p *Processor) validate(errs *fieldErrors) {
+	bad := errs.add
+	if p.QuietPeriod <= 0 {
 		bad("processor.quiet_period", "must be positive")
 	}
-	if c.Processor.MaxPendingKeys < 0 {
+	if p.MaxPendingKeys < 0 {
 		bad("processor.max_pending_keys", "must not be negative")
 	}
-	if c.Processor.MaxJSONDepth < 0 || c.Processor.MaxJSONDepth > jsondepth.Max {
-		bad("processor.max_json_depth", "must be between 1 and %d (0: the default, %d), got %d", jsondepth.Max, jsondepth.Default, c.Processor.MaxJSONDepth)
+	if p.MaxJSONDepth < 0 || p.MaxJSONDepth > jsondepth.Max {
+		bad("processor.max_json_depth", "must be between 1 and %d (0: the default, %d), got %d", jsondepth.Max, jsondepth.Default, p.MaxJSONDepth)
 	}
-	if c.Processor.MaxDelay < c.Processor.QuietPeriod {
-		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", c.Processor.MaxDelay, c.Processor.QuietPeriod)
+	if p.MaxDelay < p.QuietPeriod {
+		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", p.MaxDelay, p.QuietPeriod)
 	}
-	return errors.Join(errs...)
+}
+
+// validate checks the ops section.
+func (o *Ops) validate(errs *fieldErrors) {
+	if a := o.Listen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs.add(cmp.Or(o.from, "ops.listen"), "%q is not host:port", a)
+		}
+	}
+}
+
+// foldOps takes the deprecated homes of the operations listener,
+// processor.metrics_listen and then debug.listen, as ops.listen when that
+// is not set, and notes each one used.
+func (c *Config) foldOps() {
+	for _, old := range []struct{ key, addr string }{
+		{"processor.metrics_listen", c.Processor.MetricsListen},
+		{"debug.listen", c.Debug.Listen},
+	} {
+		if old.addr == "" {
+			continue
+		}
+		note := old.key + " is deprecated: use ops.listen, which serves /metrics, /healthz, /readyz and /debug/pprof/"
+		if c.Ops.Listen == "" {
+			c.Ops.Listen, c.Ops.from = old.addr, old.key
+		} else if c.Ops.Listen != old.addr {
+			note += fmt.Sprintf(" (ignored: ops.listen is %s)", c.Ops.Listen)
+		}
+		c.Deprecations = append(c.Deprecations, note)
+	}
 }
 
 // Demo secrets of the built-in `dev` configuration. They are public (README
@@ -624,7 +704,6 @@ const (
 // public demo credentials.
 func Demo() *Config {
 	c := &Config{
-		Processor: Processor{QuietPeriod: DefaultQuietPeriod, MaxDelay: DefaultMaxDelay},
 		Sources: []Source{{
 			Name:     DemoSource,
 			Provider: "lisa",

@@ -2,17 +2,14 @@ package ingest
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 
-	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 )
 
-// aicommerce is AICommerce's store webhook
+// aicommerceProvider is AICommerce's store webhook
 // (shared/providers/aicommerce-webhooks.txt), served at /webhooks/{name}
 // only:
 //
@@ -25,39 +22,27 @@ import (
 // event (product.viewed, chat.*, analytics.daily, and event types added
 // later) goes to the events topic. AICommerce retries a non-2xx answer up
 // to 3 times with the same body, so the body identifies the delivery.
-type aicommerce struct{}
+// AICommerce takes no options.
+func aicommerceProvider() Registration {
+	return Registration{Name: "aicommerce", MaxBody: aicommerceMaxBody, New: bodySignedFactory(
+		hmacVerifier{header: aicommerceSignatureHeader, prefix: "sha256="},
+		func(b bodySigned) Adapter { return &aicommerce{b} })}
+}
 
 const (
 	aicommerceSignatureHeader = "X-Webhook-Signature"
 	aicommerceMaxBody         = 256 << 10
 )
 
-func (aicommerce) Name() string          { return "aicommerce" }
-func (aicommerce) DefaultMaxBody() int64 { return aicommerceMaxBody }
-func (aicommerce) Routes() []string      { return nil }
+// aicommerce is a configured AICommerce source. A retry resends the same
+// body, whose timestamp tells it apart from a later event of the same
+// kind.
+type aicommerce struct{ bodySigned }
 
-func (aicommerce) Check(i int, src config.Source) error { return needSecrets(i, src) }
+var _ Signer = (*aicommerce)(nil)
 
-func (aicommerce) Verify(_ context.Context, src *Source, req *Request) error {
-	presented := req.Header.Get(aicommerceSignatureHeader)
-	if presented == "" {
-		return fmt.Errorf("%w: %s header is required", ErrMissingSignature, aicommerceSignatureHeader)
-	}
-	digest, ok := strings.CutPrefix(presented, "sha256=")
-	if !ok || digest == "" {
-		return fmt.Errorf("%w: %s must be sha256=<hex>", ErrMalformedSignature, aicommerceSignatureHeader)
-	}
-	return verifyHexHMAC(aicommerceSignatureHeader, digest, src.secrets, req.Body)
-}
-
-// DeliveryID is the body's hash: a retry resends the same body, whose
-// timestamp tells it apart from a later event of the same kind.
-func (aicommerce) DeliveryID(src *Source, req *Request) Identity {
-	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
-}
-
-func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body, src.maxJSONDepth())
+func (a *aicommerce) Normalize(_ context.Context, v Verified) (Batch, error) {
+	o, err := parseObject(v.Body, a.maxDepth)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -82,10 +67,10 @@ func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch
 	_ = json.Unmarshal(data["product"], &product) // nil unless an object
 	productID := []idCandidate{{data, "productId", "data.productId"}, {product, "id", "data.product.id"}, {data, "id", "data.id"}}
 
-	eventID := bodyEventID(src.Name, req.Body)
+	eventID := v.Identity.ID
 	switch event {
 	case "product.added", "product.updated":
-		id, found, err := firstID(productID...)
+		id, found, err := firstID(true, productID...)
 		if err != nil {
 			return Batch{}, err
 		}
@@ -105,13 +90,13 @@ func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch
 		}
 		return Batch{Changes: []schemas.Change{{
 			EventID:    eventID,
-			Source:     src.Name,
+			Source:     a.name,
 			Provider:   "aicommerce",
-			Namespace:  src.Namespace,
+			Namespace:  a.namespace,
 			EventType:  event,
 			Resource:   "product",
 			ProductID:  id,
-			ReceivedAt: req.Received,
+			ReceivedAt: v.Received,
 			OccurredAt: ts,
 			Fields: schemas.Fields{
 				Title:       text("name"),
@@ -121,7 +106,7 @@ func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch
 				URL:         text("url"),
 				ImageURL:    text("imageUrl", "image"),
 			},
-			Raw: string(req.Body),
+			Raw: string(v.Body),
 		}}}, nil
 	}
 
@@ -130,19 +115,19 @@ func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch
 	var found bool
 	switch {
 	case event == "product.viewed":
-		if subject, found, err = firstID(productID...); err == nil && !found {
+		if subject, found, err = firstID(true, productID...); err == nil && !found {
 			err = fieldMissing("data.productId", "")
 		}
 	case strings.HasPrefix(event, "chat."):
-		if subject, found, err = firstID(idCandidate{data, "sessionId", "data.sessionId"}); err == nil && !found {
+		if subject, found, err = firstID(true, idCandidate{data, "sessionId", "data.sessionId"}); err == nil && !found {
 			err = fieldMissing("data.sessionId", "")
 		}
 	case event == "analytics.daily":
-		if subject, found, err = firstID(idCandidate{data, "storeId", "data.storeId"}, idCandidate{data, "date", "data.date"}); err == nil && !found {
+		if subject, found, err = firstID(true, idCandidate{data, "storeId", "data.storeId"}, idCandidate{data, "date", "data.date"}); err == nil && !found {
 			err = fieldMissing("data.storeId", "")
 		}
 	default:
-		if subject, found, err = firstID(idCandidate{data, "storeId", "data.storeId"}); err == nil && !found {
+		if subject, found, err = firstID(true, idCandidate{data, "storeId", "data.storeId"}); err == nil && !found {
 			subject = event
 		}
 	}
@@ -151,41 +136,13 @@ func (aicommerce) Normalize(_ context.Context, src *Source, req *Request) (Batch
 	}
 	return Batch{Events: []schemas.Event{{
 		EventID:    eventID,
-		Source:     src.Name,
+		Source:     a.name,
 		Provider:   "aicommerce",
-		Namespace:  src.Namespace,
+		Namespace:  a.namespace,
 		EventType:  event,
 		Subject:    subject,
-		ReceivedAt: req.Received,
+		ReceivedAt: v.Received,
 		OccurredAt: ts,
-		Raw:        string(req.Body),
+		Raw:        string(v.Body),
 	}}}, nil
-}
-
-// idCandidate is one place an id may be: o[key], called name in errors.
-type idCandidate struct {
-	o         object
-	key, name string
-}
-
-// firstID returns the first of fields that is present and not null, as an
-// id (a string or an integer). A present field that is no id is an error
-// naming it; found is false when none is present.
-func firstID(fields ...idCandidate) (id string, found bool, err error) {
-	for _, f := range fields {
-		raw := f.o[f.key]
-		if isNull(raw) {
-			continue
-		}
-		id, err := idText(f.name, "", raw, true)
-		return id, true, err
-	}
-	return "", false, nil
-}
-
-func (aicommerce) Sign(src *Source, body []byte) http.Header {
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set(aicommerceSignatureHeader, "sha256="+hex.EncodeToString(hmacSHA256(src.secrets[0], body)))
-	return h
 }

@@ -108,14 +108,14 @@ func aicommerceInvalidBodies() []invalidBody {
 func TestAICommerceContractVector(t *testing.T) {
 	src := familySource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"your-webhook-secret"}})
 	body := []byte(aicommerceSample)
-	h := src.Provider.Sign(src, body)
+	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Webhook-Signature"); got != aicommerceSampleSig || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("headers %v, want signature %s", h, aicommerceSampleSig)
 	}
-	if err := src.Provider.Verify(t.Context(), src, &Request{Header: h, Body: body}); err != nil {
+	if err := verifyErr(t.Context(), src, &Request{Header: h, Body: body}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: body})
+	b, err := normalizeSigned(t, src, &Request{Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestAICommerceVerify(t *testing.T) {
 		{"line break", aicommerceSampleSig + "\r\n", body, ErrMalformedSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {tc.header}}, Body: tc.body})
+			err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {tc.header}}, Body: tc.body})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -189,7 +189,7 @@ func TestAICommerceNormalize(t *testing.T) {
 		{"product.deleted is not in the contract: an event", aicommerceBody("product.deleted", `{"productId":"p1"}`), false, "ns:product.deleted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: tc.body})
+			b, err := normalizeSigned(t, src, &Request{Body: tc.body})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +228,7 @@ func TestAICommerceProductFields(t *testing.T) {
 			"Top", "1", "", "", "i", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: aicommerceBody("product.updated", tc.data)})
+			b, err := normalizeSigned(t, src, &Request{Body: aicommerceBody("product.updated", tc.data)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,7 +41,7 @@ type benchCase struct {
 
 // benchSigned builds a request the source's own Sign signs.
 func benchSigned(src *Source, body []byte) *Request {
-	return &Request{Header: src.Provider.Sign(src, body), Body: body, Received: time.Now().UTC()}
+	return &Request{Header: src.Adapter.(Signer).Sign(body), Body: body, Received: time.Now().UTC()}
 }
 
 // benchCases sets up every provider. Sources sign with the first of two
@@ -107,7 +107,7 @@ func benchTipser(b *testing.B, version string) benchCase {
 	}
 	src := srcs[0]
 	bed := &snsBed{key: snsTestKeys()[0], host: "sns.eu-west-1.amazonaws.com"}
-	src.Provider.(*tipser).certs.keys.Add(bed.certURL(), cachedKey{key: &bed.key.PublicKey, fetched: time.Now()})
+	src.Adapter.(*tipser).certs.keys.Add(bed.certURL(), cachedKey{key: &bed.key.PublicKey, fetched: time.Now()})
 	return benchCase{name: "tipser", variant: "-v" + version, verifyOnly: version == "1", src: src,
 		build: func(b *testing.B, pad string) *Request {
 			msg := tipserEvent("product-changed", fmt.Sprintf(`{"productId":"5075bb2ae1d49107c08f3fc8","description":%q}`, pad))
@@ -127,28 +127,30 @@ func benchText(n int) string {
 }
 
 // request returns c's request with a body of exactly n bytes, checked to
-// pass Verify and to normalize into at least one record.
-func (c benchCase) request(b *testing.B, n int) *Request {
+// pass Verify and to normalize into at least one record, and what Verify
+// returned for it.
+func (c benchCase) request(b *testing.B, n int) (*Request, Verified) {
 	b.Helper()
 	pad := 0
 	for range 3 {
 		req := c.build(b, benchText(pad))
 		if len(req.Body) == n {
-			if err := c.src.Provider.Verify(b.Context(), c.src, req); err != nil {
+			v, err := c.src.Adapter.Verify(b.Context(), req)
+			if err != nil {
 				b.Fatalf("%s: Verify refused the benchmark body: %v", c.name, err)
 			}
-			batch, err := c.src.Provider.Normalize(b.Context(), c.src, req)
+			batch, err := c.src.Adapter.Normalize(b.Context(), v)
 			if err != nil || batch.Len() == 0 {
 				b.Fatalf("%s: Normalize gave %d records, error %v", c.name, batch.Len(), err)
 			}
-			return req
+			return req, v
 		}
 		if pad += n - len(req.Body); pad < 0 {
 			b.Fatalf("%s: the smallest body is %d bytes, over %d", c.name, len(req.Body), n)
 		}
 	}
 	b.Fatalf("%s: cannot size the body to %d bytes", c.name, n)
-	return nil
+	return nil, Verified{}
 }
 
 // BenchmarkVerify measures each provider's signature check on the exact
@@ -159,12 +161,12 @@ func BenchmarkVerify(b *testing.B) {
 	for _, c := range benchCases(b) {
 		for _, n := range benchSizes {
 			b.Run(c.name+c.variant+"/"+benchSizeName(n), func(b *testing.B) {
-				req := c.request(b, n)
+				req, _ := c.request(b, n)
 				ctx := b.Context()
 				b.ReportAllocs()
 				b.SetBytes(int64(n))
 				for b.Loop() {
-					if err := c.src.Provider.Verify(ctx, c.src, req); err != nil {
+					if _, err := c.src.Adapter.Verify(ctx, req); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -183,12 +185,12 @@ func BenchmarkNormalize(b *testing.B) {
 		}
 		for _, n := range benchSizes {
 			b.Run(c.name+"/"+benchSizeName(n), func(b *testing.B) {
-				req := c.request(b, n)
+				_, v := c.request(b, n)
 				ctx := b.Context()
 				b.ReportAllocs()
 				b.SetBytes(int64(n))
 				for b.Loop() {
-					if _, err := c.src.Provider.Normalize(ctx, c.src, req); err != nil {
+					if _, err := c.src.Adapter.Normalize(ctx, v); err != nil {
 						b.Fatal(err)
 					}
 				}

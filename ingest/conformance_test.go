@@ -77,6 +77,9 @@ type conformance struct {
 	unsignedID string
 	// resend says what an exact resend of a delivery is.
 	resend resendRule
+	// providers is the registry the source's provider is in (default:
+	// the built-in providers; a fixture provider's test adds its own).
+	providers registry
 }
 
 // resendRule is what the edge can tell about an exact resend of a
@@ -111,6 +114,9 @@ type invalidBody struct {
 }
 
 func (c *conformance) defaults() {
+	if c.providers == nil {
+		c.providers = providers()
+	}
 	if c.seal == nil {
 		c.seal = func(secret string, payload []byte) ([]byte, http.Header) { return payload, c.sign(secret, payload) }
 	}
@@ -163,6 +169,14 @@ func padTo(t *testing.T, body []byte, n int) []byte {
 
 func runConformance(t *testing.T, c conformance, deps Deps) {
 	c.defaults()
+	startEdgeOn := func(t *testing.T, lc ListenerConfig, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
+		t.Helper()
+		return startEdgeFrom(t, c.providers, lc, cfgs, deps, produceTimeout, opts...)
+	}
+	startEdge := func(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
+		t.Helper()
+		return startEdgeOn(t, edgeListener(produceTimeout), cfgs, deps, produceTimeout, opts...)
+	}
 	f := startEdge(t, []config.Source{c.source}, deps, time.Second)
 	limit := f.src.MaxBody
 	n := 0

@@ -1,25 +1,19 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 )
 
-// datasembly is Datasembly's data ingest webhook for manually collected
-// product listings (shared/providers/datasembly-ingest-webhook.txt):
+// datasemblyProvider is Datasembly's data ingest webhook for manually
+// collected product listings (shared/providers/datasembly-ingest-webhook.txt):
 //
 //	POST /v2/ingest/productlistings/manual/{code}
 //	ds-signature: base64(HMAC-SHA256(secret, raw body)), standard alphabet, padded
@@ -32,50 +26,33 @@ import (
 // "listing.collected" change keyed by its barcode, else its sku. Answers
 // follow the contract: 200 {"success":true,"count":N}, refusals
 // {"success":false,"error":"..."} with the status the edge decided.
-type datasembly struct{}
+// Datasembly takes no options.
+func datasemblyProvider() Registration {
+	return Registration{Name: "datasembly", Routes: []string{"/v2/ingest/productlistings/manual/:id"},
+		MaxBody: datasemblyMaxBody, New: bodySignedFactory(
+			hmacVerifier{header: datasemblySignatureHeader, base64: true},
+			func(b bodySigned) Adapter { return &datasembly{b} })}
+}
 
 const (
 	datasemblySignatureHeader = "ds-signature"
 	datasemblyMaxBody         = 1 << 20
 )
 
-func (datasembly) Name() string          { return "datasembly" }
-func (datasembly) DefaultMaxBody() int64 { return datasemblyMaxBody }
-func (datasembly) Routes() []string      { return []string{"/v2/ingest/productlistings/manual/:id"} }
+// datasembly is a configured Datasembly source: ds-signature is decoded
+// strictly (standard alphabet, padding, no stray bits, no line breaks: the
+// decoder would skip them) and accepted if any configured secret produces
+// it. Listings carry their collection time, so an identical body is a
+// retry of the same submission.
+type datasembly struct{ bodySigned }
 
-func (datasembly) Check(i int, src config.Source) error { return needSecrets(i, src) }
+var (
+	_ Signer    = (*datasembly)(nil)
+	_ Responder = (*datasembly)(nil)
+)
 
-// Verify decodes ds-signature strictly (standard alphabet, padding, no
-// stray bits, no line breaks: the decoder would skip them) and accepts it
-// if any configured secret produces it.
-func (datasembly) Verify(_ context.Context, src *Source, req *Request) error {
-	presented := req.Header.Get(datasemblySignatureHeader)
-	if presented == "" {
-		return fmt.Errorf("%w: %s header is required", ErrMissingSignature, datasemblySignatureHeader)
-	}
-	if strings.ContainsAny(presented, "\r\n") {
-		return fmt.Errorf("%w: %s contains a line break", ErrMalformedSignature, datasemblySignatureHeader)
-	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(presented)
-	if err != nil || len(sig) != sha256.Size {
-		return fmt.Errorf("%w: %s must be the standard base64 of %d bytes", ErrMalformedSignature, datasemblySignatureHeader, sha256.Size)
-	}
-	for _, sec := range src.secrets {
-		if hmac.Equal(sig, hmacSHA256(sec, req.Body)) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: %s", ErrBadSignature, datasemblySignatureHeader)
-}
-
-// DeliveryID is the body's hash: listings carry their collection time, so
-// an identical body is a retry of the same submission.
-func (datasembly) DeliveryID(src *Source, req *Request) Identity {
-	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
-}
-
-func (datasembly) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body, src.maxJSONDepth())
+func (d *datasembly) Normalize(_ context.Context, v Verified) (Batch, error) {
+	o, err := parseObject(v.Body, d.maxDepth)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -86,17 +63,16 @@ func (datasembly) Normalize(_ context.Context, src *Source, req *Request) (Batch
 	if err := json.Unmarshal(o["listings"], &listings); err != nil || len(listings) == 0 {
 		return Batch{}, fieldInvalid("listings", "", "must be a non-empty array")
 	}
-	eventID := bodyEventID(src.Name, req.Body)
 	changes := make([]schemas.Change, 0, len(listings))
 	for i, l := range listings {
 		ch, err := datasemblyListing(l, fmt.Sprintf(" (listings[%d])", i))
 		if err != nil {
 			return Batch{}, err
 		}
-		ch.EventID = eventID + "#" + strconv.Itoa(i)
-		ch.Source = src.Name
-		ch.Namespace = src.Namespace
-		ch.ReceivedAt = req.Received
+		ch.EventID = v.Identity.ID + "#" + strconv.Itoa(i)
+		ch.Source = d.name
+		ch.Namespace = d.namespace
+		ch.ReceivedAt = v.Received
 		changes = append(changes, ch)
 	}
 	return Batch{Changes: changes}, nil
@@ -203,7 +179,7 @@ type datasemblyReply struct {
 
 // Respond answers in the contract's shape. A payload refusal's message is
 // the contract's own wording, without the "invalid payload: " prefix.
-func (datasembly) Respond(status, accepted int, err error) any {
+func (*datasembly) Respond(status, accepted int, err error) any {
 	if err == nil {
 		return datasemblyReply{Success: true, Count: &accepted}
 	}
@@ -215,98 +191,4 @@ func (datasembly) Respond(status, accepted int, err error) any {
 		msg = strings.TrimPrefix(msg, ErrInvalidPayload.Error()+": ")
 	}
 	return datasemblyReply{Error: msg}
-}
-
-func (datasembly) Sign(src *Source, body []byte) http.Header {
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set(datasemblySignatureHeader, base64.StdEncoding.EncodeToString(hmacSHA256(src.secrets[0], body)))
-	return h
-}
-
-// Payload checks shared by the HMAC-family providers (datasembly.go,
-// iimmpact.go, aicommerce.go). Their errors use Datasembly's wording
-// ("missing field timestamp"); at locates the field inside a batch
-// (" (listings[1])") and is empty for a top-level field.
-
-func fieldMissing(name, at string) error {
-	return fmt.Errorf("%w: missing field %s%s", ErrInvalidPayload, name, at)
-}
-
-func fieldInvalid(name, at, why string) error {
-	return fmt.Errorf("%w: invalid field %s%s: %s", ErrInvalidPayload, name, at, why)
-}
-
-// isNull reports whether a field is absent (nil) or JSON null.
-func isNull(raw json.RawMessage) bool {
-	return raw == nil || string(bytes.TrimSpace(raw)) == "null"
-}
-
-// needString returns o[key] as sent: a string that is not blank.
-func needString(o object, key, at string) (string, error) {
-	raw := o[key]
-	if isNull(raw) {
-		return "", fieldMissing(key, at)
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || strings.TrimSpace(s) == "" {
-		return "", fieldInvalid(key, at, "must be a non-empty string")
-	}
-	return s, nil
-}
-
-// needTime returns o[key] as an RFC 3339 time (ISO 8601 with a zone), in UTC.
-func needTime(o object, key, at string) (time.Time, error) {
-	raw := o[key]
-	if isNull(raw) {
-		return time.Time{}, fieldMissing(key, at)
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fieldInvalid(key, at, "must be an RFC 3339 time")
-}
-
-// needNumber returns o[key], which must be a JSON number (not a quoted one)
-// within float64's range.
-func needNumber(o object, key, at string) (float64, error) {
-	raw := bytes.TrimSpace(o[key])
-	if isNull(raw) {
-		return 0, fieldMissing(key, at)
-	}
-	if c := raw[0]; c == '-' || c >= '0' && c <= '9' {
-		var n json.Number
-		if err := json.Unmarshal(raw, &n); err == nil {
-			if f, err := strconv.ParseFloat(n.String(), 64); err == nil {
-				return f, nil
-			}
-		}
-	}
-	return 0, fieldInvalid(key, at, "must be a number")
-}
-
-// idText returns raw, the field name (at locates it), as an id: a string
-// fit for a record key (see checkID), trimmed, of 1 to maxIDLen bytes, or
-// with integers an integer written as sent. Errors are fieldInvalid.
-func idText(name, at string, raw json.RawMessage, integers bool) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		if err := checkID(raw, s); err != nil {
-			return "", fieldInvalid(name, at, err.Error())
-		}
-		s = strings.TrimSpace(s)
-	} else if _, err := strconv.ParseInt(string(bytes.TrimSpace(raw)), 10, 64); integers && err == nil {
-		s = string(bytes.TrimSpace(raw))
-	}
-	if s == "" || len(s) > maxIDLen { // also: neither a string nor an integer
-		what := "string"
-		if integers {
-			what = "string or an integer"
-		}
-		return "", fieldInvalid(name, at, fmt.Sprintf("must be a non-empty %s of at most %d bytes", what, maxIDLen))
-	}
-	return s, nil
 }

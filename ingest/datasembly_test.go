@@ -190,17 +190,17 @@ func datasemblyInvalidBodies() []invalidBody {
 func TestDatasemblyContractVector(t *testing.T) {
 	src := familySource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"ds-secret"}})
 	body := []byte(datasemblySample)
-	h := src.Provider.Sign(src, body)
+	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("ds-signature"); got != datasemblySampleSig {
 		t.Fatalf("signature %s, want %s", got, datasemblySampleSig)
 	}
 	if h.Get("Content-Type") != "application/json" {
 		t.Fatalf("Content-Type %q", h.Get("Content-Type"))
 	}
-	if err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"Ds-Signature": {datasemblySampleSig}}, Body: body}); err != nil {
+	if err := verifyErr(t.Context(), src, &Request{Header: http.Header{"Ds-Signature": {datasemblySampleSig}}, Body: body}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := src.Provider.Normalize(t.Context(), src, &Request{Header: h, Body: body, Received: time.Unix(1, 0).UTC()})
+	b, err := normalizeSigned(t, src, &Request{Header: h, Body: body, Received: time.Unix(1, 0).UTC()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestDatasemblyVerify(t *testing.T) {
 			if tc.header != nil {
 				h["Ds-Signature"] = tc.header
 			}
-			err := src.Provider.Verify(t.Context(), src, &Request{Header: h, Body: body})
+			err := verifyErr(t.Context(), src, &Request{Header: h, Body: body})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -294,7 +294,7 @@ func TestDatasemblyNormalize(t *testing.T) {
 		{"unknown fields ignored", dsListing("extra", `{"a":[1]}`), "ns:016000401068", "4.99", "4.25"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: dsBody(tc.listing)})
+			b, err := normalizeSigned(t, src, &Request{Body: dsBody(tc.listing)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +326,7 @@ func TestDatasemblyKeyFallsBackToSKU(t *testing.T) {
 		{"barcode blank", `"  "`, "ns:57123", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: dsBody(dsListing("barcode", tc.barcode))})
+			b, err := normalizeSigned(t, src, &Request{Body: dsBody(dsListing("barcode", tc.barcode))})
 			if err != nil {
 				t.Fatal(err)
 			}

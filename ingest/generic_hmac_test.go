@@ -165,13 +165,13 @@ func TestGenericHMACGitHubVector(t *testing.T) {
 		HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
 	body := []byte("Hello, World!")
 	const want = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-	if err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"X-Hub-Signature-256": {want}}, Body: body}); err != nil {
+	if err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Hub-Signature-256": {want}}, Body: body}); err != nil {
 		t.Fatalf("GitHub vector refused: %v", err)
 	}
-	if got := src.Provider.Sign(src, body).Get("X-Hub-Signature-256"); got != want {
+	if got := src.Adapter.(Signer).Sign(body).Get("X-Hub-Signature-256"); got != want {
 		t.Fatalf("Sign gives %s, want %s", got, want)
 	}
-	err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"X-Hub-Signature-256": {want}}, Body: []byte("Hello, World?")})
+	err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Hub-Signature-256": {want}}, Body: []byte("Hello, World?")})
 	if !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("altered body: %v, want ErrBadSignature", err)
 	}
@@ -186,10 +186,10 @@ func TestGenericHMACTimestampTemplateVector(t *testing.T) {
 		"X-Signature": {"v1=88de5c40ebd2e6aaa5498126c98edf04a975f7421f3bff23c968dddb7ee53a03"},
 		"X-Timestamp": {"1700000000"},
 	}, Body: body, Received: time.Unix(1700000000, 0)}
-	if err := src.Provider.Verify(t.Context(), src, req); err != nil {
+	if err := verifyErr(t.Context(), src, req); err != nil {
 		t.Fatalf("vector refused: %v", err)
 	}
-	b, err := src.Provider.Normalize(t.Context(), src, req)
+	b, err := normalizeSigned(t, src, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestGenericHMACVerifyRefusals(t *testing.T) {
 		{"timestamp beyond int64", tsSrc, http.Header{"X-Signature": {"v1=" + tsMac}, "X-Timestamp": {strings.Repeat("9", 30)}}, ErrStale},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.src.Provider.Verify(t.Context(), tc.src, &Request{Header: tc.hdr, Body: body, Received: now})
+			err := verifyErr(t.Context(), tc.src, &Request{Header: tc.hdr, Body: body, Received: now})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: %v, want %v", err, tc.want)
 			}
@@ -416,7 +416,7 @@ func TestGenericHMACNormalize(t *testing.T) {
 			if hdr == nil {
 				hdr = http.Header{}
 			}
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Header: hdr, Body: []byte(tc.body), Received: received})
+			b, err := normalizeSigned(t, src, &Request{Header: hdr, Body: []byte(tc.body), Received: received})
 			if tc.errHas != "" {
 				if !errors.Is(err, ErrInvalidPayload) || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("error %v, want ErrInvalidPayload saying %q", err, tc.errHas)
@@ -460,10 +460,10 @@ func TestGenericHMACDeliveryID(t *testing.T) {
 	withoutID := cfgSource(t, config.Source{Name: "g", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
 	body := []byte(`{"id":"p"}`)
 	di := func(src *Source, h http.Header) (string, bool) {
-		id := src.Provider.(DeliveryIdentifier).DeliveryID(src, &Request{Header: h, Body: body})
+		id := identityOf(t, src, &Request{Header: h, Body: body})
 		return id.ID, id.ID != ""
 	}
-	if id := withID.Provider.(DeliveryIdentifier).DeliveryID(withID, &Request{Header: http.Header{"X-Shopify-Webhook-Id": {"w-1"}}, Body: body}); id != (Identity{ID: "w-1"}) {
+	if id := identityOf(t, withID, &Request{Header: http.Header{"X-Shopify-Webhook-Id": {"w-1"}}, Body: body}); id != (Identity{ID: "w-1"}) {
 		t.Fatalf("with the header: %+v, want the id, not covered by the signature", id)
 	}
 	if _, ok := di(withID, http.Header{}); ok {
@@ -472,12 +472,12 @@ func TestGenericHMACDeliveryID(t *testing.T) {
 	if _, ok := di(withoutID, http.Header{"X-Shopify-Webhook-Id": {"w-1"}}); ok {
 		t.Fatal("a source without event_id_header must not identify deliveries")
 	}
-	b, err := withoutID.Provider.Normalize(t.Context(), withoutID, &Request{Header: http.Header{}, Body: body})
+	b, err := normalizeSigned(t, withoutID, &Request{Header: http.Header{}, Body: body})
 	if err != nil || b.Changes[0].EventID != bodyEventID("g", body) {
 		t.Fatalf("event id without a header: %v %+v", err, b)
 	}
 	long := http.Header{"X-Shopify-Webhook-Id": {strings.Repeat("w", maxIDLen+1)}}
-	if _, err := withID.Provider.Normalize(t.Context(), withID, &Request{Header: long, Body: body}); !errors.Is(err, ErrInvalidPayload) {
+	if _, err := normalizeSigned(t, withID, &Request{Header: long, Body: body}); !errors.Is(err, ErrInvalidPayload) {
 		t.Fatalf("an overlong event id: %v, want ErrInvalidPayload", err)
 	}
 }
@@ -618,8 +618,13 @@ func TestGenericHMACDocumentedConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v in\n%s", err, yml)
 		}
-		if s := srcs[0]; s.Name == "shopify-eu" && (!reflect.DeepEqual(s.HMAC, cfgShopifyHMAC) || !reflect.DeepEqual(s.Payload, cfgShopifyPayload)) {
-			t.Fatalf("documented Shopify preset %+v %+v differs from the tested one", s.HMAC, s.Payload)
+		if s := srcs[0]; s.Name == "shopify-eu" {
+			// The source the tested preset builds, for the same secrets.
+			preset := cfgSource(t, config.Source{Name: s.Name, Provider: "hmac", Namespace: s.Namespace, Secrets: s.Secrets,
+				MaxJSONDepth: s.MaxJSONDepth, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
+			if !reflect.DeepEqual(s.Adapter, preset.Adapter) {
+				t.Fatalf("documented Shopify preset %+v differs from the tested one %+v", s.Adapter, preset.Adapter)
+			}
 		}
 	}
 }

@@ -2,17 +2,14 @@ package ingest
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 
-	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 )
 
-// iimmpact is IIMMPACT's catalog webhook
+// iimmpactProvider is IIMMPACT's catalog webhook
 // (shared/providers/iimmpact-catalog-webhook-events.txt), served at
 // /webhooks/{name} only:
 //
@@ -25,8 +22,12 @@ import (
 // for kind product, option, category or group, resource the kind's plural,
 // data the resource for created and updated and null for deleted. It
 // becomes one change of Resource <kind>, keyed by id; only products carry
-// typed fields.
-type iimmpact struct{}
+// typed fields. IIMMPACT takes no options.
+func iimmpactProvider() Registration {
+	return Registration{Name: "iimmpact", MaxBody: iimmpactMaxBody, New: bodySignedFactory(
+		hmacVerifier{header: iimmpactSignatureHeader, prefix: "sha256=", prefixOptional: true},
+		func(b bodySigned) Adapter { return &iimmpact{b} })}
+}
 
 const (
 	iimmpactSignatureHeader = "X-Webhook-Signature"
@@ -41,33 +42,14 @@ var iimmpactResources = map[string]string{
 	"group":    "groups",
 }
 
-func (iimmpact) Name() string          { return "iimmpact" }
-func (iimmpact) DefaultMaxBody() int64 { return iimmpactMaxBody }
-func (iimmpact) Routes() []string      { return nil }
+// iimmpact is a configured IIMMPACT source. An event names its resource
+// and the time of the change, so an identical body is a retry.
+type iimmpact struct{ bodySigned }
 
-func (iimmpact) Check(i int, src config.Source) error { return needSecrets(i, src) }
+var _ Signer = (*iimmpact)(nil)
 
-func (iimmpact) Verify(_ context.Context, src *Source, req *Request) error {
-	presented := req.Header.Get(iimmpactSignatureHeader)
-	if digest, ok := strings.CutPrefix(presented, "sha256="); ok {
-		if digest == "" {
-			return fmt.Errorf("%w: %s has a prefix and no digest", ErrMalformedSignature, iimmpactSignatureHeader)
-		}
-		presented = digest
-	} else if strings.Contains(presented, "=") {
-		return fmt.Errorf("%w: %s must be sha256=<hex>", ErrMalformedSignature, iimmpactSignatureHeader)
-	}
-	return verifyHexHMAC(iimmpactSignatureHeader, presented, src.secrets, req.Body)
-}
-
-// DeliveryID is the body's hash: an event names its resource and the time
-// of the change, so an identical body is a retry.
-func (iimmpact) DeliveryID(src *Source, req *Request) Identity {
-	return Identity{ID: bodyEventID(src.Name, req.Body), Signed: true}
-}
-
-func (iimmpact) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	o, err := parseObject(req.Body, src.maxJSONDepth())
+func (s *iimmpact) Normalize(_ context.Context, v Verified) (Batch, error) {
+	o, err := parseObject(v.Body, s.maxDepth)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -87,12 +69,12 @@ func (iimmpact) Normalize(_ context.Context, src *Source, req *Request) (Batch, 
 	if resource != plural {
 		return Batch{}, fieldInvalid("resource", "", fmt.Sprintf("type %s needs resource %s", typ, plural))
 	}
-	if isNull(o["id"]) {
-		return Batch{}, fieldMissing("id", "")
-	}
-	id, err := idText("id", "", o["id"], false)
+	id, found, err := firstID(false, idCandidate{o, "id", "id"})
 	if err != nil {
 		return Batch{}, err
+	}
+	if !found {
+		return Batch{}, fieldMissing("id", "")
 	}
 	ts, err := needTime(o, "timestamp", "")
 	if err != nil {
@@ -113,17 +95,17 @@ func (iimmpact) Normalize(_ context.Context, src *Source, req *Request) (Batch, 
 		}
 	}
 	ch := schemas.Change{
-		EventID:    bodyEventID(src.Name, req.Body),
-		Source:     src.Name,
+		EventID:    v.Identity.ID,
+		Source:     s.name,
 		Provider:   "iimmpact",
-		Namespace:  src.Namespace,
+		Namespace:  s.namespace,
 		EventType:  typ,
 		Resource:   kind,
 		ProductID:  id,
 		Deleted:    deleted,
-		ReceivedAt: req.Received,
+		ReceivedAt: v.Received,
 		OccurredAt: ts,
-		Raw:        string(req.Body),
+		Raw:        string(v.Body),
 	}
 	if kind == "product" && data != nil {
 		ch.Fields = schemas.Fields{
@@ -148,11 +130,4 @@ func iimmpactActive(data object) *string {
 		s = "active"
 	}
 	return &s
-}
-
-func (iimmpact) Sign(src *Source, body []byte) http.Header {
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set(iimmpactSignatureHeader, "sha256="+hex.EncodeToString(hmacSHA256(src.secrets[0], body)))
-	return h
 }

@@ -109,16 +109,16 @@ func iimmpactInvalidBodies() []invalidBody {
 func TestIIMMPACTContractVector(t *testing.T) {
 	src := familySource(t, config.Source{Name: "iim", Provider: "iimmpact", Namespace: "ns", Secrets: []string{"iimmpact-secret"}})
 	body := []byte(iimmpactSample)
-	h := src.Provider.Sign(src, body)
+	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Webhook-Signature"); got != iimmpactSampleSig || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("headers %v, want signature %s", h, iimmpactSampleSig)
 	}
 	for _, sig := range []string{iimmpactSampleSig, strings.TrimPrefix(iimmpactSampleSig, "sha256=")} {
-		if err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {sig}}, Body: body}); err != nil {
+		if err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {sig}}, Body: body}); err != nil {
 			t.Fatalf("%s: %v", sig, err)
 		}
 	}
-	b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: body})
+	b, err := normalizeSigned(t, src, &Request{Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestIIMMPACTVerify(t *testing.T) {
 		{"wrong secret", "sha256=" + fmt.Sprintf("%x", hmacSHA256([]byte("x"), body)), ErrBadSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := src.Provider.Verify(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {tc.header}}, Body: body})
+			err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {tc.header}}, Body: body})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -187,7 +187,7 @@ func TestIIMMPACTNormalize(t *testing.T) {
 		{"id trimmed", iimmpactEvent("group.deleted", "groups", `" P1 "`, "null"), "group", true, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := src.Provider.Normalize(t.Context(), src, &Request{Body: tc.body})
+			b, err := normalizeSigned(t, src, &Request{Body: tc.body})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,16 +2,16 @@ package ingest
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 )
 
-// lisa is the LiSA Product Update Notification API
+// lisaProvider is the LiSA Product Update Notification API
 // (shared/providers/lisa-product-update-notification-api.md):
 //
 //	POST /plugin-notifications/{id}/updates
@@ -22,51 +22,70 @@ import (
 // The body is one JSON object describing one product, with at least
 // productId. Every notification is an update (LiSA has no delete). Answers:
 // 202 accepted, 400 missing or malformed signature, 401 wrong signature or
-// API key, 413 over the limit.
-type lisa struct{}
+// API key, 413 over the limit. LiSA takes no options.
+func lisaProvider() Registration {
+	return Registration{Name: "lisa", Routes: []string{"/plugin-notifications/:id/updates"}, MaxBody: lisaMaxBody, New: newLiSA}
+}
 
 const (
 	lisaSignatureHeader = "X-Hmac-Signature"
 	lisaMaxBody         = 192 << 10
 )
 
-func (lisa) Name() string          { return "lisa" }
-func (lisa) DefaultMaxBody() int64 { return lisaMaxBody }
-func (lisa) Routes() []string      { return []string{"/plugin-notifications/:id/updates"} }
-
-func (lisa) Check(i int, src config.Source) error {
-	if err := needSecrets(i, src); err != nil {
-		return err
-	}
-	if len(src.APIKeys) == 0 {
-		return &config.FieldError{Field: fmt.Sprintf("sources[%d].api_keys", i), Msg: "lisa needs at least one API key"}
-	}
-	if src.BasicAuth != nil {
-		return &config.FieldError{Field: fmt.Sprintf("sources[%d].basic_auth", i), Msg: "lisa sends its API key in Authorization, which basic auth would need too"}
-	}
-	return nil
+// lisa is a configured LiSA source.
+type lisa struct {
+	origin
+	verifier *hmacVerifier
+	apiKeys  [][]byte
 }
 
-func (lisa) Verify(_ context.Context, src *Source, req *Request) error {
-	h, body := req.Header, req.Body
+var _ Signer = (*lisa)(nil)
+
+func newLiSA(cfg config.Source, _ Deps) (Adapter, error) {
+	keys, err := secretKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.APIKeys) == 0 {
+		return nil, badField("api_keys", "lisa needs at least one API key")
+	}
+	if cfg.BasicAuth != nil {
+		return nil, badField("basic_auth", "lisa sends its API key in Authorization, which basic auth would need too")
+	}
+	if err := noOptions(cfg); err != nil {
+		return nil, err
+	}
+	l := &lisa{origin: originOf(cfg), verifier: &hmacVerifier{header: lisaSignatureHeader, keys: keys}}
+	for _, k := range cfg.APIKeys {
+		l.apiKeys = append(l.apiKeys, []byte(k))
+	}
+	return l, nil
+}
+
+// Verify checks the API key and the signature. A LiSA delivery names no
+// id and binds no time, and an identical body can be a real repeat (a
+// price going 10, 12, 10): it has no identity.
+func (l *lisa) Verify(_ context.Context, req *Request) (Verified, error) {
 	// The API key is checked first but its failure is reported after a
 	// malformed signature, so the statuses follow LiSA's table: a request
 	// without a usable signature is a 400 whatever its key.
-	key, hasScheme := strings.CutPrefix(h.Get("Authorization"), "ApiKey ")
-	keyOK := hasScheme && anyKeyMatches([]byte(strings.TrimSpace(key)), src.apiKeys)
-	err := verifyHexHMAC(lisaSignatureHeader, h.Get(lisaSignatureHeader), src.secrets, body)
+	key, hasScheme := strings.CutPrefix(req.Header.Get("Authorization"), "ApiKey ")
+	keyOK := hasScheme && anyKeyMatches([]byte(strings.TrimSpace(key)), l.apiKeys)
+	err := l.verifier.verify(req)
 	if err != nil && statusOf(err) == http.StatusBadRequest {
-		return err
+		return Verified{}, err
 	}
 	if !keyOK {
-		return fmt.Errorf("%w: missing or invalid API key", ErrUnauthorized)
+		return Verified{}, fmt.Errorf("%w: missing or invalid API key", ErrUnauthorized)
 	}
-	return err
+	if err != nil {
+		return Verified{}, err
+	}
+	return Verified{Request: req}, nil
 }
 
-func (lisa) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	body, received := req.Body, req.Received
-	o, err := parseObject(body, src.maxJSONDepth())
+func (l *lisa) Normalize(_ context.Context, v Verified) (Batch, error) {
+	o, err := parseObject(v.Body, l.maxDepth)
 	if err != nil {
 		return Batch{}, err
 	}
@@ -75,14 +94,14 @@ func (lisa) Normalize(_ context.Context, src *Source, req *Request) (Batch, erro
 		return Batch{}, err
 	}
 	return Batch{Changes: []schemas.Change{{
-		EventID:    bodyEventID(src.Name, body),
-		Source:     src.Name,
+		EventID:    bodyEventID(l.name, v.Body),
+		Source:     l.name,
 		Provider:   "lisa",
-		Namespace:  src.Namespace,
+		Namespace:  l.namespace,
 		EventType:  "product.updated",
 		Resource:   "product",
 		ProductID:  id,
-		ReceivedAt: received,
+		ReceivedAt: v.Received,
 		OccurredAt: o.time("updatedAt", "timestamp"),
 		Fields: schemas.Fields{
 			Title:        o.text("title", "name"),
@@ -97,16 +116,14 @@ func (lisa) Normalize(_ context.Context, src *Source, req *Request) (Batch, erro
 			SKU:          o.text("sku"),
 			GTIN:         o.text("gtin", "ean", "barcode"),
 		},
-		Raw: string(body),
+		Raw: string(v.Body),
 	}}}, nil
 }
 
-func (lisa) Sign(src *Source, body []byte) http.Header {
+func (l *lisa) Sign(body []byte) http.Header {
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
-	if len(src.apiKeys) > 0 {
-		h.Set("Authorization", "ApiKey "+string(src.apiKeys[0]))
-	}
-	h.Set(lisaSignatureHeader, hex.EncodeToString(hmacSHA256(src.secrets[0], body)))
+	h.Set("Authorization", "ApiKey "+string(l.apiKeys[0]))
+	l.verifier.sign(h, body, time.Now())
 	return h
 }

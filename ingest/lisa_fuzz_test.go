@@ -34,7 +34,7 @@ func FuzzLiSAVerify(f *testing.F) {
 		h := http.Header{}
 		h.Set("Authorization", auth)
 		h.Set("X-Hmac-Signature", sig)
-		err := lisa{}.Verify(context.Background(), src, &Request{Header: h, Body: body})
+		err := verifyErr(context.Background(), src, &Request{Header: h, Body: body})
 		raw, decErr := hex.DecodeString(h.Get("X-Hmac-Signature"))
 		genuine := decErr == nil && (hmac.Equal(raw, hmacSHA256([]byte("s1"), body)) || hmac.Equal(raw, hmacSHA256([]byte("s0"), body)))
 		keyOK := strings.TrimSpace(strings.TrimPrefix(h.Get("Authorization"), "ApiKey ")) == "k1" && strings.HasPrefix(h.Get("Authorization"), "ApiKey ")
@@ -56,7 +56,7 @@ func FuzzLiSANormalize(f *testing.F) {
 	f.Add([]byte("{\"productId\":\"\xff\"}"))
 	src := fuzzLiSASource(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		b, err := lisa{}.Normalize(context.Background(), src, &Request{Body: body, Received: time.Now()})
+		b, err := normalizeSigned(t, src, &Request{Body: body, Received: time.Now()})
 		if err != nil {
 			if !errors.Is(err, ErrInvalidPayload) || b.Len() != 0 {
 				t.Fatalf("error %v with %d records", err, b.Len())

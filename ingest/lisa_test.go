@@ -44,11 +44,11 @@ func TestLiSADocumentationVector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := src[0].Provider.Sign(src[0], body)
+	h := src[0].Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Hmac-Signature"); got != want {
 		t.Fatalf("signature %s, want %s", got, want)
 	}
-	if err := src[0].Provider.Verify(t.Context(), src[0], &Request{Header: http.Header{
+	if err := verifyErr(t.Context(), src[0], &Request{Header: http.Header{
 		"Authorization": {"ApiKey your-api-key"}, "X-Hmac-Signature": {want}}, Body: body}); err != nil {
 		t.Fatal(err)
 	}

@@ -75,33 +75,6 @@ func plainString(raw json.RawMessage) (string, bool) {
 	return string(raw[1 : len(raw)-1]), true
 }
 
-// id returns the value of key as an id: a non-empty string, or an integer
-// number written as it was sent.
-func (o object) id(key string) (string, error) { return idField(key, o[key]) }
-
-// idField returns raw, the value of the field called name in errors, as an
-// id: a non-empty string fit for a record key (see checkID), trimmed, or an
-// integer number written as it was sent. A nil raw is an absent field.
-func idField(name string, raw json.RawMessage) (string, error) {
-	if raw == nil || bytes.Equal(raw, []byte("null")) {
-		return "", fmt.Errorf("%w: missing field %s", ErrInvalidPayload, name)
-	}
-	s, plain := plainString(raw)
-	if !plain && json.Unmarshal(raw, &s) != nil {
-		if _, err := strconv.ParseInt(string(raw), 10, 64); err != nil {
-			return "", fmt.Errorf("%w: field %s must be a string or an integer", ErrInvalidPayload, name)
-		}
-		s = string(raw)
-	}
-	if err := checkID(raw, s); err != nil {
-		return "", fmt.Errorf("%w: field %s %w", ErrInvalidPayload, name, err)
-	}
-	if s = strings.TrimSpace(s); s == "" || len(s) > maxIDLen {
-		return "", fmt.Errorf("%w: field %s must hold 1 to %d bytes", ErrInvalidPayload, name, maxIDLen)
-	}
-	return s, nil
-}
-
 // Why checkID refuses an id; callers wrap them with ErrInvalidPayload and
 // the field's name ("field productId holds a control character").
 var (
@@ -244,16 +217,6 @@ func (o object) time(keys ...string) time.Time {
 		}
 	}
 	return time.Time{}
-}
-
-// maxJSONDepth is how deeply the payloads of src may nest: its
-// max_json_depth, else (a source built without the configuration's
-// defaults) jsondepth.Default.
-func (src *Source) maxJSONDepth() int {
-	if src.MaxJSONDepth > 0 {
-		return src.MaxJSONDepth
-	}
-	return jsondepth.Default
 }
 
 // bodyEventID is the event id of a delivery that carries none of its own:

@@ -1,13 +1,19 @@
 package ingest
 
 import (
+	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/productstream/productstream/config"
 )
 
 // The OpenAPI document describes exactly the routes the router serves.
@@ -53,45 +59,73 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 }
 
-// /metrics serves the Prometheus text format and counts requests by route
-// template and status, never by the raw path a sender chose.
-func TestMetricsCountRequests(t *testing.T) {
-	f := newFixture(t, 5e9)
-	count := func() (accepted, unauthorized string, body string) {
-		resp, err := http.Get(f.url + "/metrics")
+// The edge's metrics count requests by route template and status, and
+// deliveries by source, outcome and reason; a label never holds a name or
+// path a sender chose. The public listener serves no /metrics or /healthz:
+// those are on the operations listener.
+func TestMetricsCountDeliveriesBySourceAndReason(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := config.Source{Name: "gh", Provider: "hmac", Namespace: "gh", Secrets: []string{"s1"},
+		Options: acmeOptionsNode(t, "{header: X-Hub-Signature-256, prefix: 'sha256=', payload: {id_pointer: /id}}")}
+	other := gh
+	other.Name, other.Namespace = "gh-other", "gh-other"
+	f := startEdge(t, []config.Source{gh, other}, Deps{}, 5*time.Second, WithObserver(m))
+	count := func(source, outcome, reason string) float64 {
+		return testutil.ToFloat64(m.deliveries.WithLabelValues(source, outcome, reason))
+	}
+	body := []byte(`{"id":"m1"}`)
+	post := func(path, secret string) int {
+		status, _, _ := f.post(path, bytes.NewReader(body), int64(len(body)),
+			map[string]string{"X-Hub-Signature-256": "sha256=" + sign(secret, body)})
+		return status
+	}
+	if post("/webhooks/gh", "s1") != 202 || post("/webhooks/gh", "wrong") != 401 || post("/webhooks/nobody", "s1") != 404 {
+		t.Fatal("unexpected statuses")
+	}
+	f.post("/no/such/path/for/metrics", strings.NewReader("{}"), 2, nil)
+	for _, c := range []struct {
+		source, outcome, reason string
+		want                    float64
+	}{
+		{"gh", "accepted", "", 1},
+		{"gh", "refused", "bad_signature", 1},
+		{"gh-other", "accepted", "", 0},
+		{"gh-other", "refused", "bad_signature", 0},
+		{"(none)", "refused", "unknown_source", 1},
+		{"(none)", "refused", "no_route", 1},
+	} {
+		if got := count(c.source, c.outcome, c.reason); got != c.want {
+			t.Errorf("deliveries{source=%q,outcome=%q,reason=%q} = %v, want %v", c.source, c.outcome, c.reason, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("/webhooks/:name", "401")); got != 1 {
+		t.Errorf("requests{route=/webhooks/:name,status=401} = %v, want 1", got)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, metric := range mf.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if strings.Contains(l.GetValue(), "nobody") || strings.Contains(l.GetValue(), "/no/such") {
+					t.Fatalf("%s has a label taken from the URL: %v", mf.GetName(), l)
+				}
+			}
+		}
+	}
+	for _, path := range []string{"/metrics", "/healthz", "/debug/pprof/"} {
+		resp, err := http.Get(f.url + path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
-			t.Fatalf("GET /metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("the public listener answered GET %s with %d, want 404", path, resp.StatusCode)
 		}
-		line := func(prefix string) string {
-			for l := range strings.Lines(string(b)) {
-				if strings.HasPrefix(l, prefix) {
-					return strings.TrimSpace(strings.TrimPrefix(l, prefix))
-				}
-			}
-			return "0"
-		}
-		return line(`productstream_ingest_requests_total{route="/plugin-notifications/:id/updates",status="202"} `),
-			line(`productstream_ingest_requests_total{route="/plugin-notifications/:id/updates",status="401"} `), string(b)
-	}
-	a0, u0, _ := count()
-	body := []byte(`{"productId":"m1","price":1}`)
-	if status, _, _ := f.postSigned("/plugin-notifications/plugin-42/updates", body, "s1", "k1"); status != http.StatusAccepted {
-		t.Fatalf("signed: %d", status)
-	}
-	if status, _, _ := f.postSigned("/plugin-notifications/plugin-42/updates", body, "wrong", "k1"); status != http.StatusUnauthorized {
-		t.Fatalf("wrong secret: %d", status)
-	}
-	f.post("/no/such/path/for/metrics", strings.NewReader("{}"), 2, nil)
-	a1, u1, all := count()
-	if a0 == a1 || u0 == u1 {
-		t.Fatalf("counters did not move: 202 %s -> %s, 401 %s -> %s", a0, a1, u0, u1)
-	}
-	if strings.Contains(all, "/no/such/path") || !strings.Contains(all, `route="unmatched"`) || !strings.Contains(all, "go_goroutines") {
-		t.Fatalf("labels must be route templates, and the runtime collectors present:\n%s", all)
 	}
 }

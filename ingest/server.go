@@ -25,8 +25,6 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/time/rate"
-
-	"github.com/productstream/productstream/metrics"
 )
 
 // openAPI is the OpenAPI 3 document of every route, served at /openapi.json.
@@ -43,6 +41,7 @@ type Server struct {
 	replays    map[string]*expirable.LRU[string, int]
 	refusals   *refusalBudget // nil: refusals are not charged to clients
 	proxies    []netip.Prefix
+	observers  []Observer
 	out        Output
 	log        *slog.Logger
 	timeout    time.Duration
@@ -95,6 +94,12 @@ func WithTrustedProxies(prefixes []netip.Prefix) Option {
 	return func(s *Server) { s.proxies = prefixes }
 }
 
+// WithObserver adds o to the observers told of every request to a webhook
+// route (default: none).
+func WithObserver(o Observer) Option {
+	return func(s *Server) { s.observers = append(s.observers, o) }
+}
+
 // withClock replaces the clock, for tests.
 func withClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
@@ -120,21 +125,23 @@ func New(sources []*Source, out Output, opts ...Option) *Server {
 	}
 	for _, src := range sources {
 		s.byName[src.Name] = src
-		name := src.Provider.Name()
-		if s.byProvider[name] == nil {
-			s.byProvider[name] = map[string]*Source{}
+		if s.byProvider[src.Provider] == nil {
+			s.byProvider[src.Provider] = map[string]*Source{}
 		}
-		s.byProvider[name][src.ID] = src
+		s.byProvider[src.Provider][src.ID] = src
 		if rl := src.RateLimit; rl.PerSecond > 0 {
 			s.limits[src.Name] = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
 		}
-		if _, ok := src.Provider.(DeliveryIdentifier); ok && src.DedupeWindow > 0 {
+		// A delivery without an identity (Verified.Identity) is never
+		// looked up or remembered, so a source whose deliveries have none
+		// keeps this memory empty.
+		if src.DedupeWindow > 0 {
 			s.seen[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, src.DedupeWindow)
 		}
 		// Replay memory is not a convenience like dedupe_window: it is on
 		// for every source whose signatures bind a time.
-		if g, ok := src.Provider.(ReplayGuard); ok {
-			if window := g.ReplayWindow(src); window > 0 {
+		if g, ok := src.Adapter.(ReplayGuard); ok {
+			if window := g.ReplayWindow(); window > 0 {
 				s.replays[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, window)
 			}
 		}
@@ -161,23 +168,27 @@ func (s *Server) routes() *gin.Engine {
 		s.log.Error("handler panic", "path", c.FullPath(), "panic", fmt.Sprint(rec))
 		c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "internal error"})
 	}))
-	r.Use(observe)
-	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "no such route"}) })
-	r.NoMethod(func(c *gin.Context) { c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "method not allowed"}) })
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	// The public listener serves the webhook routes and their OpenAPI
+	// document, nothing else: metrics, health and profiles are on the
+	// operations listener.
+	unrouted := func(status int, msg string) gin.HandlerFunc {
+		return func(c *gin.Context) {
+			start := time.Now()
+			c.JSON(status, gin.H{"error": msg})
+			s.observe(Delivery{Route: "unmatched", Status: status, Outcome: Refused, Reason: ReasonNoRoute, Elapsed: time.Since(start)})
+		}
+	}
+	r.NoRoute(unrouted(http.StatusNotFound, "no such route"))
+	r.NoMethod(unrouted(http.StatusMethodNotAllowed, "method not allowed"))
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
-	r.GET("/metrics", gin.WrapH(metrics.Handler()))
 
 	r.POST("/webhooks/:name", func(c *gin.Context) { s.serve(c, s.byName[c.Param("name")]) })
-	seen := map[string]bool{}
-	for _, name := range ProviderNames() {
-		p := newProviders(Deps{})[name]
-		for _, route := range p.Routes() {
-			if seen[route] {
-				panic("ingest: two providers claim route " + route)
-			}
-			seen[route] = true
-			r.POST(route, func(c *gin.Context) { s.serve(c, s.byProvider[name][c.Param("id")]) })
+	// The built-in providers' own routes, served whatever the
+	// configuration (the OpenAPI document lists them); the registry has
+	// made sure no two claim one route.
+	for _, p := range providers() {
+		for _, route := range p.Routes {
+			r.POST(route, func(c *gin.Context) { s.serve(c, s.byProvider[p.Name][c.Param("id")]) })
 		}
 	}
 	return r
@@ -187,20 +198,34 @@ func (s *Server) routes() *gin.Engine {
 // verify -> rate limit -> replay and dedupe -> normalize -> produce. src is
 // nil when the route named no configured source.
 func (s *Server) serve(c *gin.Context, src *Source) {
+	start := time.Now()
 	client, budgeted := clientPrefix(c.ClientIP())
 	budgeted = budgeted && s.refusals != nil
-	var n int
+	var a acceptance
 	var err error
 	if budgeted && s.refusals.exhausted(client, s.now()) {
 		err = errTooManyRefusals
 	} else {
-		var verified bool
-		n, verified, err = s.accept(c.Request, src)
-		if err != nil && !verified && budgeted {
+		a, err = s.accept(c.Request, src)
+		if err != nil && !a.verified && budgeted {
 			s.refusals.charge(client, s.now())
 		}
 	}
+	n := a.records
 	status := http.StatusAccepted
+	defer func() {
+		d := Delivery{Route: c.FullPath(), Status: c.Writer.Status(), Outcome: Accepted, Records: n, Elapsed: time.Since(start)}
+		if src != nil {
+			d.Source = src.Name
+		}
+		switch {
+		case err != nil:
+			d.Outcome, d.Reason = Refused, reasonOf(err)
+		case a.duplicate:
+			d.Outcome = Duplicate
+		}
+		s.observe(d)
+	}()
 	if err != nil {
 		status = statusOf(err)
 		s.logRefusal(c, src, status, err)
@@ -217,7 +242,7 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 		}
 	}
 	if src != nil {
-		if r, ok := src.Provider.(Responder); ok {
+		if r, ok := src.Adapter.(Responder); ok {
 			if err == nil {
 				status = http.StatusOK
 			}
@@ -236,62 +261,79 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 	c.JSON(status, gin.H{"accepted": n})
 }
 
+// observe tells every observer of d.
+func (s *Server) observe(d Delivery) {
+	for _, o := range s.observers {
+		o.Observe(d)
+	}
+}
+
 // errTooManyRefusals is the refusal budget's answer (429).
 var errTooManyRefusals = fmt.Errorf("%w: too many refused requests from this address; fix the credentials or signature and retry later", ErrRateLimited)
 
-// accept reads, verifies and writes one delivery, returning how many
-// records it stands for. verified says the delivery passed authentication
-// (a refusal after that is not the client's to be charged for).
-func (s *Server) accept(req *http.Request, src *Source) (n int, verified bool, err error) {
+// acceptance is what accept made of a delivery.
+type acceptance struct {
+	// records is how many records the delivery wrote, or stands for.
+	records int
+	// verified says the delivery passed authentication: a refusal after
+	// that is not the client's to be charged for.
+	verified bool
+	// duplicate says it was a retry or a replay, answered without writing.
+	duplicate bool
+}
+
+// accept reads, verifies and writes one delivery.
+func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 	if src == nil {
-		return 0, false, ErrUnknownSource
+		return acceptance{}, ErrUnknownSource
 	}
 	body, err := readBody(req, src.MaxBody)
 	if err != nil {
-		return 0, false, err
+		return acceptance{}, err
 	}
 	if err := checkBasicAuth(src, req); err != nil {
-		return 0, false, err
+		return acceptance{}, err
 	}
 	r := &Request{Header: req.Header, Body: body, Received: s.now().UTC()}
-	if err := src.Provider.Verify(req.Context(), src, r); err != nil {
-		return 0, false, err
+	v, err := src.Adapter.Verify(req.Context(), r)
+	if err != nil {
+		return acceptance{}, err
 	}
 	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
-		return 0, true, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
+		return acceptance{verified: true}, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
 	}
 	var replayKey, dedupeKey string
 	replays, seen := s.replays[src.Name], s.seen[src.Name]
 	if replays != nil {
-		if replayKey = src.Provider.(ReplayGuard).ReplayKey(src, r); replayKey != "" {
+		if replayKey = v.ReplayKey; replayKey != "" {
 			if n, dup := replays.Get(replayKey); dup {
 				s.log.Info("replayed delivery answered without writing", "source", src.Name)
-				return n, true, nil
+				return acceptance{records: n, verified: true, duplicate: true}, nil
 			}
 		}
 	}
 	if seen != nil {
-		id := src.Provider.(DeliveryIdentifier).DeliveryID(src, r)
+		id := v.Identity
 		if dedupeKey = id.key(body); dedupeKey != "" {
 			if n, dup := seen.Get(dedupeKey); dup {
 				s.log.Info("duplicate delivery answered without writing", "source", src.Name, "delivery_id", id.ID)
-				return n, true, nil
+				return acceptance{records: n, verified: true, duplicate: true}, nil
 			}
 		}
 	}
-	batch, err := src.Provider.Normalize(req.Context(), src, r)
+	batch, err := src.Adapter.Normalize(req.Context(), v)
 	if err != nil {
-		return 0, true, err
+		return acceptance{verified: true}, err
 	}
 	records, err := s.records(src, batch)
 	if err != nil {
-		return 0, true, err
+		return acceptance{verified: true}, err
 	}
 	if len(records) > 0 {
 		ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
 		defer cancel()
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
-			return 0, true, err
+			return acceptance{verified: true}, err
 		}
 	}
 	if replayKey != "" {
@@ -300,7 +342,7 @@ func (s *Server) accept(req *http.Request, src *Source) (n int, verified bool, e
 	if dedupeKey != "" {
 		seen.Add(dedupeKey, len(records))
 	}
-	return len(records), true, nil
+	return acceptance{records: len(records), verified: true}, nil
 }
 
 // key is what the dedupe memory remembers the delivery by: its id alone

@@ -59,13 +59,24 @@ func newFixture(t *testing.T, produceTimeout time.Duration) *fixture {
 // what a test on loopback needs.
 func startEdge(t *testing.T, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
 	t.Helper()
-	lc := ListenerConfig{ReadHeaderTimeout: guard, ReadTimeout: guard, WriteTimeout: guard + produceTimeout,
+	return startEdgeOn(t, edgeListener(produceTimeout), cfgs, deps, produceTimeout, opts...)
+}
+
+// edgeListener is startEdge's listener configuration.
+func edgeListener(produceTimeout time.Duration) ListenerConfig {
+	return ListenerConfig{ReadHeaderTimeout: guard, ReadTimeout: guard, WriteTimeout: guard + produceTimeout,
 		IdleTimeout: guard, MaxHeaderBytes: 64 << 10, MaxConnections: 1024}
-	return startEdgeOn(t, lc, cfgs, deps, produceTimeout, opts...)
 }
 
 // startEdgeOn is startEdge on a listener configured by lc.
 func startEdgeOn(t *testing.T, lc ListenerConfig, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
+	t.Helper()
+	return startEdgeFrom(t, providers(), lc, cfgs, deps, produceTimeout, opts...)
+}
+
+// startEdgeFrom is startEdgeOn with the providers of provs (tests add
+// fixture providers to the built-in ones).
+func startEdgeFrom(t *testing.T, provs registry, lc ListenerConfig, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
 	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
 	if err != nil {
@@ -88,7 +99,7 @@ func startEdgeOn(t *testing.T, lc ListenerConfig, cfgs []config.Source, deps Dep
 	if deps.Log == nil {
 		deps.Log = log
 	}
-	sources, err := NewSources(cfgs, deps)
+	sources, err := provs.newSources(cfgs, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,11 @@ type snsEnvelope struct {
 
 	// present records which known keys the body carried.
 	present map[string]bool
+	// sent is the parsed Timestamp, set by validate.
+	sent time.Time
+	// subscribe is a SubscriptionConfirmation's SubscribeURL once its
+	// checks passed (Verify), the URL Normalize visits.
+	subscribe *url.URL
 }
 
 // field returns where the value of the known key k goes, or nil when k is
@@ -200,18 +205,18 @@ func parseSNSEnvelope(body []byte) (*snsEnvelope, error) {
 
 // validate checks what can be checked of the envelope alone: a known Type,
 // the fields its string to sign needs, and a parseable Timestamp, which it
-// returns.
-func (e *snsEnvelope) validate() (time.Time, error) {
+// keeps in e.sent.
+func (e *snsEnvelope) validate() error {
 	switch e.Type {
 	case snsNotification, snsSubscriptionConfirmation, snsUnsubscribeConfirmation:
 	case "":
-		return time.Time{}, fmt.Errorf("%w: missing field Type", ErrInvalidPayload)
+		return fmt.Errorf("%w: missing field Type", ErrInvalidPayload)
 	default:
-		return time.Time{}, fmt.Errorf("%w: unknown SNS message Type %q", ErrInvalidPayload, snsClip(e.Type, 64))
+		return fmt.Errorf("%w: unknown SNS message Type %q", ErrInvalidPayload, snsClip(e.Type, 64))
 	}
 	for _, k := range []string{"Signature", "SignatureVersion", "SigningCertURL"} {
 		if *e.field(k) == "" {
-			return time.Time{}, fmt.Errorf("%w: missing field %s", ErrMissingSignature, k)
+			return fmt.Errorf("%w: missing field %s", ErrMissingSignature, k)
 		}
 	}
 	required := []string{"MessageId", "TopicArn", "Timestamp"}
@@ -220,20 +225,21 @@ func (e *snsEnvelope) validate() (time.Time, error) {
 	}
 	for _, k := range required {
 		if *e.field(k) == "" {
-			return time.Time{}, fmt.Errorf("%w: missing field %s", ErrInvalidPayload, k)
+			return fmt.Errorf("%w: missing field %s", ErrInvalidPayload, k)
 		}
 	}
 	if !e.present["Message"] {
-		return time.Time{}, fmt.Errorf("%w: missing field Message", ErrInvalidPayload)
+		return fmt.Errorf("%w: missing field Message", ErrInvalidPayload)
 	}
 	if len(e.MessageID) > maxIDLen {
-		return time.Time{}, fmt.Errorf("%w: field MessageId is over %d bytes", ErrInvalidPayload, maxIDLen)
+		return fmt.Errorf("%w: field MessageId is over %d bytes", ErrInvalidPayload, maxIDLen)
 	}
 	ts, err := time.Parse(time.RFC3339Nano, e.Timestamp)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: field Timestamp is not an RFC 3339 time", ErrInvalidPayload)
+		return fmt.Errorf("%w: field Timestamp is not an RFC 3339 time", ErrInvalidPayload)
 	}
-	return ts.UTC(), nil
+	e.sent = ts.UTC()
+	return nil
 }
 
 // checkHeaders compares SNS's unsigned headers, when present, with the
@@ -334,31 +340,34 @@ type snsPolicy struct {
 // snsVersions are the SignatureVersions SNS defines.
 var snsVersions = []string{"1", "2"}
 
-// checkSNSConfig validates a source's sns block; i is the source's index.
-func checkSNSConfig(i int, cfg *config.SNS) error {
-	field := func(f string) string { return fmt.Sprintf("sources[%d].sns.%s", i, f) }
-	if cfg == nil || len(cfg.TopicARNs) == 0 {
-		return &config.FieldError{Field: field("topic_arns"), Msg: "an SNS source needs at least one allowed topic ARN"}
+// checkSNSConfig validates a source's SNS settings; at names their block
+// ("options", or the deprecated "sns") in errors, which are relative to
+// the source.
+func checkSNSConfig(cfg *config.SNS, at string) error {
+	field := func(f string) string { return at + "." + f }
+	switch {
+	case cfg == nil:
+		return badField(field("topic_arns"), "an SNS source needs at least one allowed topic ARN: set options.topic_arns")
+	case len(cfg.TopicARNs) == 0:
+		return badField(field("topic_arns"), "an SNS source needs at least one allowed topic ARN")
 	}
 	for k, arn := range cfg.TopicARNs {
 		if _, _, ok := snsTopicRegion(arn); !ok {
-			return &config.FieldError{Field: field(fmt.Sprintf("topic_arns[%d]", k)),
-				Msg: fmt.Sprintf("%q is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>, with an AWS region such as eu-west-1)", arn)}
+			return badField(field(fmt.Sprintf("topic_arns[%d]", k)),
+				"%q is not an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<name>, with an AWS region such as eu-west-1)", arn)
 		}
 	}
 	for k, v := range cfg.SignatureVersions {
 		if !slices.Contains(snsVersions, v) {
-			return &config.FieldError{Field: field(fmt.Sprintf("signature_versions[%d]", k)),
-				Msg: fmt.Sprintf("%q is not an SNS SignatureVersion (want \"1\" or \"2\")", v)}
+			return badField(field(fmt.Sprintf("signature_versions[%d]", k)), "%q is not an SNS SignatureVersion (want \"1\" or \"2\")", v)
 		}
 	}
 	if cfg.MaxAge < 0 {
-		return &config.FieldError{Field: field("max_age"), Msg: "must not be negative"}
+		return badField(field("max_age"), "must not be negative")
 	}
 	for k, h := range cfg.TrustedCertHosts {
 		if !validHostPort(h) {
-			return &config.FieldError{Field: field(fmt.Sprintf("trusted_cert_hosts[%d]", k)),
-				Msg: fmt.Sprintf("%q is not host or host:port", h)}
+			return badField(field(fmt.Sprintf("trusted_cert_hosts[%d]", k)), "%q is not host or host:port", h)
 		}
 	}
 	return nil
@@ -376,14 +385,19 @@ func validHostPort(s string) bool {
 	return !strings.Contains(s, ":")
 }
 
-// newSNSPolicy prepares a checked sns block. config.Parse has set Strict
-// and MaxAge; a block built by hand without them gets the same safe
-// values, never the loose host rule or an unbounded age.
+// newSNSPolicy prepares checked SNS settings. Strict and MaxAge left
+// unset get config's defaults (config.Parse has already set them on a
+// deprecated sns block; an options block, or one built by hand, gets them
+// here): never the loose host rule or an unbounded age.
 func newSNSPolicy(cfg *config.SNS) *snsPolicy {
+	strict := config.DefaultSNSStrict
+	if cfg.Strict != nil {
+		strict = *cfg.Strict
+	}
 	p := &snsPolicy{
 		topics:   slices.Clone(cfg.TopicARNs),
 		versions: slices.Clone(cfg.SignatureVersions),
-		strict:   cfg.Strict == nil || *cfg.Strict,
+		strict:   strict,
 		maxAge:   cmp.Or(cfg.MaxAge, config.DefaultSNSMaxAge),
 		trusted:  slices.Clone(cfg.TrustedCertHosts),
 	}
@@ -559,6 +573,39 @@ func (p *snsPolicy) checkSubscribeURL(e *snsEnvelope) (*url.URL, error) {
 		}
 	}
 	return u, nil
+}
+
+// snsOutbound is what every SNS source of one NewSources call shares: the
+// client for certificate fetches and subscription confirmations, and the
+// certificate cache, whose fetch cap and failure memory therefore span
+// all of them.
+type snsOutbound struct {
+	client *http.Client
+	certs  *certCache
+}
+
+// sns returns the SNS outbound resources of d's NewSources call, built on
+// first use around d.Outbound, or the hardened NewOutboundClient when it
+// is nil. Whatever the client, redirects are not followed and each request
+// is bounded by outboundTimeout.
+func (d Deps) sns() *snsOutbound {
+	if d.shared != nil && d.shared.sns != nil {
+		return d.shared.sns
+	}
+	base := d.Outbound
+	if base == nil {
+		base = NewOutboundClient()
+	}
+	client := *base
+	client.CheckRedirect = refuseRedirects
+	if client.Timeout <= 0 || client.Timeout > outboundTimeout {
+		client.Timeout = outboundTimeout
+	}
+	out := &snsOutbound{client: &client, certs: newCertCache(&client, d.log())}
+	if d.shared != nil {
+		d.shared.sns = out
+	}
+	return out
 }
 
 // certCache fetches SNS signing certificates and keeps their RSA keys by

@@ -40,7 +40,7 @@ func FuzzSNSEnvelope(f *testing.F) {
 			}
 			return
 		}
-		_, _ = env.validate()
+		_ = env.validate()
 		_ = env.checkHeaders(http.Header{snsHeaderType: {"Notification"}})
 		signed, err := env.stringToSign()
 		if err != nil {
@@ -198,10 +198,13 @@ func FuzzTipserMessage(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	p := newTipser(Deps{})
-	src := &Source{Source: config.Source{Name: "fz", Provider: "tipser", Namespace: "fz",
+	srcs, err := NewSources([]config.Source{{Name: "fz", Provider: "tipser", Namespace: "fz",
 		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"p"}},
-		SNS:       &config.SNS{TopicARNs: []string{"arn:aws:sns:eu-west-1:1:t"}}}}
+		SNS:       &config.SNS{TopicARNs: []string{"arn:aws:sns:eu-west-1:1:t"}}}}, Deps{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := srcs[0].Adapter
 	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		check := func(how string, message []byte, b Batch, err error) {
@@ -220,7 +223,9 @@ func FuzzTipserMessage(f *testing.F) {
 				t.Fatalf("%s: change %+v", how, ch)
 			}
 		}
-		b, err := p.Normalize(t.Context(), src, &Request{Header: raw, Body: msg, Received: time.Now()})
+		// Normalize is handed what Verify returns: for a raw delivery the
+		// request, for an envelope the request and the parsed envelope.
+		b, err := p.Normalize(t.Context(), Verified{Request: &Request{Header: raw, Body: msg, Received: time.Now()}})
 		check("raw delivery", msg, b, err)
 
 		body, _ := json.Marshal(map[string]string{
@@ -229,10 +234,14 @@ func FuzzTipserMessage(f *testing.F) {
 			"SigningCertURL": "https://sns.eu-west-1.amazonaws.com/x.pem",
 		})
 		env, err := parseSNSEnvelope(body)
+		if err == nil {
+			err = env.validate()
+		}
 		if err != nil {
 			t.Fatalf("envelope: %v", err)
 		}
-		b, err = p.Normalize(t.Context(), src, &Request{Header: http.Header{}, Body: body, Received: time.Now()})
+		b, err = p.Normalize(t.Context(), Verified{Request: &Request{Header: http.Header{}, Body: body, Received: time.Now()},
+			Identity: Identity{ID: env.MessageID, Signed: true}, ReplayKey: env.MessageID, envelope: env})
 		check("notification", []byte(env.Message), b, err)
 	})
 }

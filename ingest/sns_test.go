@@ -113,8 +113,6 @@ func TestSNSOpenSSLVector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newTipser(Deps{}).(*tipser)
-	p.certs.keys.Add(snsVectorCertURL, cachedKey{key: key, fetched: time.Now()})
 	received := time.Date(2021, 3, 2, 11, 37, 37, 0, time.UTC)
 	for _, strict := range []bool{false, true} {
 		srcs, err := NewSources([]config.Source{{Name: "vec", Provider: "tipser", Namespace: "vec",
@@ -123,6 +121,7 @@ func TestSNSOpenSSLVector(t *testing.T) {
 			t.Fatal(err)
 		}
 		src := srcs[0]
+		src.Adapter.(*tipser).certs.keys.Add(snsVectorCertURL, cachedKey{key: key, fetched: time.Now()})
 		cases := []struct {
 			name, signed string
 			body         []byte
@@ -140,7 +139,7 @@ func TestSNSOpenSSLVector(t *testing.T) {
 			if s, _ := env.stringToSign(); string(s) != tc.signed {
 				t.Fatalf("%s: string to sign\n%q\nwant\n%q", tc.name, s, tc.signed)
 			}
-			if err := p.Verify(t.Context(), src, &Request{Header: http.Header{}, Body: tc.body, Received: received}); err != nil {
+			if err := verifyErr(t.Context(), src, &Request{Header: http.Header{}, Body: tc.body, Received: received}); err != nil {
 				t.Fatalf("%s (strict=%v): %v", tc.name, strict, err)
 			}
 			// Swapping the versions' signatures must fail: v1 is SHA-1, v2 SHA-256.
@@ -148,7 +147,7 @@ func TestSNSOpenSSLVector(t *testing.T) {
 			if swapped == string(tc.body) {
 				swapped = strings.Replace(string(tc.body), `"SignatureVersion" : "2"`, `"SignatureVersion" : "1"`, 1)
 			}
-			if err := p.Verify(t.Context(), src, &Request{Header: http.Header{}, Body: []byte(swapped), Received: received}); !errors.Is(err, ErrBadSignature) {
+			if err := verifyErr(t.Context(), src, &Request{Header: http.Header{}, Body: []byte(swapped), Received: received}); !errors.Is(err, ErrBadSignature) {
 				t.Fatalf("%s with the other SignatureVersion: %v, want ErrBadSignature", tc.name, err)
 			}
 		}
@@ -475,7 +474,7 @@ func TestSNSOutboundDialerRefuses(t *testing.T) {
 }
 
 // The hardened client: bounded, never redirected, no proxy from the
-// environment; newTipser keeps the redirect rule and a timeout on any client.
+// environment; Deps.sns keeps the redirect rule and a timeout on any client.
 func TestSNSOutboundClientSettings(t *testing.T) {
 	c := NewOutboundClient()
 	tr, ok := c.Transport.(*http.Transport)
@@ -486,7 +485,7 @@ func TestSNSOutboundClientSettings(t *testing.T) {
 		t.Fatalf("CheckRedirect: %v", err)
 	}
 	given := &http.Client{}
-	p := newTipser(Deps{Outbound: given}).(*tipser)
+	p := Deps{Outbound: given}.sns()
 	if p.client.Timeout != 5*time.Second || p.client.CheckRedirect == nil || given.CheckRedirect != nil {
 		t.Fatalf("provider client %+v (given %+v)", p.client, given)
 	}
@@ -1083,7 +1082,7 @@ func TestSNSFailingCertURLThroughEdge(t *testing.T) {
 	f := snsAWSEdge(t, fake, snsAWSSources)
 	var ahead atomic.Int64 // the cache's virtual clock: base plus ahead
 	base := time.Now()
-	f.src.Provider.(*tipser).certs.now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
+	f.src.Adapter.(*tipser).certs.now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
 	const errText = "temporarily unavailable: SNS signing certificate fetch answered 500"
 	deliver := func(round, k int) {
 		t.Helper()
@@ -1120,7 +1119,7 @@ func TestSNSFailingCertURLThroughEdge(t *testing.T) {
 func TestSNSCertFetchCapThroughEdge(t *testing.T) {
 	fake := newSNSAWSFake(t)
 	f := snsAWSEdge(t, fake, snsAWSSources)
-	certs := f.src.Provider.(*tipser).certs
+	certs := f.src.Adapter.(*tipser).certs
 	const n = 3 * snsMaxCertFetches
 	fake.hold()
 	var wg sync.WaitGroup

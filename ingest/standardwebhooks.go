@@ -19,7 +19,7 @@ import (
 	"github.com/productstream/productstream/schemas"
 )
 
-// standardWebhooks is a sender following the Standard Webhooks
+// standardWebhooksProvider is a sender following the Standard Webhooks
 // specification (provider "standardwebhooks", symmetric "v1" signatures):
 //
 //	POST /webhooks/{name}
@@ -32,18 +32,12 @@ import (
 // are ignored, and a header without a v1 entry is malformed. The timestamp
 // must be within 5 minutes of the arrival time, either way. Retries are
 // recognised by webhook-id. The body is one JSON object mapped by
-// source.payload, as for the hmac provider. Answers: 202 accepted; 400
+// options.payload, as for the hmac provider. Answers: 202 accepted; 400
 // missing or malformed headers, or a body without the id; 401 no matching
 // signature or stale timestamp; 413 over the limit (default 1 MiB).
-type standardWebhooks struct{}
-
-// The optional interfaces the pipeline looks for: dropping one by accident
-// would silently turn off preparation or deduplication.
-var (
-	_ Preparer           = standardWebhooks{}
-	_ DeliveryIdentifier = standardWebhooks{}
-	_ ReplayGuard        = standardWebhooks{}
-)
+func standardWebhooksProvider() Registration {
+	return Registration{Name: "standardwebhooks", MaxBody: configurableMaxBody, New: newStandardWebhooks}
+}
 
 const (
 	swIDHeader        = "webhook-id"
@@ -53,45 +47,55 @@ const (
 	swTolerance       = 5 * time.Minute
 )
 
-func (standardWebhooks) Name() string          { return "standardwebhooks" }
-func (standardWebhooks) DefaultMaxBody() int64 { return configurableMaxBody }
-func (standardWebhooks) Routes() []string      { return nil }
-
-func (standardWebhooks) Check(i int, src config.Source) error {
-	if err := needSecrets(i, src); err != nil {
-		return err
-	}
-	_, err := compileStandardWebhooks(src)
-	return atSource(i, err)
+// swOptions are the standardwebhooks provider's options: the scheme is
+// fixed, so only the payload mapping.
+type swOptions struct {
+	Payload *config.Payload `yaml:"payload"`
 }
 
-// Prepare decodes the whsec_ secrets into keys and compiles the payload
-// mapping.
-func (standardWebhooks) Prepare(src *Source) (any, error) { return compileStandardWebhooks(src.Source) }
-
-// swSource is a standardwebhooks source's compiled configuration.
-type swSource struct {
+// standardWebhooks is a configured standardwebhooks source.
+type standardWebhooks struct {
+	origin
 	keys    [][]byte
 	payload *payloadMapping
 }
 
-func compileStandardWebhooks(src config.Source) (*swSource, error) {
-	if src.HMAC != nil {
+// The optional interfaces the pipeline looks for: dropping one by accident
+// would silently turn off signing or replay memory.
+var (
+	_ Signer      = (*standardWebhooks)(nil)
+	_ ReplayGuard = (*standardWebhooks)(nil)
+)
+
+// newStandardWebhooks decodes the whsec_ secrets into keys and compiles
+// the payload mapping, from options or the deprecated payload block.
+func newStandardWebhooks(cfg config.Source, _ Deps) (Adapter, error) {
+	if _, err := secretKeys(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.HMAC != nil {
 		return nil, badField("hmac", "is not used by standardwebhooks, whose scheme is fixed")
 	}
-	c := &swSource{}
-	for k, s := range src.Secrets {
-		key, err := decodeWhsec(s)
+	s := &standardWebhooks{origin: originOf(cfg)}
+	for k, secret := range cfg.Secrets {
+		key, err := decodeWhsec(secret)
 		if err != nil {
 			return nil, badField(fmt.Sprintf("secrets[%d]", k), "%v", err)
 		}
-		c.keys = append(c.keys, key)
+		s.keys = append(s.keys, key)
+	}
+	o, at := swOptions{Payload: cfg.Payload}, "payload"
+	if hasOptions(cfg) {
+		if err := decodeOptions(cfg, &o); err != nil {
+			return nil, err
+		}
+		at = optionsKey + ".payload"
 	}
 	var err error
-	if c.payload, err = compilePayload(src.Payload); err != nil {
+	if s.payload, err = compilePayload(o.Payload, at); err != nil {
 		return nil, err
 	}
-	return c, nil
+	return s, nil
 }
 
 // decodeWhsec decodes a "whsec_<base64 key>" secret. Its errors never hold
@@ -108,34 +112,36 @@ func decodeWhsec(s string) ([]byte, error) {
 	return key, nil
 }
 
-func (standardWebhooks) Verify(_ context.Context, src *Source, req *Request) error {
-	c := src.extra.(*swSource)
+// Verify checks the headers and the v1 signatures. The delivery id is
+// webhook-id: the sender keeps it across retries, and the signature covers
+// it, as it covers the timestamp.
+func (s *standardWebhooks) Verify(_ context.Context, req *Request) (Verified, error) {
 	id, ts := req.Header.Get(swIDHeader), req.Header.Get(swTimestampHeader)
 	if err := checkWebhookID(id); err != nil {
-		return err
+		return Verified{}, err
 	}
 	unix, err := parseUnixSeconds(swTimestampHeader, ts)
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
 	sigs, err := v1Signatures(req.Header.Get(swSignatureHeader))
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
 	if err := checkFresh(swTimestampHeader, unix, req.Received, swTolerance); err != nil {
-		return err
+		return Verified{}, err
 	}
 	// One MAC per key, compared with every entry: a long header costs
 	// comparisons, not hashes of the body.
-	for _, key := range c.keys {
+	for _, key := range s.keys {
 		want := swSignature(key, id, ts, req.Body)
 		for _, sig := range sigs {
 			if hmac.Equal(sig, want) {
-				return nil
+				return Verified{Request: req, Identity: Identity{ID: id, Signed: true}, ReplayKey: swReplayKey(id, ts, req.Body)}, nil
 			}
 		}
 	}
-	return fmt.Errorf("%w: %s", ErrBadSignature, swSignatureHeader)
+	return Verified{}, fmt.Errorf("%w: %s", ErrBadSignature, swSignatureHeader)
 }
 
 // checkWebhookID refuses a missing id, and an id holding "." (it would make
@@ -195,30 +201,23 @@ func swSignature(key []byte, id, timestamp string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
-func (standardWebhooks) Normalize(_ context.Context, src *Source, req *Request) (Batch, error) {
-	c := src.extra.(*swSource)
-	ch, err := c.payload.change(src, req, "standardwebhooks", req.Header.Get(swIDHeader))
+func (s *standardWebhooks) Normalize(_ context.Context, v Verified) (Batch, error) {
+	ch, err := s.payload.change(s.origin, v.Request, "standardwebhooks", v.Identity.ID)
 	if err != nil {
 		return Batch{}, err
 	}
 	return Batch{Changes: []schemas.Change{ch}}, nil
 }
 
-// DeliveryID is webhook-id: the sender keeps it across retries, and the
-// signature covers it.
-func (standardWebhooks) DeliveryID(_ *Source, req *Request) Identity {
-	return Identity{ID: req.Header.Get(swIDHeader), Signed: true}
-}
-
 // ReplayWindow is twice the tolerance: a delivery accepted now may carry
 // a time up to 5 minutes ahead, and stays acceptable until 5 minutes after
 // that.
-func (standardWebhooks) ReplayWindow(*Source) time.Duration { return 2 * swTolerance }
+func (*standardWebhooks) ReplayWindow() time.Duration { return 2 * swTolerance }
 
-// ReplayKey is the hash of the signed bytes, id "." timestamp "." body.
-func (standardWebhooks) ReplayKey(_ *Source, req *Request) string {
+// swReplayKey is the hash of the signed bytes, id "." timestamp "." body.
+func swReplayKey(id, ts string, body []byte) string {
 	h := sha256.New()
-	for _, part := range [][]byte{[]byte(req.Header.Get(swIDHeader)), {'.'}, []byte(req.Header.Get(swTimestampHeader)), {'.'}, req.Body} {
+	for _, part := range [][]byte{[]byte(id), {'.'}, []byte(ts), {'.'}, body} {
 		h.Write(part)
 	}
 	return hex.EncodeToString(h.Sum(nil))
@@ -226,14 +225,13 @@ func (standardWebhooks) ReplayKey(_ *Source, req *Request) string {
 
 // Sign signs body as a new message (a random webhook-id, the current time)
 // with the source's first key.
-func (standardWebhooks) Sign(src *Source, body []byte) http.Header {
-	c := src.extra.(*swSource)
+func (s *standardWebhooks) Sign(body []byte) http.Header {
 	id := "msg_" + rand.Text()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
 	h.Set(swIDHeader, id)
 	h.Set(swTimestampHeader, ts)
-	h.Set(swSignatureHeader, "v1,"+base64.StdEncoding.EncodeToString(swSignature(c.keys[0], id, ts, body)))
+	h.Set(swSignatureHeader, "v1,"+base64.StdEncoding.EncodeToString(swSignature(s.keys[0], id, ts, body)))
 	return h
 }

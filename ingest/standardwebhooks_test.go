@@ -102,10 +102,11 @@ func TestStandardWebhooksVector(t *testing.T) {
 		"Webhook-Timestamp": {"1614265330"},
 		"Webhook-Signature": {"v1,E6qNQcbyJxFaiwk8KacA2bnA0pDqraWYzXsfYoNPYmk="},
 	}, Body: body, Received: time.Unix(1614265330, 0)}
-	if err := src.Provider.Verify(t.Context(), src, req); err != nil {
+	v, err := src.Adapter.Verify(t.Context(), req)
+	if err != nil {
 		t.Fatalf("vector refused: %v", err)
 	}
-	b, err := src.Provider.Normalize(t.Context(), src, req)
+	b, err := src.Adapter.Normalize(t.Context(), v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +115,16 @@ func TestStandardWebhooksVector(t *testing.T) {
 		ch.Deleted || ch.Provider != "standardwebhooks" || ch.Fields.Title == nil || *ch.Fields.Title != "Mug" {
 		t.Fatalf("change %+v", ch)
 	}
-	if id := src.Provider.(DeliveryIdentifier).DeliveryID(src, req); id != (Identity{ID: "msg_p5jXN8AQM9LWM0D4loKWxJek", Signed: true}) {
+	if id := v.Identity; id != (Identity{ID: "msg_p5jXN8AQM9LWM0D4loKWxJek", Signed: true}) {
 		t.Fatalf("DeliveryID %+v", id)
 	}
 	// Five minutes later the same delivery is still fresh; a second more is not.
 	req.Received = time.Unix(1614265330+300, 0)
-	if err := src.Provider.Verify(t.Context(), src, req); err != nil {
+	if err := verifyErr(t.Context(), src, req); err != nil {
 		t.Fatalf("at the tolerance: %v", err)
 	}
 	req.Received = req.Received.Add(time.Second)
-	if err := src.Provider.Verify(t.Context(), src, req); !errors.Is(err, ErrStale) {
+	if err := verifyErr(t.Context(), src, req); !errors.Is(err, ErrStale) {
 		t.Fatalf("past the tolerance: %v, want ErrStale", err)
 	}
 }
@@ -132,11 +133,11 @@ func TestStandardWebhooksVector(t *testing.T) {
 func TestStandardWebhooksSignRoundTrip(t *testing.T) {
 	src := cfgSource(t, cfgSWSource("sw"))
 	body := []byte(`{"data":{"id":"p"}}`)
-	h1, h2 := src.Provider.Sign(src, body), src.Provider.Sign(src, body)
+	h1, h2 := src.Adapter.(Signer).Sign(body), src.Adapter.(Signer).Sign(body)
 	if h1.Get("webhook-id") == h2.Get("webhook-id") {
 		t.Fatal("Sign reused a webhook-id")
 	}
-	if err := src.Provider.Verify(t.Context(), src, &Request{Header: h1, Body: body, Received: time.Now()}); err != nil {
+	if err := verifyErr(t.Context(), src, &Request{Header: h1, Body: body, Received: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -261,7 +262,7 @@ func TestStandardWebhooksSignatureHeader(t *testing.T) {
 					h[http.CanonicalHeaderKey(k)] = []string{v}
 				}
 			}
-			err := src.Provider.Verify(t.Context(), src, &Request{Header: h, Body: body, Received: now})
+			err := verifyErr(t.Context(), src, &Request{Header: h, Body: body, Received: now})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Verify: %v, want %v", err, tc.want)
 			}
@@ -276,7 +277,7 @@ func TestStandardWebhooksSignatureHeader(t *testing.T) {
 	// A body altered after signing, one byte.
 	altered := bytes.Replace(body, []byte(`"p"`), []byte(`"q"`), 1)
 	h := http.Header{"Webhook-Id": {id}, "Webhook-Timestamp": {ts}, "Webhook-Signature": {good}}
-	if err := src.Provider.Verify(t.Context(), src, &Request{Header: h, Body: altered, Received: now}); !errors.Is(err, ErrBadSignature) {
+	if err := verifyErr(t.Context(), src, &Request{Header: h, Body: altered, Received: now}); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("altered body: %v, want ErrBadSignature", err)
 	}
 }

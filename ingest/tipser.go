@@ -16,7 +16,7 @@ import (
 	"github.com/productstream/productstream/schemas"
 )
 
-// tipser is Tipser's Product Webhook API (shared/providers/
+// tipserProvider is Tipser's Product Webhook API (shared/providers/
 // tipser-product-webhook-api-sns.txt), delivered by AWS SNS:
 //
 //	POST /webhooks/{name}
@@ -30,6 +30,10 @@ import (
 // delivery (x-amz-sns-rawdelivery: true) the body is the Tipser event
 // itself, unsigned: accepted only from a source with basic auth.
 //
+// Options (config.SNS): topic_arns (required), signature_versions,
+// strict, max_age, trusted_cert_hosts; the deprecated sns block holds the
+// same keys.
+//
 // Answers: 202 accepted (an empty batch for confirmations); 400 malformed
 // envelope, unknown Type or eventType, header and body disagreeing, bad
 // SubscribeURL query or path, undecodable Signature; 401 SignatureVersion
@@ -39,63 +43,51 @@ import (
 // allowed, SubscribeURL host not allowed; 413 over 300 KiB; 503 certificate
 // fetch or confirmation failed for now, no certificate fetch slot free in
 // time, or Kafka did not acknowledge (SNS retries).
+func tipserProvider() Registration {
+	return Registration{Name: "tipser", MaxBody: tipserMaxBody, New: newTipser}
+}
+
+const tipserMaxBody = 300 << 10 // SNS messages are at most 256 KiB, plus the envelope
+
+// tipser is a configured Tipser source.
 type tipser struct {
+	origin
+	policy *snsPolicy
+	// basicAuth says the source requires basic auth, which the server
+	// checks before Verify: the only way raw delivery is accepted.
+	basicAuth bool
 	// client makes the outbound requests: certificate fetches and
-	// subscription confirmations. It never follows redirects.
+	// subscription confirmations. It never follows redirects. It and the
+	// certificate cache are shared by every SNS source (Deps.sns).
 	client *http.Client
 	certs  *certCache
 	log    *slog.Logger
 }
 
 // The optional interfaces the pipeline looks for: dropping one by accident
-// would silently turn off deduplication or replay memory.
+// would silently turn off signing or replay memory.
 var (
-	_ DeliveryIdentifier = (*tipser)(nil)
-	_ ReplayGuard        = (*tipser)(nil)
+	_ Signer      = (*tipser)(nil)
+	_ ReplayGuard = (*tipser)(nil)
 )
 
-const tipserMaxBody = 300 << 10 // SNS messages are at most 256 KiB, plus the envelope
-
-// newTipser builds the provider around deps.Outbound, or the hardened
-// NewOutboundClient when it is nil. Whatever the client, redirects are not
-// followed and each request is bounded by outboundTimeout.
-func newTipser(deps Deps) Provider {
-	base := deps.Outbound
-	if base == nil {
-		base = NewOutboundClient()
+// newTipser checks the SNS settings (options, or the deprecated sns
+// block): at least one topic ARN; secrets are not used (AWS signs with its
+// own key).
+func newTipser(cfg config.Source, deps Deps) (Adapter, error) {
+	o, at := cfg.SNS, "sns"
+	if hasOptions(cfg) {
+		o, at = &config.SNS{}, optionsKey
+		if err := decodeOptions(cfg, o); err != nil {
+			return nil, err
+		}
 	}
-	client := *base
-	client.CheckRedirect = refuseRedirects
-	if client.Timeout <= 0 || client.Timeout > outboundTimeout {
-		client.Timeout = outboundTimeout
+	if err := checkSNSConfig(o, at); err != nil {
+		return nil, err
 	}
-	log := deps.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	return &tipser{client: &client, certs: newCertCache(&client, log), log: log}
-}
-
-func (*tipser) Name() string          { return "tipser" }
-func (*tipser) DefaultMaxBody() int64 { return tipserMaxBody }
-func (*tipser) Routes() []string      { return nil }
-
-// Check needs an sns block with at least one topic ARN; secrets are not
-// used (AWS signs with its own key).
-func (*tipser) Check(i int, src config.Source) error { return checkSNSConfig(i, src.SNS) }
-
-// Prepare keeps the source's sns block ready for checks.
-func (*tipser) Prepare(src *Source) (any, error) { return newSNSPolicy(src.SNS), nil }
-
-// policy returns the source's prepared sns block.
-func (*tipser) policy(src *Source) (*snsPolicy, error) {
-	if p, ok := src.extra.(*snsPolicy); ok {
-		return p, nil
-	}
-	if err := checkSNSConfig(0, src.SNS); err != nil {
-		return nil, fmt.Errorf("tipser source %s: %w", src.Name, err)
-	}
-	return newSNSPolicy(src.SNS), nil
+	out := deps.sns()
+	return &tipser{origin: originOf(cfg), policy: newSNSPolicy(o), basicAuth: cfg.BasicAuth != nil,
+		client: out.client, certs: out.certs, log: deps.log()}, nil
 }
 
 // isRawDelivery reports whether SNS delivered the message raw, without its
@@ -110,63 +102,71 @@ func isRawDelivery(h http.Header) bool {
 // max_age old, at most 5 minutes ahead) and, for a SubscriptionConfirmation,
 // the SubscribeURL. Only then is the certificate fetched (or taken from the
 // cache, or a recent failure answered again) and the signature checked.
-func (t *tipser) Verify(ctx context.Context, src *Source, req *Request) error {
-	pol, err := t.policy(src)
-	if err != nil {
-		return err
-	}
+//
+// The delivery id is the envelope's MessageId, which SNS reuses when it
+// retries and which the signature covers; it is also the replay key. A raw
+// delivery's x-amz-sns-message-id header is covered by nothing (the edge
+// pairs it with the body), and binds no time. A Tipser body names neither
+// its time nor an id, so it never identifies a delivery by itself.
+func (t *tipser) Verify(ctx context.Context, req *Request) (Verified, error) {
 	if isRawDelivery(req.Header) {
-		return verifyRawDelivery(src, pol, req.Header)
+		if err := t.verifyRawDelivery(req.Header); err != nil {
+			return Verified{}, err
+		}
+		return Verified{Request: req, Identity: Identity{ID: req.Header.Get(snsHeaderMessageID)}}, nil
 	}
 	env, err := parseSNSEnvelope(req.Body)
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
 	if err := env.checkHeaders(req.Header); err != nil {
-		return err
+		return Verified{}, err
 	}
-	ts, err := env.validate()
-	if err != nil {
-		return err
+	if err := env.validate(); err != nil {
+		return Verified{}, err
 	}
+	pol := t.policy
 	if !pol.acceptsVersion(env.SignatureVersion) {
-		return fmt.Errorf("%w: SignatureVersion %q is not accepted by this source", ErrBadSignature, snsClip(env.SignatureVersion, 16))
+		return Verified{}, fmt.Errorf("%w: SignatureVersion %q is not accepted by this source", ErrBadSignature, snsClip(env.SignatureVersion, 16))
 	}
 	sig, err := decodeSNSSignature(env.Signature)
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
 	if !pol.allowsTopic(env.TopicArn) {
-		return fmt.Errorf("%w: TopicArn is not allowed for this source", ErrForbidden)
+		return Verified{}, fmt.Errorf("%w: TopicArn is not allowed for this source", ErrForbidden)
 	}
 	certURL, err := pol.checkCertURL(env.SigningCertURL, env.TopicArn)
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
-	if err := pol.checkAge(ts, req.Received); err != nil {
-		return err
+	if err := pol.checkAge(env.sent, req.Received); err != nil {
+		return Verified{}, err
 	}
 	if env.Type == snsSubscriptionConfirmation {
-		if _, err := pol.checkSubscribeURL(env); err != nil {
-			return err
+		if env.subscribe, err = pol.checkSubscribeURL(env); err != nil {
+			return Verified{}, err
 		}
 	}
 	signed, err := env.stringToSign()
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
 	key, err := t.certs.key(ctx, certURL.String())
 	if err != nil {
-		return err
+		return Verified{}, err
 	}
-	return verifySNSSignature(key, env.SignatureVersion, signed, sig)
+	if err := verifySNSSignature(key, env.SignatureVersion, signed, sig); err != nil {
+		return Verified{}, err
+	}
+	return Verified{Request: req, Identity: Identity{ID: env.MessageID, Signed: true}, ReplayKey: env.MessageID, envelope: env}, nil
 }
 
 // verifyRawDelivery accepts an unsigned raw delivery only from a source
 // with basic auth, which the server has already checked. The unsigned
 // headers then still have to name a Notification from an allowed topic.
-func verifyRawDelivery(src *Source, pol *snsPolicy, h http.Header) error {
-	if src.BasicAuth == nil {
+func (t *tipser) verifyRawDelivery(h http.Header) error {
+	if !t.basicAuth {
 		return fmt.Errorf("%w: raw message delivery carries no signature; it needs a source with basic_auth", ErrUnauthorized)
 	}
 	// The message id is the delivery's only identity: a Tipser body names
@@ -182,97 +182,49 @@ func verifyRawDelivery(src *Source, pol *snsPolicy, h http.Header) error {
 		}
 	}
 	for _, v := range h.Values(snsHeaderTopicARN) {
-		if !pol.allowsTopic(v) {
+		if !t.policy.allowsTopic(v) {
 			return fmt.Errorf("%w: TopicArn is not allowed for this source", ErrForbidden)
 		}
 	}
 	return nil
 }
 
-// DeliveryID is the SNS MessageId, which SNS reuses when it retries. The
-// envelope's signature covers it; a raw delivery's x-amz-sns-message-id
-// header is covered by nothing (the edge pairs it with the body). A Tipser
-// body names neither its time nor an id, so it never identifies a delivery
-// by itself.
-func (*tipser) DeliveryID(_ *Source, req *Request) Identity {
-	if isRawDelivery(req.Header) {
-		return Identity{ID: req.Header.Get(snsHeaderMessageID)}
-	}
-	env, err := parseSNSEnvelope(req.Body)
-	if err != nil {
-		return Identity{}
-	}
-	return Identity{ID: env.MessageID, Signed: true}
-}
-
 // ReplayWindow is how long a signed Notification stays acceptable (its
 // max age plus the allowed clock skew).
-func (t *tipser) ReplayWindow(src *Source) time.Duration {
-	pol, err := t.policy(src)
-	if err != nil {
-		return 0
-	}
-	return pol.acceptWindow()
-}
-
-// ReplayKey is the signed MessageId of an envelope; "" for a raw delivery,
-// which is not signed.
-func (*tipser) ReplayKey(_ *Source, req *Request) string {
-	if isRawDelivery(req.Header) {
-		return ""
-	}
-	env, err := parseSNSEnvelope(req.Body)
-	if err != nil {
-		return ""
-	}
-	return env.MessageID
-}
+func (t *tipser) ReplayWindow() time.Duration { return t.policy.acceptWindow() }
 
 // Normalize turns a Notification into its one change, confirms a
 // SubscriptionConfirmation (an empty batch) and logs an
-// UnsubscribeConfirmation (an empty batch).
-func (t *tipser) Normalize(ctx context.Context, src *Source, req *Request) (Batch, error) {
-	if isRawDelivery(req.Header) {
-		ch, err := normalizeTipser(src, req.Body, req.Header.Get(snsHeaderMessageID), time.Time{}, req.Received)
+// UnsubscribeConfirmation (an empty batch), from the envelope Verify
+// parsed.
+func (t *tipser) Normalize(ctx context.Context, v Verified) (Batch, error) {
+	env := v.envelope
+	if env == nil { // raw delivery: the body is the Tipser event
+		ch, err := t.change(v.Body, v.Identity.ID, time.Time{}, v.Received)
 		if err != nil {
 			return Batch{}, err
 		}
 		return Batch{Changes: []schemas.Change{ch}}, nil
 	}
-	env, err := parseSNSEnvelope(req.Body)
-	if err != nil {
-		return Batch{}, err
-	}
-	ts, err := env.validate()
-	if err != nil {
-		return Batch{}, err
-	}
 	switch env.Type {
 	case snsSubscriptionConfirmation:
-		pol, err := t.policy(src)
-		if err != nil {
-			return Batch{}, err
-		}
-		return Batch{}, t.confirm(ctx, src, pol, env)
+		return Batch{}, t.confirm(ctx, env)
 	case snsUnsubscribeConfirmation:
 		t.log.Info("SNS unsubscribe confirmation received; not visiting its SubscribeURL",
-			"source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
+			"source", t.name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
 		return Batch{}, nil
 	}
-	ch, err := normalizeTipser(src, []byte(env.Message), env.MessageID, ts, req.Received)
+	ch, err := t.change([]byte(env.Message), env.MessageID, env.sent, v.Received)
 	if err != nil {
 		return Batch{}, err
 	}
 	return Batch{Changes: []schemas.Change{ch}}, nil
 }
 
-// confirm visits a checked SubscribeURL once. A failure wraps
+// confirm visits the SubscribeURL Verify checked, once. A failure wraps
 // ErrUnavailable, so SNS sends the confirmation again.
-func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *snsEnvelope) error {
-	u, err := pol.checkSubscribeURL(env)
-	if err != nil {
-		return err
-	}
+func (t *tipser) confirm(ctx context.Context, env *snsEnvelope) error {
+	u := env.subscribe
 	ctx, cancel := context.WithTimeout(ctx, outboundTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -281,7 +233,7 @@ func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *
 	}
 	resp, err := t.client.Do(req)
 	if err != nil {
-		t.log.Warn("SNS subscription confirmation failed", "source", src.Name, "topic_arn", env.TopicArn, "err", redactURLError(err))
+		t.log.Warn("SNS subscription confirmation failed", "source", t.name, "topic_arn", env.TopicArn, "err", redactURLError(err))
 		return fmt.Errorf("%w: confirming the SNS subscription failed", ErrUnavailable)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, snsMaxCertBytes))
@@ -289,7 +241,7 @@ func (t *tipser) confirm(ctx context.Context, src *Source, pol *snsPolicy, env *
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%w: confirming the SNS subscription answered %d", ErrUnavailable, resp.StatusCode)
 	}
-	t.log.Info("SNS subscription confirmed", "source", src.Name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
+	t.log.Info("SNS subscription confirmed", "source", t.name, "topic_arn", env.TopicArn, "message_id", env.MessageID)
 	return nil
 }
 
@@ -321,12 +273,12 @@ var tipserEvents = map[string]struct {
 	"collection-added":              {resource: "collection", idField: "collectionId"},
 }
 
-// normalizeTipser turns one Tipser event, msg, into its change. eventID is
-// the SNS MessageId (or a body hash for raw delivery); occurred is the SNS
+// change turns one Tipser event, msg, into its change. eventID is the SNS
+// MessageId (the message id header for raw delivery); occurred is the SNS
 // Timestamp (zero for raw delivery). Raw is msg byte for byte. Errors wrap
 // ErrInvalidPayload and name the field.
-func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received time.Time) (schemas.Change, error) {
-	o, err := parseObject(msg, src.maxJSONDepth())
+func (t *tipser) change(msg []byte, eventID string, occurred, received time.Time) (schemas.Change, error) {
+	o, err := parseObject(msg, t.maxDepth)
 	if err != nil {
 		return schemas.Change{}, fmt.Errorf("Tipser message: %w", err)
 	}
@@ -365,9 +317,9 @@ func normalizeTipser(src *Source, msg []byte, eventID string, occurred, received
 	}
 	return schemas.Change{
 		EventID:    eventID,
-		Source:     src.Name,
+		Source:     t.name,
 		Provider:   "tipser",
-		Namespace:  src.Namespace,
+		Namespace:  t.namespace,
 		EventType:  eventType,
 		Resource:   spec.resource,
 		ProductID:  id,
@@ -415,7 +367,7 @@ func (o object) tipserStrings(key string) ([]string, error) {
 // Sign cannot sign: an SNS signature needs AWS's private key, so
 // `productstream sign` prints only the headers SNS sends with a
 // Notification. Tests sign envelopes with their own key and certificate.
-func (*tipser) Sign(*Source, []byte) http.Header {
+func (*tipser) Sign([]byte) http.Header {
 	h := http.Header{}
 	h.Set("Content-Type", "text/plain")
 	h.Set(snsHeaderType, snsNotification)

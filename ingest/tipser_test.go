@@ -537,7 +537,7 @@ func TestTipserCertificateFetchFailures(t *testing.T) {
 	f := startEdge(t, []config.Source{b.source("tipser-main", loose)}, b.deps(), 5*time.Second)
 	var ahead atomic.Int64 // the certificate cache's virtual clock: base plus ahead
 	base := time.Now()
-	f.src.Provider.(*tipser).certs.now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
+	f.src.Adapter.(*tipser).certs.now = func() time.Time { return base.Add(time.Duration(ahead.Load())) }
 	cases := []struct {
 		name, path string
 		status     int
@@ -910,12 +910,12 @@ func TestTipserSignHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := srcs[0].Provider.Sign(srcs[0], []byte("{}"))
+	h := srcs[0].Adapter.(Signer).Sign([]byte("{}"))
 	if len(h) != 2 || h.Get("Content-Type") != "text/plain" || h.Get("X-Amz-Sns-Message-Type") != "Notification" {
 		t.Fatalf("headers %v", h)
 	}
-	if srcs[0].MaxBody != 300<<10 || srcs[0].Provider.Routes() != nil {
-		t.Fatalf("limit %d, routes %v", srcs[0].MaxBody, srcs[0].Provider.Routes())
+	if routes := providers()["tipser"].Routes; srcs[0].MaxBody != 300<<10 || routes != nil {
+		t.Fatalf("limit %d, routes %v", srcs[0].MaxBody, routes)
 	}
 }
 
@@ -926,16 +926,24 @@ func TestTipserDeliveryID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	di := srcs[0].Provider.(DeliveryIdentifier)
+	// The signed envelope, as Verify returns it.
+	b := newSNSBed(t)
+	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	m := b.sign(t, b.notification("m-1", tipserEvent("product-changed", `{"productId":"1"}`)), "2")
+	if v, err := f.src.Adapter.Verify(t.Context(), &Request{Header: http.Header{}, Body: m.body(t), Received: time.Now()}); err != nil || v.Identity != (Identity{ID: "m-1", Signed: true}) {
+		t.Fatalf("envelope: %+v %v", v.Identity, err)
+	}
 	env := []byte(`{"Type":"Notification","MessageId":"m-1","Message":"{}"}`)
-	if id := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: env}); id != (Identity{ID: "m-1", Signed: true}) {
-		t.Fatalf("envelope: %+v", id)
-	}
 	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}, "X-Amz-Sns-Message-Id": {"m-2"}}
-	if id := di.DeliveryID(srcs[0], &Request{Header: raw, Body: env}); id != (Identity{ID: "m-2"}) {
-		t.Fatalf("raw: %+v", id)
+	withAuth, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}},
+		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"p"}}}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if id := di.DeliveryID(srcs[0], &Request{Header: http.Header{}, Body: []byte("nope")}); id.ID != "" {
-		t.Fatalf("an unparseable body has a delivery id: %+v", id)
+	if v, err := withAuth[0].Adapter.Verify(t.Context(), &Request{Header: raw, Body: env}); err != nil || v.Identity != (Identity{ID: "m-2"}) {
+		t.Fatalf("raw: %+v %v", v.Identity, err)
+	}
+	if v, err := srcs[0].Adapter.Verify(t.Context(), &Request{Header: http.Header{}, Body: []byte("nope")}); err == nil || v.Identity.ID != "" {
+		t.Fatalf("an unparseable body has a delivery id: %+v", v.Identity)
 	}
 }

@@ -72,7 +72,7 @@ processor:
 	s := &roleSetup{b: b, prefix: prefix, names: topics.For(prefix), cfg: cfg, ingest: "http://" + httpAddr, serde: newSerde(t, b.registry)}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := httpClient.Get(s.ingest + "/healthz")
+		resp, err := httpClient.Get(s.ingest + "/openapi.json") // the public listener's one non-webhook route
 		if err == nil {
 			resp.Body.Close()
 			break

@@ -12,58 +12,81 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// runAtLeastOnce is the loop of the at-least-once mode: poll, apply, send
+// atLeastOnce is the delivery mode for brokers without transactions: send
 // what is due, and commit each partition's watermark. Writes are pipelined:
 // a cycle's records are produced without waiting, the loop goes on to the
 // next poll, and a key counts as written (so the watermark may pass its
 // changes) only once Kafka acknowledged every record of its cycle.
-func (p *Processor) runAtLeastOnce(ctx context.Context) error {
-	defer p.client.Close()
-	for {
-		fetches, ok := p.poll(ctx, p.client.PollRecords)
-		if !ok {
-			return nil
-		}
-		t0 := time.Now()
-		p.mu.Lock()
-		records := p.consumeFetches(fetches)
-		due := p.due()
-		t1 := time.Now()
-		p.send(context.WithoutCancel(ctx), due)
-		err := p.reap()
-		if err == nil {
-			p.commitAsync(ctx)
-		}
-		inflight := len(p.inflight)
-		p.mu.Unlock()
-		p.log.Debug("cycle", "records", records, "due", len(due), "in_flight", inflight, "consume", t1.Sub(t0), "send", time.Since(t1))
-		p.client.AllowRebalance()
-		if err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return p.shutdown()
+type atLeastOnce struct {
+	p            *Processor
+	inflight     []*sentCycle // cycles sent and not yet reaped, oldest first
+	commitFailed atomic.Bool  // an asynchronous commit failed; commit every watermark again
+}
+
+func newAtLeastOnce(p *Processor) *atLeastOnce { return &atLeastOnce{p: p} }
+
+func (m *atLeastOnce) newClient(opts []kgo.Opt) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("processor client: %w", err)
+	}
+	return cl, nil
+}
+
+func (m *atLeastOnce) start(context.Context) error { return nil }
+
+func (m *atLeastOnce) close() { m.p.client.Close() }
+
+// changed has nothing to note: the watermark follows the partition's queue.
+func (m *atLeastOnce) changed(string, int32) {}
+
+// write sends the cycle's records, accounts for the cycles Kafka has
+// acknowledged, and commits the watermarks that moved without waiting.
+func (m *atLeastOnce) write(ctx context.Context, _ int, due []*pending) error {
+	m.send(context.WithoutCancel(ctx), due)
+	err := m.reap()
+	if err == nil {
+		m.commitAsync(ctx)
+	}
+	return err
+}
+
+func (m *atLeastOnce) inFlight() int { return len(m.inflight) }
+
+// revoke writes what is buffered for the partitions, waits for it and
+// commits it.
+func (m *atLeastOnce) revoke(ctx context.Context, parts []int32) {
+	for _, part := range parts {
+		if err := m.flush(context.WithoutCancel(ctx), m.p.co.popPartition(part)); err != nil {
+			// Left uncommitted: the next owner re-reads these changes.
+			m.p.log.Error("flush on revoke failed", "partition", part, "err", err)
 		}
 	}
+	if err := m.commit(context.WithoutCancel(ctx)); err != nil {
+		m.p.log.Warn("commit on revoke failed", "err", err)
+	}
 }
+
+func (m *atLeastOnce) drop([]int32) {}
+
+// drainsOnStop is true: the last poll is applied, and shutdown writes it.
+func (m *atLeastOnce) drainsOnStop() bool { return true }
 
 // shutdown writes everything buffered, waits for it and commits it; Close
 // then leaves the group.
-func (p *Processor) shutdown() error {
+func (m *atLeastOnce) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.flush(ctx, p.co.popDue(time.Unix(1<<40, 0))); err != nil {
+	if err := m.flush(ctx, m.p.co.popDue(time.Unix(1<<40, 0))); err != nil {
 		return fmt.Errorf("flush on shutdown: %w", err)
 	}
-	return p.commit(ctx)
+	return m.commit(ctx)
 }
 
-// A cycle is one loop round's records on their way to Kafka (at least
-// once). Its producer callbacks only touch left, err and done, so they
-// never wait for mu.
-type cycle struct {
+// A sentCycle is one loop round's records on their way to Kafka. Its
+// producer callbacks only touch left, err and done, so they never wait for
+// mu.
+type sentCycle struct {
 	due     []*pending
 	records []*kgo.Record
 	left    atomic.Int64
@@ -76,12 +99,13 @@ type cycle struct {
 // derived changes and dead letters, without waiting for Kafka; reap
 // accounts for them once acknowledged. An encoding error fails the cycle
 // (reap reports it). Called with mu held.
-func (p *Processor) send(ctx context.Context, due []*pending) {
+func (m *atLeastOnce) send(ctx context.Context, due []*pending) {
+	p := m.p
 	if len(due) == 0 && len(p.dlq) == 0 && len(p.derived) == 0 {
 		return
 	}
-	c := &cycle{due: due, done: make(chan struct{})}
-	p.inflight = append(p.inflight, c)
+	c := &sentCycle{due: due, done: make(chan struct{})}
+	m.inflight = append(m.inflight, c)
 	records, err := p.outputs(due)
 	p.derived, p.dlq = nil, nil
 	if err != nil || len(records) == 0 {
@@ -108,9 +132,9 @@ func (p *Processor) send(ctx context.Context, due []*pending) {
 // now on. It returns the error of a failed cycle, now and at every later
 // call; its keys stay unwritten, so the watermark never passes their
 // changes. Called with mu held.
-func (p *Processor) reap() error {
-	for len(p.inflight) > 0 {
-		c := p.inflight[0]
+func (m *atLeastOnce) reap() error {
+	for len(m.inflight) > 0 {
+		c := m.inflight[0]
 		select {
 		case <-c.done:
 		default:
@@ -120,33 +144,33 @@ func (p *Processor) reap() error {
 			// Left at the head, so every later reap reports it too.
 			return fmt.Errorf("write %d state and update records: %w", len(c.records), c.err)
 		}
-		p.inflight[0] = nil
-		p.inflight = p.inflight[1:]
+		m.inflight[0] = nil
+		m.inflight = m.inflight[1:]
 		for _, d := range c.due {
 			d.flushed = true
 		}
-		p.written(c.records)
+		m.p.written(c.records)
 	}
 	return nil
 }
 
 // flush sends the due keys and waits until Kafka has acknowledged them and
 // every cycle still in flight. Called with mu held.
-func (p *Processor) flush(ctx context.Context, due []*pending) error {
-	p.send(ctx, due)
-	if err := p.client.Flush(ctx); err != nil {
+func (m *atLeastOnce) flush(ctx context.Context, due []*pending) error {
+	m.send(ctx, due)
+	if err := m.p.client.Flush(ctx); err != nil {
 		return fmt.Errorf("wait for the writes in flight: %w", err)
 	}
-	return p.reap()
+	return m.reap()
 }
 
 // moved returns each assigned partition's watermark where it moved past
 // what was committed, and takes it as committed. A failed asynchronous
 // commit makes every partition count as moved again. Called with mu held.
-func (p *Processor) moved() map[int32]kgo.EpochOffset {
-	retry := p.commitFailed.Swap(false)
+func (m *atLeastOnce) moved() map[int32]kgo.EpochOffset {
+	retry := m.commitFailed.Swap(false)
 	offsets := map[int32]kgo.EpochOffset{}
-	for part, pt := range p.parts {
+	for part, pt := range m.p.parts {
 		if w := pt.watermark(); w > pt.committed || (retry && w >= 0) {
 			offsets[part] = kgo.EpochOffset{Epoch: -1, Offset: w}
 			pt.committed = w
@@ -158,18 +182,18 @@ func (p *Processor) moved() map[int32]kgo.EpochOffset {
 // commitAsync commits the watermarks that moved without waiting; a failure
 // is logged and the next round commits again. franz-go keeps commits in
 // the order they were issued. Called with mu held.
-func (p *Processor) commitAsync(ctx context.Context) {
-	offsets := p.moved()
+func (m *atLeastOnce) commitAsync(ctx context.Context) {
+	offsets := m.moved()
 	if len(offsets) == 0 {
 		return
 	}
-	p.client.CommitOffsets(context.WithoutCancel(ctx), map[string]map[int32]kgo.EpochOffset{p.cfg.Topics.Changes: offsets},
+	m.p.client.CommitOffsets(context.WithoutCancel(ctx), map[string]map[int32]kgo.EpochOffset{m.p.cfg.Topics.Changes: offsets},
 		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 			if err = commitError(resp, err); err != nil {
 				// Not fatal: at worst a restart re-reads changes the
 				// versions skip.
-				p.log.Warn("commit failed; retrying next round", "err", err)
-				p.commitFailed.Store(true)
+				m.p.log.Warn("commit failed; retrying next round", "err", err)
+				m.commitFailed.Store(true)
 			}
 		})
 }
@@ -177,21 +201,21 @@ func (p *Processor) commitAsync(ctx context.Context) {
 // commit commits each assigned partition's watermark where it moved, and
 // waits for the answer (and for every commit issued before). Called with
 // mu held.
-func (p *Processor) commit(ctx context.Context) error {
-	offsets := p.moved()
+func (m *atLeastOnce) commit(ctx context.Context) error {
+	offsets := m.moved()
 	if len(offsets) == 0 {
 		return nil
 	}
 	var commitErr error
-	p.client.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.cfg.Topics.Changes: offsets},
+	m.p.client.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{m.p.cfg.Topics.Changes: offsets},
 		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 			commitErr = commitError(resp, err)
 		})
 	if commitErr != nil {
 		// Not fatal: the offsets stay uncommitted and are retried next
 		// round; at worst a restart re-reads changes the versions skip.
-		p.log.Warn("commit failed", "err", commitErr)
-		p.commitFailed.Store(true)
+		m.p.log.Warn("commit failed", "err", commitErr)
+		m.commitFailed.Store(true)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,17 +18,8 @@ import (
 // the record as written.
 func (e *env) produceRaw(id, raw string) *kgo.Record {
 	e.t.Helper()
-	ch := schemas.Change{EventID: "e-" + id, Source: "s", Provider: "lisa", Namespace: "ns", EventType: "product.updated",
-		Resource: "product", ProductID: id, ReceivedAt: time.Now(), Raw: raw}
-	v, err := e.serde.EncodeChange(&ch)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	r, err := e.client.ProduceSync(context.Background(), &kgo.Record{Topic: e.names.Changes, Key: []byte(ch.Key()), Value: v}).First()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r
+	return e.produce(schemas.Change{EventID: "e-" + id, Source: "s", Provider: "lisa", Namespace: "ns", EventType: "product.updated",
+		Resource: "product", ProductID: id, ReceivedAt: time.Now(), Raw: raw})
 }
 
 // deepRaw is a LiSA body for id whose "x" nests arrays so that the whole
@@ -87,8 +77,8 @@ func TestTooDeepRawGoesToDLQ(t *testing.T) {
 // the configured bound carries ErrRawTooDeep, one at it none.
 func TestDecodeChangeRefusesDeepRaw(t *testing.T) {
 	e := newEnv(t)
-	p, err := New(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "g", Serde: e.serde,
-		QuietPeriod: time.Second, MaxDelay: time.Second, MaxJSONDepth: 3})
+	p, err := New(withDefaults(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "g", Serde: e.serde,
+		QuietPeriod: time.Second, MaxDelay: time.Second, MaxJSONDepth: 3}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,8 +56,8 @@ func TestMeasureProcessor(t *testing.T) {
 		e.eos = eos
 		fill(t, e, n, keys)
 		took := timeUntil(t, e, "g", func(ctx context.Context) {
-			p, err := New(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "g", QuietPeriod: 50 * time.Millisecond,
-				MaxDelay: 500 * time.Millisecond, Serde: e.serde, Log: e.log, ExactlyOnce: eos})
+			p, err := New(withDefaults(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "g", QuietPeriod: 50 * time.Millisecond,
+				MaxDelay: 500 * time.Millisecond, Serde: e.serde, Log: e.log, ExactlyOnce: eos}))
 			if err != nil {
 				t.Error(err)
 				return
@@ -70,7 +70,7 @@ func TestMeasureProcessor(t *testing.T) {
 
 		if !eos {
 			// Restore: the products topic now holds a state per key.
-			p, err := New(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "r", QuietPeriod: time.Second, MaxDelay: time.Second, Serde: e.serde, Log: e.log})
+			p, err := New(withDefaults(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "r", QuietPeriod: time.Second, MaxDelay: time.Second, Serde: e.serde, Log: e.log}))
 			if err != nil {
 				t.Fatal(err)
 			}

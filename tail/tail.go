@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
-	"github.com/productstream/productstream/topics"
 )
 
 // Options say what to read.
@@ -55,82 +56,86 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		return fmt.Errorf("registry client: %w", err)
 	}
 	serde := schemas.NewSerde(reg)
+	enc := json.NewEncoder(w)
+	emit := func(r *kgo.Record) error {
+		if err := enc.Encode(line(ctx, serde, r)); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
+	}
+	if o.ExitAtEnd {
+		return toEnd(ctx, o, emit)
+	}
 	start := kgo.NewOffset().AtEnd()
 	if o.FromBeginning {
 		start = kgo.NewOffset().AtStart()
 	}
-	cl, err := kgo.NewClient(append(topics.ClientOptions(o.Brokers, o.Log),
+	cl, err := kgo.NewClient(append(kafka.ClientOptions(o.Brokers, o.Log),
 		kgo.ConsumeTopics(o.Topic), kgo.ConsumeResetOffset(start),
-		// Committed records only; markers are kept so that a partition
-		// ending in one is seen to end, and are not printed.
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+		// Committed records only.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
-
-	var remaining map[int32]int64 // partition -> end offset still to reach
-	if o.ExitAtEnd {
-		if remaining, err = toRead(ctx, kadm.NewClient(cl), o.Topic, o.FromBeginning); err != nil {
-			return err
-		}
-	}
-	enc := json.NewEncoder(w)
-	for !o.ExitAtEnd || len(remaining) > 0 {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if o.ExitAtEnd {
-			pctx, cancel = context.WithTimeout(ctx, o.Idle)
-		}
-		fetches := cl.PollFetches(pctx)
-		cancel()
+	for {
+		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return nil
-		}
-		if o.ExitAtEnd && fetches.Empty() {
-			return nil // idle before the recorded end: the tail was compacted away
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			o.Log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		var werr error
 		fetches.EachRecord(func(r *kgo.Record) {
-			if werr == nil && !r.Attrs.IsControl() {
-				werr = enc.Encode(line(ctx, serde, r))
-			}
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
+			if werr == nil {
+				werr = emit(r)
 			}
 		})
 		if werr != nil {
-			return fmt.Errorf("write: %w", werr)
+			return werr
 		}
+	}
+}
+
+// toEnd prints, from the beginning, the records present at start (up to
+// the last stable offsets), or, without FromBeginning, checks that the
+// topic exists: only records produced from now on are asked for, and none
+// of them is present at start.
+func toEnd(ctx context.Context, o Options, emit func(*kgo.Record) error) error {
+	if !o.FromBeginning {
+		return exists(ctx, o)
+	}
+	read, err := kafka.ReadToEnd(ctx, kafka.ClientOptions(o.Brokers, o.Log), []string{o.Topic}, emit,
+		// Nothing for Idle before the end offsets: the tail of a
+		// compacted topic can be gone.
+		kafka.WithIdleEnd(o.Idle), kafka.WithLogger(o.Log))
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		return err
+	case len(read.Missing) > 0:
+		return fmt.Errorf("end offsets of %s: %w", o.Topic, kerr.UnknownTopicOrPartition)
 	}
 	return nil
 }
 
-// toRead returns, per partition with something to read, its end offset.
-func toRead(ctx context.Context, adm *kadm.Client, topic string, fromBeginning bool) (map[int32]int64, error) {
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
+// exists returns an error if o.Topic does not exist.
+func exists(ctx context.Context, o Options) error {
+	cl, err := kgo.NewClient(kafka.ClientOptions(o.Brokers, o.Log)...)
 	if err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		return fmt.Errorf("kafka client: %w", err)
 	}
-	if err := ends.Error(); err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, o.Topic)
+	if err == nil {
+		err = ends.Error()
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("start offsets of %s: %w", topic, err)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("end offsets of %s: %w", o.Topic, err)
 	}
-	out := map[int32]int64{}
-	if !fromBeginning {
-		return out, nil
-	}
-	ends.Each(func(e kadm.ListedOffset) {
-		if s, ok := starts.Lookup(topic, e.Partition); ok && e.Offset > s.Offset {
-			out[e.Partition] = e.Offset
-		}
-	})
-	return out, nil
+	return nil
 }
 
 func line(ctx context.Context, serde *schemas.Serde, r *kgo.Record) Line {

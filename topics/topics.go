@@ -1,5 +1,5 @@
-// Package topics names productstream's Kafka topics, creates them with the
-// right configuration, and builds the Kafka clients every role shares.
+// Package topics names productstream's Kafka topics and creates them with
+// the right configuration.
 package topics
 
 import (
@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kslog"
 
+	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 )
 
@@ -164,43 +164,10 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 	return nil
 }
 
-// Compression is the producer option that compresses batches with the
-// named codec: lz4 (also for ""), snappy, zstd, gzip or none.
-func Compression(name string) (kgo.Opt, error) {
-	var codec kgo.CompressionCodec
-	switch name {
-	case "", "lz4":
-		codec = kgo.Lz4Compression()
-	case "snappy":
-		codec = kgo.SnappyCompression()
-	case "zstd":
-		codec = kgo.ZstdCompression()
-	case "gzip":
-		codec = kgo.GzipCompression()
-	case "none":
-		codec = kgo.NoCompression()
-	default:
-		return nil, fmt.Errorf("unknown compression codec %q", name)
-	}
-	return kgo.ProducerBatchCompression(codec), nil
-}
-
 // ClientOptions are the options every productstream Kafka client starts
-// from: the seed brokers and franz-go's logs through slog.
+// from.
+//
+// Deprecated: use kafka.ClientOptions.
 func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
-	return []kgo.Opt{
-		kgo.SeedBrokers(brokers...),
-		kgo.WithLogger(quietLogger{kslog.New(log.With("component", "kgo"))}),
-	}
-}
-
-// quietLogger keeps franz-go's chatty info logs (joins, metadata refreshes)
-// out of the log unless the level is debug; warnings and errors pass.
-type quietLogger struct{ *kslog.Logger }
-
-func (q quietLogger) Level() kgo.LogLevel {
-	if l := q.Logger.Level(); l != kgo.LogLevelDebug {
-		return min(l, kgo.LogLevelWarn)
-	}
-	return kgo.LogLevelDebug
+	return kafka.ClientOptions(brokers, log)
 }

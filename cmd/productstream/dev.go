@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -23,6 +24,7 @@ func runDev(ctx context.Context, args []string) error {
 	kafkaAddr := fs.String("kafka-addr", "127.0.0.1:9092", "embedded Kafka broker listen address")
 	registryAddr := fs.String("registry-addr", "127.0.0.1:8081", "embedded schema registry listen address")
 	httpAddr := fs.String("http-addr", "", "ingest listen address (default: the config's http.listen, 127.0.0.1:8080)")
+	opsAddr := fs.String("ops-addr", "", "operations listen address: /metrics, /healthz, /readyz, /debug/pprof/ (default: the config's ops.listen, else "+config.DefaultDevOpsListen+")")
 	syncWrites := fs.Bool("sync-writes", false, "fsync every write of the embedded broker (survives a machine crash, not only a killed process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -40,13 +42,6 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
-	}
-	if addr := cfg.Debug.Listen; addr != "" {
-		stop, err := serveDebug(ctx, addr, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
 	}
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
@@ -67,6 +62,12 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	defer stack.Close()
 	svc := services{brokers: []string{stack.KafkaAddr}, registryURL: stack.RegistryURL}
+	opsListen := cmp.Or(*opsAddr, cfg.Ops.Listen, config.DefaultDevOpsListen)
+	r, stopOps, err := newRole(ctx, cfg, svc, opsListen, log)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	serde, _, err := prepare(ctx, cfg, svc, log)
 	if err != nil {
 		return err
@@ -79,13 +80,13 @@ func runDev(ctx context.Context, args []string) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		errs <- runProcessor(ctx, cfg, svc, serde, names, log)
+		errs <- runProcessor(ctx, r, serde, names)
 		cancel()
 	}()
 	go func() {
 		defer wg.Done()
-		errs <- serveIngest(ctx, cfg, sources, svc, serde, names, listen, log, func(addr string) {
-			printBanner(cfg, *dataDir, stack, addr)
+		errs <- serveIngest(ctx, r, sources, serde, names, listen, func(addr string) {
+			printBanner(cfg, *dataDir, stack, addr, r.ops.addr)
 		})
 		cancel()
 	}()
@@ -98,11 +99,12 @@ func runDev(ctx context.Context, args []string) error {
 	return errors.Join(all...)
 }
 
-func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr string) {
+func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr, opsAddr string) {
 	fmt.Printf("productstream dev is running (data in %s); Ctrl-C stops it\n", dataDir)
 	fmt.Printf("  kafka     %s\n", stack.KafkaAddr)
 	fmt.Printf("  registry  %s\n", stack.RegistryURL)
 	fmt.Printf("  ingest    http://%s\n", httpAddr)
+	fmt.Printf("  ops       http://%s (/metrics /healthz /readyz /debug/pprof/)\n", opsAddr)
 	for _, s := range cfg.Sources {
 		fmt.Printf("  source    %s (%s): POST http://%s/webhooks/%s\n", s.Name, s.Provider, httpAddr, s.Name)
 	}

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -16,7 +14,7 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/ingest"
-	"github.com/productstream/productstream/metrics"
+	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/processor"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
@@ -26,6 +24,47 @@ import (
 type services struct {
 	brokers     []string
 	registryURL string
+}
+
+// role is what a running role builds from its configuration once and its
+// parts share: the services, the codec of every batch written, the log and
+// the operations listener.
+type role struct {
+	cfg         *config.Config
+	svc         services
+	compression kafka.Compression
+	log         *slog.Logger
+	ops         *opsListener
+}
+
+// newRole starts the operations listener on opsAddr (none when empty) and
+// parses what the parts share. stop ends the listener.
+func newRole(ctx context.Context, cfg *config.Config, svc services, opsAddr string, log *slog.Logger) (*role, func(), error) {
+	logDeprecations(log, cfg.Deprecations)
+	compression, err := kafka.ParseCompression(cfg.Kafka.Compression)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka.compression: %w", err)
+	}
+	o, stop, err := startOps(ctx, opsAddr, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := &role{cfg: cfg, svc: svc, compression: compression, log: log, ops: o}
+	check, err := registryReady(svc.registryURL)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	o.handler.AddCheck("registry", check)
+	// A client of its own answers the Kafka check, whatever the role's
+	// parts are doing with theirs.
+	cl, err := kgo.NewClient(kafka.ClientOptions(svc.brokers, log)...)
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("kafka client: %w", err)
+	}
+	o.handler.AddCheck("kafka", kafkaReady(cl))
+	return r, func() { stop(); cl.Close() }, nil
 }
 
 // roleFlags parses the flags the ingest and process roles share and loads
@@ -59,23 +98,20 @@ func runIngestRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if addr := cfg.Debug.Listen; addr != "" {
-		stop, err := serveDebug(ctx, addr, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
-	svc := services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}
-	serde, names, err := prepare(ctx, cfg, svc, log)
+	r, stop, err := newRole(ctx, cfg, services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}, cfg.Ops.Listen, log)
 	if err != nil {
 		return err
 	}
-	return serveIngest(ctx, cfg, sources, svc, serde, names, cfg.HTTP.Listen, log, func(addr string) {
+	defer stop()
+	serde, names, err := prepare(ctx, cfg, r.svc, log)
+	if err != nil {
+		return err
+	}
+	return serveIngest(ctx, r, sources, serde, names, cfg.HTTP.Listen, func(addr string) {
 		log.Info("ingest listening", "addr", addr)
 	})
 }
@@ -85,31 +121,16 @@ func runProcessRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if addr := cfg.Debug.Listen; addr != "" {
-		stop, err := serveDebug(ctx, addr, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	svc := services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}
-	serde, names, err := prepare(ctx, cfg, svc, log)
+	r, stop, err := newRole(ctx, cfg, services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}, cfg.Ops.Listen, log)
 	if err != nil {
 		return err
 	}
-	if addr := cfg.Processor.MetricsListen; addr != "" {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("processor.metrics_listen %s: %w", addr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler())
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = hs.Serve(ln) }()
-		defer hs.Close()
-		log.Info("metrics listening", "addr", ln.Addr().String())
+	defer stop()
+	serde, names, err := prepare(ctx, cfg, r.svc, log)
+	if err != nil {
+		return err
 	}
-	return runProcessor(ctx, cfg, svc, serde, names, log)
+	return runProcessor(ctx, r, serde, names)
 }
 
 // prepare creates missing topics and registers the schemas, retrying while
@@ -121,7 +142,7 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 		return nil, names, fmt.Errorf("registry client: %w", err)
 	}
 	serde := schemas.NewSerde(reg)
-	cl, err := kgo.NewClient(topics.ClientOptions(svc.brokers, log)...)
+	cl, err := kgo.NewClient(kafka.ClientOptions(svc.brokers, log)...)
 	if err != nil {
 		return nil, names, fmt.Errorf("kafka client: %w", err)
 	}
@@ -148,12 +169,9 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 // serveIngest runs the HTTP edge on listen until ctx ends, then stops
 // accepting, lets requests in flight finish and flushes the producer.
 // ready is called with the bound address once it accepts connections.
-func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Source, svc services, serde *schemas.Serde, names topics.Names, listen string, log *slog.Logger, ready func(addr string)) error {
-	compression, err := topics.Compression(cfg.Kafka.Compression)
-	if err != nil {
-		return fmt.Errorf("kafka.compression: %w", err)
-	}
-	cl, err := kgo.NewClient(append(append(topics.ClientOptions(svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), compression)...)
+func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *schemas.Serde, names topics.Names, listen string, ready func(addr string)) error {
+	cfg, log := r.cfg, r.log
+	cl, err := kgo.NewClient(append(append(kafka.ClientOptions(r.svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), r.compression.ProducerOpt())...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -162,10 +180,14 @@ func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Sour
 	if err != nil {
 		return err
 	}
+	m, err := ingest.NewMetrics(r.ops.reg, sources)
+	if err != nil {
+		return fmt.Errorf("ingest metrics: %w", err)
+	}
 	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
 		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout),
 		ingest.WithRefusalBudget(cfg.HTTP.UnverifiedLimit.PerSecond, cfg.HTTP.UnverifiedLimit.Burst),
-		ingest.WithTrustedProxies(proxies))
+		ingest.WithTrustedProxies(proxies), ingest.WithObserver(m))
 	hs, ln, err := ingest.Listen(listen, edge.Handler(), ingest.ListenerConfig{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
@@ -196,8 +218,14 @@ func serveIngest(ctx context.Context, cfg *config.Config, sources []*ingest.Sour
 	return nil
 }
 
-// runProcessor runs one processor group member until ctx ends.
-func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *schemas.Serde, names topics.Names, log *slog.Logger) error {
+// runProcessor runs one processor group member until ctx ends; the ops
+// listener is ready while it owns partitions.
+func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
+	cfg, svc, log := r.cfg, r.svc, r.log
+	pm, err := processor.NewMetrics(r.ops.reg)
+	if err != nil {
+		return err
+	}
 	p, err := processor.New(processor.Config{
 		Brokers:        svc.brokers,
 		Topics:         names,
@@ -210,11 +238,13 @@ func runProcessor(ctx context.Context, cfg *config.Config, svc services, serde *
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
 		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
 		TopicSpec:      topicSpec(cfg),
-		Compression:    cfg.Kafka.Compression,
+		Compression:    r.compression,
+		Metrics:        pm,
 	})
 	if err != nil {
 		return err
 	}
+	r.ops.handler.AddCheck("processor", p.Ready)
 	return p.Run(ctx)
 }
 

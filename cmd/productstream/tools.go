@@ -85,7 +85,11 @@ func runSign(_ context.Context, args []string) error {
 	}
 	for _, s := range sources {
 		if s.Name == *source {
-			h := s.Provider.Sign(s, body)
+			signer, ok := s.Adapter.(ingest.Signer)
+			if !ok {
+				return fmt.Errorf("source %q: provider %s cannot sign", *source, s.Provider)
+			}
+			h := signer.Sign(body)
 			keys := make([]string, 0, len(h))
 			for k := range h {
 				keys = append(keys, k)

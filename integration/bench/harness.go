@@ -346,7 +346,9 @@ func (h *harness) maxBody() int {
 	return m
 }
 
-// startEdge runs `productstream ingest` on prefix and waits for /healthz.
+// startEdge runs `productstream ingest` on prefix and waits until its
+// public listener answers (/openapi.json, its one route that is not a
+// webhook).
 func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -361,7 +363,7 @@ func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, st
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitHealthy(ctx, p, addr, 3*time.Minute); err != nil {
+	if err := waitHealthy(ctx, p, addr, "/openapi.json", 3*time.Minute); err != nil {
 		p.stop(30 * time.Second)
 		return nil, "", err
 	}
@@ -383,7 +385,7 @@ func (h *harness) startBaseline(ctx context.Context, role string, extra ...strin
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitHealthy(ctx, p, addr, time.Minute); err != nil {
+	if err := waitHealthy(ctx, p, addr, "/healthz", time.Minute); err != nil {
 		p.stop(10 * time.Second)
 		return nil, "", err
 	}

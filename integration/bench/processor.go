@@ -25,6 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/productstream/productstream/kafka"
 )
 
 // procInput is the input every processor measurement reads: the same
@@ -138,13 +140,9 @@ type freshResult struct {
 // most o.procMaxValue bytes of value) into each dest changes topic, same
 // partition, same order, repeated until each holds at least o.procMinChanges.
 func (h *harness) prepareInput(ctx context.Context, from string, dests []string) (*procInput, error) {
-	ends, err := h.adm.ListEndOffsets(ctx, from)
-	if err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", from, err)
-	}
 	in := &procInput{}
 	var keep []*kgo.Record
-	err = h.readTo(ctx, from, ends, func(r *kgo.Record) {
+	err := h.readAll(ctx, from, func(r *kgo.Record) {
 		in.edgeRecords++
 		if len(r.Value) <= h.o.procMaxValue && len(keep) < h.o.procMaxChanges {
 			keep = append(keep, r)
@@ -196,48 +194,16 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 	return in, nil
 }
 
-// readTo reads every partition of topic from the start to its offset in
-// ends, calling fn for each record that is not a transaction marker. The
-// markers are delivered, so that a partition ending in one is seen to end.
-func (h *harness) readTo(ctx context.Context, topic string, ends kadm.ListedOffsets, fn func(*kgo.Record), opts ...kgo.Opt) error {
-	start := map[int32]kgo.Offset{}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		start[o.Partition] = kgo.NewOffset().AtStart()
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.o.brokers...), kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start})}, opts...)...)
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(rctx)
-		if err := rctx.Err(); err != nil {
-			return fmt.Errorf("read %s: %w", topic, err)
-		}
-		if err := fetches.Err(); err != nil {
-			return fmt.Errorf("read %s: %w", topic, err)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				fn(r)
-			}
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
-	}
-	return nil
+// readAll reads every partition of topic from the start to its last stable
+// offset (committed records only), calling fn for each record.
+func (h *harness) readAll(ctx context.Context, topic string, fn func(*kgo.Record)) error {
+	_, err := kafka.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(h.o.brokers...)}, []string{topic},
+		func(r *kgo.Record) error {
+			fn(r)
+			return nil
+		},
+		kafka.WithTimeout(5*time.Minute), kafka.WithIdleEnd(0))
+	return err
 }
 
 // copier writes copies of records to the partitions set on them, with
@@ -537,16 +503,8 @@ func (h *harness) countUpdates(ctx context.Context, topic string, want int64, re
 // is a product of its own. It returns once every write is acknowledged by
 // all in-sync replicas and visible in the end offsets of to.
 func (h *harness) buildRestoreInput(ctx context.Context, from, to string) (*restoreInput, error) {
-	ends, err := h.adm.ListCommittedOffsets(ctx, from)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("stable offsets of %s: %w", from, err)
-	}
 	var state []*kgo.Record
-	if err := h.readTo(ctx, from, ends, func(r *kgo.Record) { state = append(state, r) },
-		kgo.FetchIsolationLevel(kgo.ReadCommitted())); err != nil {
+	if err := h.readAll(ctx, from, func(r *kgo.Record) { state = append(state, r) }); err != nil {
 		return nil, err
 	}
 	in := &restoreInput{source: int64(len(state))}

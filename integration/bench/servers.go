@@ -33,11 +33,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/productstream/productstream/config"
-	"github.com/productstream/productstream/topics"
+	"github.com/productstream/productstream/kafka"
 )
 
 // proc is a child process whose stdout and stderr go to a log file.
@@ -241,12 +240,12 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// waitHealthy polls GET http://addr/healthz until it answers 200, p exits,
+// waitHealthy polls GET http://addr+path until it answers 200, p exits,
 // or timeout passes.
-func waitHealthy(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
+func waitHealthy(ctx context.Context, p *proc, addr, path string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		resp, err := http.Get("http://" + addr + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -271,11 +270,11 @@ func waitHealthy(ctx context.Context, p *proc, addr string, timeout time.Duratio
 // (kafka.compression), so that the baselines, and the copies the processor
 // reads, are written as the edge and the processor write.
 func edgeCompression() kgo.Opt {
-	opt, err := topics.Compression(config.DefaultCompression)
+	c, err := kafka.ParseCompression(config.DefaultCompression)
 	if err != nil {
 		panic(err) // the default is a known codec
 	}
-	return opt
+	return c.ProducerOpt()
 }
 
 // psConfig is what the generated productstream config says.
@@ -290,7 +289,7 @@ type psConfig struct {
 	exactlyOnce bool
 	quiet       time.Duration
 	maxDelay    time.Duration
-	debug       string // debug.listen; empty: none
+	debug       string // ops.listen, for profiles; empty: none
 }
 
 // writeConfig writes a productstream config (the format of
@@ -327,7 +326,7 @@ processor:
 		benchSource, benchPluginID, benchNamespace, benchSecret, benchAPIKey, c.maxBody,
 		c.group, c.quiet, c.maxDelay, c.exactlyOnce)
 	if c.debug != "" {
-		text += fmt.Sprintf("debug:\n  listen: %q\n", c.debug)
+		text += fmt.Sprintf("ops:\n  listen: %q\n", c.debug)
 	}
 	return os.WriteFile(path, []byte(text), 0o600)
 }
@@ -566,44 +565,13 @@ func passthrough(ctx context.Context, brokers []string, topic, out, group string
 // partition of topic from the start to its last stable offset
 // (read_committed, as a restore reads), timed from the client's creation.
 func consumeToEnd(ctx context.Context, brokers []string, topic string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
 	start, cpu0 := time.Now(), selfCPU()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	read, err := kafka.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, []string{topic}, nil,
+		kafka.WithTimeout(10*time.Minute), kafka.WithIdleEnd(0))
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return fmt.Errorf("read %d records: %w", read.Records, err)
 	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("end offsets: %w", err)
-	}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	var n int64
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("read %d records: %w", n, err)
-		}
-		if err := fetches.Err(); err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				n++
-			}
-			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-		})
-	}
-	return printResult(childResult{Records: n, Seconds: time.Since(start).Seconds(), CPUSeconds: selfCPU() - cpu0})
+	return printResult(childResult{Records: read.Records, Seconds: time.Since(start).Seconds(), CPUSeconds: selfCPU() - cpu0})
 }
 
 func printResult(r childResult) error {

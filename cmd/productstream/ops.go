@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/productstream/productstream/ops"
+)
+
+// opsListener is a role's operations listener: the registry its parts
+// register their metrics with, and the handler its readiness checks are
+// added to. With no address it serves nothing, and the parts still count.
+type opsListener struct {
+	reg     *prometheus.Registry
+	handler *ops.Handler
+	addr    string // bound address; "" when not serving
+}
+
+// startOps serves the operations listener on addr (none when empty) until
+// ctx ends or stop is called, and logs the bound address.
+func startOps(ctx context.Context, addr string, log *slog.Logger) (*opsListener, func(), error) {
+	o := &opsListener{reg: ops.NewRegistry()}
+	o.handler = ops.NewHandler(o.reg)
+	if addr == "" {
+		return o, func() {}, nil
+	}
+	bound, stop, err := ops.Serve(ctx, addr, o.handler, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.addr = bound
+	log.Info("ops listening", "addr", bound, "serves", "/metrics /healthz /readyz /debug/pprof/")
+	return o, stop, nil
+}
+
+// kafkaReady is the readiness check of a role's Kafka client: a broker
+// answers.
+func kafkaReady(cl *kgo.Client) ops.Check {
+	return func(ctx context.Context) error {
+		if err := cl.Ping(ctx); err != nil {
+			return fmt.Errorf("no Kafka broker answers: %w", err)
+		}
+		return nil
+	}
+}
+
+// registryReady is the readiness check of the schema registry at url: it
+// lists its subjects.
+func registryReady(url string) (ops.Check, error) {
+	reg, err := sr.NewClient(sr.URLs(url))
+	if err != nil {
+		return nil, fmt.Errorf("registry client: %w", err)
+	}
+	return func(ctx context.Context) error {
+		if _, err := reg.Subjects(ctx); err != nil {
+			return fmt.Errorf("the schema registry does not answer: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// logDeprecations logs each deprecated key the configuration used.
+func logDeprecations(log *slog.Logger, notes []string) {
+	for _, n := range notes {
+		log.Warn("deprecated configuration", "note", n)
+	}
+}

@@ -1,0 +1,153 @@
+package ingest
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Observer is told what the edge decided about every request to a webhook
+// route: the seam that metrics, the console's view of recent deliveries and
+// an audit trail are implementations of. Observe is called once per
+// request, after its answer is decided, from the request's goroutine: it
+// must be safe for concurrent use and must not block (it is on the path of
+// every delivery).
+type Observer interface {
+	Observe(Delivery)
+}
+
+// Delivery is what the edge decided about one request.
+type Delivery struct {
+	// Source is the configured source's name; "" when the route named no
+	// source (never the name taken from the URL).
+	Source string
+	// Route is the route template ("/webhooks/:name").
+	Route string
+	// Status is the HTTP status answered.
+	Status int
+	// Outcome is accepted, duplicate (answered without writing: a retry
+	// or a replay) or refused.
+	Outcome Outcome
+	// Reason says why a refused request was refused; "" otherwise.
+	Reason Reason
+	// Records is how many records the delivery wrote, or stands for when
+	// it was a duplicate.
+	Records int
+	// Elapsed is the time from the request's arrival to its answer.
+	Elapsed time.Duration
+}
+
+// Outcome is what became of a request.
+type Outcome string
+
+// The outcomes.
+const (
+	Accepted  Outcome = "accepted"
+	Duplicate Outcome = "duplicate"
+	Refused   Outcome = "refused"
+)
+
+// Reason is the class of a refusal: a bounded set, fit for a metric label.
+type Reason string
+
+// The reasons: one per refusal error (see errors.go), and no_route for a
+// request to no webhook route at all.
+const (
+	ReasonNoRoute            Reason = "no_route"
+	ReasonUnknownSource      Reason = "unknown_source"
+	ReasonTooLarge           Reason = "too_large"
+	ReasonMissingSignature   Reason = "missing_signature"
+	ReasonMalformedSignature Reason = "malformed_signature"
+	ReasonBadSignature       Reason = "bad_signature"
+	ReasonUnauthorized       Reason = "unauthorized"
+	ReasonStale              Reason = "stale"
+	ReasonForbidden          Reason = "forbidden"
+	ReasonRefusalBudget      Reason = "refusal_budget"
+	ReasonRateLimited        Reason = "rate_limited"
+	ReasonInvalidPayload     Reason = "invalid_payload"
+	ReasonUnavailable        Reason = "unavailable"
+	ReasonInternal           Reason = "internal"
+)
+
+// reasonOf classifies a refusal.
+func reasonOf(err error) Reason {
+	for _, r := range []struct {
+		err    error
+		reason Reason
+	}{
+		{ErrUnknownSource, ReasonUnknownSource},
+		{ErrBodyTooLarge, ReasonTooLarge},
+		{ErrMissingSignature, ReasonMissingSignature},
+		{ErrMalformedSignature, ReasonMalformedSignature},
+		{ErrBadSignature, ReasonBadSignature},
+		{ErrUnauthorized, ReasonUnauthorized},
+		{ErrStale, ReasonStale},
+		{ErrForbidden, ReasonForbidden},
+		{errTooManyRefusals, ReasonRefusalBudget},
+		{ErrRateLimited, ReasonRateLimited},
+		{ErrInvalidPayload, ReasonInvalidPayload},
+		{ErrUnavailable, ReasonUnavailable},
+	} {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return ReasonInternal
+}
+
+// Metrics is the Observer that counts deliveries in Prometheus: requests by
+// route and status, their latency by route, and deliveries by source,
+// outcome and reason. Build it with NewMetrics.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	deliveries *prometheus.CounterVec
+}
+
+// unknownSource is the source label of a request whose route named no
+// configured source: one bounded value, never the name the URL held, and
+// never a source's name (names start with a letter or a digit).
+const unknownSource = "(none)"
+
+// NewMetrics registers the edge's metrics with reg, each source's
+// accepted and duplicate counts starting at zero.
+func NewMetrics(reg prometheus.Registerer, sources []*Source) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "productstream_ingest_requests_total",
+			Help: "Webhook requests answered, by route template and status code.",
+		}, []string{"route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "productstream_ingest_request_duration_seconds",
+			Help:    "Time from the request's arrival to its answer (for a 2xx: Kafka acknowledged), by route template.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "productstream_ingest_deliveries_total",
+			Help: "Webhook deliveries by source (\"(none)\" when the route named none), outcome (accepted, duplicate, refused) and the reason of a refusal.",
+		}, []string{"source", "outcome", "reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.deliveries} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, src := range sources {
+		m.deliveries.WithLabelValues(src.Name, string(Accepted), "")
+		m.deliveries.WithLabelValues(src.Name, string(Duplicate), "")
+	}
+	return m, nil
+}
+
+// Observe counts d.
+func (m *Metrics) Observe(d Delivery) {
+	source := d.Source
+	if source == "" {
+		source = unknownSource
+	}
+	m.requests.WithLabelValues(d.Route, strconv.Itoa(d.Status)).Inc()
+	m.latency.WithLabelValues(d.Route).Observe(d.Elapsed.Seconds())
+	m.deliveries.WithLabelValues(source, string(d.Outcome), string(d.Reason)).Inc()
+}

@@ -1,0 +1,197 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/productstream/productstream/jsondepth"
+	"github.com/productstream/productstream/schemas"
+)
+
+// partition is the state of one assigned partition of the changes topic.
+type partition struct {
+	states    map[string]*entry
+	next      int64      // offset after the last consumed record; -1 before any
+	queue     []*pending // buffered keys in the order of their first offset
+	committed int64
+}
+
+// watermark is the offset that is safe to commit: the first buffered change
+// not yet written, else everything consumed.
+func (pt *partition) watermark() int64 {
+	for len(pt.queue) > 0 && pt.queue[0].flushed {
+		pt.queue[0] = nil
+		pt.queue = pt.queue[1:]
+	}
+	if len(pt.queue) > 0 {
+		return pt.queue[0].first
+	}
+	return pt.next
+}
+
+// decoded is one record of the changes topic with its decoded change. A
+// record with err goes to the dead letter topic.
+type decoded struct {
+	rec *kgo.Record
+	ch  schemas.Change
+	err error
+}
+
+// ErrRawTooDeep is the dlq-error of a change whose raw JSON nests deeper
+// than Config.MaxJSONDepth: merged into state, it would reach consumers
+// and sinks whose parsers refuse it.
+var ErrRawTooDeep = errors.New("raw JSON nests too deep")
+
+// decodeChange decodes a record's value into d.ch, and refuses a change
+// whose raw nests too deep. It needs no processor state, so decoding
+// goroutines may call it concurrently.
+func (p *Processor) decodeChange(d *decoded) {
+	d.ch, d.err = p.cfg.Serde.DecodeChange(context.Background(), d.rec.Value)
+	if d.err == nil && jsondepth.Exceeds(d.ch.Raw, p.cfg.MaxJSONDepth) {
+		d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
+	}
+}
+
+// consumeFetches decodes the records of a poll and applies them in order,
+// and returns how many there were. Decoding is the largest cost of a change
+// and needs no processor state, so it runs on every CPU, a chunk at a time in
+// log order, while this goroutine applies each chunk as soon as it is
+// decoded: applying one chunk overlaps decoding the next. Called with mu
+// held.
+func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
+	batch := make([]decoded, 0, fetches.NumRecords())
+	fetches.EachRecord(func(r *kgo.Record) { batch = append(batch, decoded{rec: r}) })
+	n := len(batch)
+	decode := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p.decodeChange(&batch[i])
+		}
+	}
+	chunks := (n + decodeChunk - 1) / decodeChunk
+	if chunks < 2 {
+		decode(0, n)
+		p.consumeAll(batch)
+		return n
+	}
+	done := make([]chan struct{}, chunks)
+	for c := range done {
+		done[c] = make(chan struct{})
+	}
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), chunks) {
+		go func() {
+			for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
+				decode(c*decodeChunk, min((c+1)*decodeChunk, n))
+				close(done[c])
+			}
+		}()
+	}
+	for c := range chunks {
+		<-done[c]
+		p.consumeAll(batch[c*decodeChunk : min((c+1)*decodeChunk, n)])
+	}
+	return n
+}
+
+// decodeChunk is how many records a decoding goroutine takes at a time.
+const decodeChunk = 256
+
+// consumeAll applies a poll's decoded records in order. Called with mu held.
+func (p *Processor) consumeAll(batch []decoded) {
+	for i := range batch {
+		p.consume(&batch[i])
+	}
+}
+
+// consume applies one decoded record of the changes topic. Called with mu
+// held.
+func (p *Processor) consume(d *decoded) {
+	r := d.rec
+	pt := p.parts[r.Partition]
+	if pt == nil {
+		return // not (or no longer) ours
+	}
+	pt.next = r.Offset + 1
+	if d.err != nil {
+		p.deadLetter(r, d.err)
+		return
+	}
+	ch := &d.ch
+	resource := ch.Resource
+	if resource == "" {
+		resource = "product"
+	}
+	tag, ok := resourceTags[resource]
+	if !ok {
+		p.metrics.changesNoState.Inc()
+		return // a resource without a state topic stays on changes only
+	}
+	key := internalKey(tag, r.Key)
+	e := pt.states[key]
+	if e != nil && r.Offset <= e.version {
+		p.metrics.changesReplayed.Inc()
+		return // applied before a restart
+	}
+	p.load(e)
+	if stale(e, ch) {
+		p.metrics.changesStale.Inc()
+		return // older than what the state already reflects
+	}
+	p.metrics.changesApplied.Inc()
+	e = apply(e, ch, r.Offset, p.derive)
+	pt.states[key] = e
+	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
+		pt.queue = append(pt.queue, np)
+	}
+	p.mode.changed(key, r.Partition)
+}
+
+// load decodes a restored entry's state record on first use. A record that
+// does not decode is logged and the key starts afresh, keeping its version
+// so that replayed changes are still skipped. Called with mu held.
+func (p *Processor) load(e *entry) {
+	if e == nil || e.enc == nil {
+		return
+	}
+	st, err := p.cfg.Serde.DecodeState(context.Background(), e.enc)
+	e.enc = nil
+	if err != nil {
+		p.log.Error("undecodable state record: starting the key afresh", "version", e.version, "err", err)
+		e.state, e.deleted = schemas.State{Version: e.version}, true
+		return
+	}
+	e.state = st
+}
+
+// derive queues a change that another change implies (collection
+// membership) for the changes topic, where it is processed like any other
+// and its key's partition owns it. Called with mu held.
+func (p *Processor) derive(ch schemas.Change) {
+	v, err := p.cfg.Serde.EncodeChange(&ch)
+	if err != nil {
+		p.log.Error("cannot encode a derived change", "event_type", ch.EventType, "err", err)
+		return
+	}
+	p.metrics.derived.Inc()
+	p.derived = append(p.derived, &kgo.Record{Topic: p.cfg.Topics.Changes, Key: []byte(ch.Key()), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "event-id", Value: []byte(ch.EventID)}, {Key: "source", Value: []byte(ch.Source)}}})
+}
+
+// deadLetter queues a record that cannot be processed for the DLQ topic,
+// with headers naming the error and its origin; processing goes on.
+func (p *Processor) deadLetter(r *kgo.Record, err error) {
+	p.log.Error("record sent to the dead letter topic", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	headers := append([]kgo.RecordHeader{
+		{Key: "dlq-error", Value: []byte(err.Error())},
+		{Key: "dlq-origin-topic", Value: []byte(r.Topic)},
+		{Key: "dlq-origin-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+		{Key: "dlq-origin-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	}, r.Headers...)
+	p.dlq = append(p.dlq, &kgo.Record{Topic: p.cfg.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: headers})
+}
