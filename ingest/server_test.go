@@ -23,8 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
-	"github.com/productstream/productstream/topics"
 )
 
 const (
@@ -91,7 +91,7 @@ func startEdgeFrom(t *testing.T, provs registry, lc ListenerConfig, cfgs []confi
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cl, err := kgo.NewClient(append(topics.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(produceTimeout)...)...)
+	cl, err := kgo.NewClient(append(kafka.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(produceTimeout)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 )
 
@@ -162,12 +159,4 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 		}
 	}
 	return nil
-}
-
-// ClientOptions are the options every productstream Kafka client starts
-// from.
-//
-// Deprecated: use kafka.ClientOptions.
-func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
-	return kafka.ClientOptions(brokers, log)
 }
