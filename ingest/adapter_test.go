@@ -18,6 +18,14 @@ func verifyErr(ctx context.Context, src *Source, req *Request) error {
 	return err
 }
 
+// wantErrIs fails t unless err is want (errors.Is), or nil when want is nil.
+func wantErrIs(t testing.TB, err, want error) {
+	t.Helper()
+	if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+}
+
 // verifiedFor returns req as src's Verify accepts it once signed as src's
 // sender signs it (its Signer's headers set over req's own), checked at the
 // current time: Normalize sees only verified deliveries. The result carries

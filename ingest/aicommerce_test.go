@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -155,9 +154,7 @@ func TestAICommerceVerify(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := verifyErr(t.Context(), src, &Request{Header: http.Header{"X-Webhook-Signature": {tc.header}}, Body: tc.body})
-			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
+			wantErrIs(t, err, tc.want)
 		})
 	}
 }

@@ -264,9 +264,7 @@ func TestDatasemblyVerify(t *testing.T) {
 				h["Ds-Signature"] = tc.header
 			}
 			err := verifyErr(t.Context(), src, &Request{Header: h, Body: body})
-			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
+			wantErrIs(t, err, tc.want)
 			if err != nil && strings.Contains(err.Error(), datasemblySampleSig[:8]) {
 				t.Fatalf("error leaks the signature: %v", err)
 			}

@@ -82,26 +82,21 @@ func Listen(addr string, h http.Handler, lc ListenerConfig) (*http.Server, net.L
 
 func (lc ListenerConfig) validate() error {
 	var errs []error
-	notPositive := func(field string, v any) {
-		errs = append(errs, fmt.Errorf("%w: %s must be positive, got %v", ErrListenerConfig, field, v))
-	}
-	if lc.ReadHeaderTimeout <= 0 {
-		notPositive("ReadHeaderTimeout", lc.ReadHeaderTimeout)
-	}
-	if lc.ReadTimeout <= 0 {
-		notPositive("ReadTimeout", lc.ReadTimeout)
-	}
-	if lc.WriteTimeout <= 0 {
-		notPositive("WriteTimeout", lc.WriteTimeout)
-	}
-	if lc.IdleTimeout <= 0 {
-		notPositive("IdleTimeout", lc.IdleTimeout)
-	}
-	if lc.MaxHeaderBytes <= 0 {
-		notPositive("MaxHeaderBytes", lc.MaxHeaderBytes)
-	}
-	if lc.MaxConnections <= 0 {
-		notPositive("MaxConnections", lc.MaxConnections)
+	for _, f := range []struct {
+		name     string
+		v        any
+		positive bool
+	}{
+		{"ReadHeaderTimeout", lc.ReadHeaderTimeout, lc.ReadHeaderTimeout > 0},
+		{"ReadTimeout", lc.ReadTimeout, lc.ReadTimeout > 0},
+		{"WriteTimeout", lc.WriteTimeout, lc.WriteTimeout > 0},
+		{"IdleTimeout", lc.IdleTimeout, lc.IdleTimeout > 0},
+		{"MaxHeaderBytes", lc.MaxHeaderBytes, lc.MaxHeaderBytes > 0},
+		{"MaxConnections", lc.MaxConnections, lc.MaxConnections > 0},
+	} {
+		if !f.positive {
+			errs = append(errs, fmt.Errorf("%w: %s must be positive, got %v", ErrListenerConfig, f.name, f.v))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -111,29 +111,19 @@ type snsEnvelope struct {
 // not a key of the envelope. Keys match exactly (encoding/json would match
 // "message" to Message).
 func (e *snsEnvelope) field(k string) *string {
-	switch k {
-	case "Type":
-		return &e.Type
-	case "MessageId":
-		return &e.MessageID
-	case "TopicArn":
-		return &e.TopicArn
-	case "Message":
-		return &e.Message
-	case "Timestamp":
-		return &e.Timestamp
-	case "SignatureVersion":
-		return &e.SignatureVersion
-	case "Signature":
-		return &e.Signature
-	case "SigningCertURL":
-		return &e.SigningCertURL
-	case "SubscribeURL":
-		return &e.SubscribeURL
-	case "Token":
-		return &e.Token
-	case "UnsubscribeURL":
-		return &e.UnsubscribeURL
+	for _, f := range [...]struct {
+		key string
+		ptr *string
+	}{
+		{"Type", &e.Type}, {"MessageId", &e.MessageID}, {"TopicArn", &e.TopicArn},
+		{"Message", &e.Message}, {"Timestamp", &e.Timestamp},
+		{"SignatureVersion", &e.SignatureVersion}, {"Signature", &e.Signature},
+		{"SigningCertURL", &e.SigningCertURL}, {"SubscribeURL", &e.SubscribeURL},
+		{"Token", &e.Token}, {"UnsubscribeURL", &e.UnsubscribeURL},
+	} {
+		if f.key == k {
+			return f.ptr
+		}
 	}
 	return nil
 }

@@ -363,9 +363,7 @@ func TestSNSSubscribeURL(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			env := &snsEnvelope{Type: snsSubscriptionConfirmation, TopicArn: topic, Token: "tok", SubscribeURL: tc.url}
 			_, err := tc.pol.checkSubscribeURL(env)
-			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("got %v, want %v", err, tc.want)
-			}
+			wantErrIs(t, err, tc.want)
 		})
 	}
 }

@@ -263,9 +263,7 @@ func TestStandardWebhooksSignatureHeader(t *testing.T) {
 				}
 			}
 			err := verifyErr(t.Context(), src, &Request{Header: h, Body: body, Received: now})
-			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
-				t.Fatalf("Verify: %v, want %v", err, tc.want)
-			}
+			wantErrIs(t, err, tc.want)
 			if err != nil && !strings.Contains(err.Error(), tc.wantInMessage) {
 				t.Fatalf("error %q does not say %q", err, tc.wantInMessage)
 			}

@@ -101,13 +101,21 @@ func TestProcessorCrash(t *testing.T) {
 				restarts              []time.Duration // start to "partitions assigned"
 				unexpected            int
 			)
+			// restartIfExited starts a new processor when proc exited on
+			// its own.
+			restartIfExited := func() bool {
+				if !proc.exited() {
+					return false
+				}
+				unexpected++
+				t.Logf("%s exited on its own (%v); restarting it", proc.name, proc.err)
+				proc = env.startProcessor(t)
+				return true
+			}
 			for {
 				assignedAt, err := proc.waitAssigned(1, 2*time.Minute)
 				if err != nil {
-					if proc.exited() {
-						unexpected++
-						t.Logf("%s exited on its own (%v); restarting it", proc.name, proc.err)
-						proc = env.startProcessor(t)
+					if restartIfExited() {
 						continue
 					}
 					t.Fatalf("%s: %v", proc.name, err)
@@ -120,10 +128,7 @@ func TestProcessorCrash(t *testing.T) {
 				case <-time.After(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond):
 				case <-proc.done:
 				}
-				if proc.exited() {
-					unexpected++
-					t.Logf("%s exited on its own (%v); restarting it", proc.name, proc.err)
-					proc = env.startProcessor(t)
+				if restartIfExited() {
 					continue
 				}
 				proc.kill()
@@ -144,8 +149,7 @@ func TestProcessorCrash(t *testing.T) {
 			proc.stop(t)
 			tail.stop()
 
-			t.Logf("%s: %d changes over %d products produced in %s (%.0f changes/s), %d acknowledged",
-				env.label(), gen.n, gen.products, gen.elapsed().Round(time.Millisecond), float64(gen.n)/gen.elapsed().Seconds(), gen.ackedCount())
+			env.logGenerated(t, gen)
 			t.Logf("%s: %d SIGKILLs (%d while the generator ran), %d unexpected exits, dead members evicted: %v; start to partitions assigned: %s",
 				env.label(), kills, killsDuringGen, unexpected, evict, durationStats(restarts))
 			if ok {
@@ -179,11 +183,7 @@ func TestProcessorCrashDuringCatchUp(t *testing.T) {
 			var killedAfter []time.Duration
 			for range rounds - 1 {
 				gen.nextBurst(t)
-				proc := env.startProcessor(t)
-				at, err := proc.waitAssigned(1, 2*time.Minute)
-				if err != nil {
-					t.Fatalf("%s: %v", proc.name, err)
-				}
+				proc, at := env.startAssigned(t)
 				time.Sleep(time.Until(at.Add(time.Duration(gen.rng.IntN(800)) * time.Millisecond)))
 				proc.kill()
 				killedAfter = append(killedAfter, time.Since(at))
@@ -221,19 +221,17 @@ func TestProcessorRebalance(t *testing.T) {
 			tail := startProductsTail(t, env)
 			gen := newGenerator(t, n, products, rate)
 
-			first := env.startProcessor(t)
-			if _, err := first.waitAssigned(1, 2*time.Minute); err != nil {
-				t.Fatalf("%s: %v", first.name, err)
-			}
+			first, _ := env.startAssigned(t)
 			gen.launch(env)
 
 			gen.waitProgress(t, 1.0/3)
-			second := env.startProcessor(t)
-			at, err := second.waitAssigned(1, 2*time.Minute)
-			if err != nil {
-				t.Fatalf("%s: %v", second.name, err)
+			// join starts a processor and logs when it got partitions.
+			join := func() *procInstance {
+				p, at := env.startAssigned(t)
+				t.Logf("%s joined at %.0f%% of the changes and got partitions after %s", p.name, 100*gen.progress(), at.Sub(p.started).Round(time.Millisecond))
+				return p
 			}
-			t.Logf("%s joined at %.0f%% of the changes and got partitions after %s", second.name, 100*gen.progress(), at.Sub(second.started).Round(time.Millisecond))
+			second := join()
 
 			gen.waitProgress(t, 2.0/3)
 			leaving := time.Now()
@@ -241,12 +239,7 @@ func TestProcessorRebalance(t *testing.T) {
 			t.Logf("%s left (SIGTERM) at %.0f%% of the changes, exited after %s", second.name, 100*gen.progress(), time.Since(leaving).Round(time.Millisecond))
 
 			gen.waitProgress(t, 3.0/4)
-			third := env.startProcessor(t)
-			at, err = third.waitAssigned(1, 2*time.Minute)
-			if err != nil {
-				t.Fatalf("%s: %v", third.name, err)
-			}
-			t.Logf("%s joined at %.0f%% of the changes and got partitions after %s", third.name, 100*gen.progress(), at.Sub(third.started).Round(time.Millisecond))
+			third := join()
 			gen.waitProgress(t, 0.9)
 			time.Sleep(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond)
 			assignedBefore := first.assignedCount()
@@ -266,8 +259,7 @@ func TestProcessorRebalance(t *testing.T) {
 			first.stop(t)
 			tail.stop()
 
-			t.Logf("%s: %d changes over %d products produced in %s (%.0f changes/s), %d acknowledged",
-				env.label(), gen.n, gen.products, gen.elapsed().Round(time.Millisecond), float64(gen.n)/gen.elapsed().Seconds(), gen.ackedCount())
+			env.logGenerated(t, gen)
 			if ok {
 				t.Logf("%s: caught up %s after the SIGKILL of %s", env.label(), caughtUp.Sub(killed).Round(time.Millisecond), third.name)
 			}
@@ -459,6 +451,25 @@ type procInstance struct {
 	log     *procLog
 	done    chan struct{} // closed once the process has exited
 	err     error         // Wait's result; read after done
+}
+
+// startAssigned starts a processor and waits until it has partitions,
+// returning when it got them.
+func (env *stressEnv) startAssigned(t *testing.T) (*procInstance, time.Time) {
+	t.Helper()
+	p := env.startProcessor(t)
+	at, err := p.waitAssigned(1, 2*time.Minute)
+	if err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	return p, at
+}
+
+// logGenerated logs what gen produced.
+func (env *stressEnv) logGenerated(t *testing.T, gen *generator) {
+	t.Helper()
+	t.Logf("%s: %d changes over %d products produced in %s (%.0f changes/s), %d acknowledged",
+		env.label(), gen.n, gen.products, gen.elapsed().Round(time.Millisecond), float64(gen.n)/gen.elapsed().Seconds(), gen.ackedCount())
 }
 
 func (env *stressEnv) startProcessor(t *testing.T) *procInstance {

@@ -108,54 +108,47 @@ func (m *Metrics) lookUpChildren() {
 // up.
 func newCollectors() *Metrics {
 	return &Metrics{
-		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "productstream_processor_changes_total",
-			Help: "Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); no_state_topic (a resource without a state topic).",
-		}, []string{"outcome"}),
-		derived: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "productstream_processor_derived_changes_total",
-			Help: "Collection membership changes derived from product and POS changes and written to the changes topic.",
-		}),
-		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "productstream_processor_dead_letters_total",
-			Help: "Records sent to the dead letter topic.",
-		}),
-		forced: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "productstream_processor_forced_flushes_total",
-			Help: "Keys flushed before their deadline because more than max_pending_keys were buffered.",
-		}),
-		emitted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "productstream_processor_emitted_total",
-			Help: "Records written, by kind: state, tombstone, update.",
-		}, []string{"kind"}),
-		pendingKeys: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "productstream_processor_pending_keys",
-			Help: "Keys buffered in the coalescer, waiting for their quiet period or max delay.",
-		}),
-		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "productstream_processor_transactions_total",
-			Help: "Exactly-once cycles, by result: committed, aborted.",
-		}, []string{"result"}),
-		restoring: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "productstream_processor_restoring_partitions",
-			Help: "Partitions whose state is being restored now (processing waits for them).",
-		}),
-		restoreRecords: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "productstream_processor_restore_records_total",
-			Help: "Records read from the state topics and the pending changelog while restoring; its rate is the restore progress.",
-		}),
+		changes: counterVec("changes_total", "outcome",
+			"Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); no_state_topic (a resource without a state topic)."),
+		derived: counter("derived_changes_total",
+			"Collection membership changes derived from product and POS changes and written to the changes topic."),
+		deadLetters: counter("dead_letters_total",
+			"Records sent to the dead letter topic."),
+		forced: counter("forced_flushes_total",
+			"Keys flushed before their deadline because more than max_pending_keys were buffered."),
+		emitted: counterVec("emitted_total", "kind",
+			"Records written, by kind: state, tombstone, update."),
+		pendingKeys: gauge("pending_keys",
+			"Keys buffered in the coalescer, waiting for their quiet period or max delay."),
+		transactions: counterVec("transactions_total", "result",
+			"Exactly-once cycles, by result: committed, aborted."),
+		restoring: gauge("restoring_partitions",
+			"Partitions whose state is being restored now (processing waits for them)."),
+		restoreRecords: counter("restore_records_total",
+			"Records read from the state topics and the pending changelog while restoring; its rate is the restore progress."),
 		restoreDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "productstream_processor_restore_duration_seconds",
+			Name:    metricPrefix + "restore_duration_seconds",
 			Help:    "How long each restore (one assignment's partitions) took.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
-		restoreLastRate: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "productstream_processor_restore_last_records_per_second",
-			Help: "Records per second of the last completed restore.",
-		}),
-		assignedParts: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "productstream_processor_assigned_partitions",
-			Help: "Partitions of the changes topic this member owns.",
-		}),
+		restoreLastRate: gauge("restore_last_records_per_second",
+			"Records per second of the last completed restore."),
+		assignedParts: gauge("assigned_partitions",
+			"Partitions of the changes topic this member owns."),
 	}
+}
+
+// metricPrefix begins the name of every processor metric.
+const metricPrefix = "productstream_processor_"
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: metricPrefix + name, Help: help})
+}
+
+func counterVec(name, label, help string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricPrefix + name, Help: help}, []string{label})
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: metricPrefix + name, Help: help})
 }

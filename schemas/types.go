@@ -189,28 +189,26 @@ func (s *State) Key() string { return Key(s.Namespace, s.ProductID) }
 func (s *State) IsProduct() bool { return s.Resource == "" || s.Resource == "product" }
 
 func (s *State) native() map[string]any {
-	return map[string]any{
-		"namespace":      s.Namespace,
-		"product_id":     s.ProductID,
-		"source":         s.Source,
-		"provider":       s.Provider,
-		"fields":         s.Fields.native(),
-		"raw":            s.Raw,
-		"version":        s.Version,
-		"change_count":   s.ChangeCount,
-		"last_event_id":  s.LastEventID,
-		"updated_at":     s.UpdatedAt,
-		"occurred_at":    optTime(s.OccurredAt),
-		"collection_ids": stringArray(s.CollectionIDs),
-		"field_times":    times(s.FieldTimes),
-	}
+	m := s.sharedNative()
+	m["product_id"] = s.ProductID
+	m["fields"] = s.Fields.native()
+	return m
 }
 
 func (s *State) resourceNative() map[string]any {
+	m := s.sharedNative()
+	m["resource"] = s.Resource
+	m["id"] = s.ProductID
+	m["pos_ids"] = stringArray(s.PosIDs)
+	m["product_ids"] = stringArray(s.ProductIDs)
+	return m
+}
+
+// sharedNative is the native form of the fields a ProductState and a
+// ResourceState record share.
+func (s *State) sharedNative() map[string]any {
 	return map[string]any{
 		"namespace":      s.Namespace,
-		"resource":       s.Resource,
-		"id":             s.ProductID,
 		"source":         s.Source,
 		"provider":       s.Provider,
 		"raw":            s.Raw,
@@ -220,8 +218,6 @@ func (s *State) resourceNative() map[string]any {
 		"updated_at":     s.UpdatedAt,
 		"occurred_at":    optTime(s.OccurredAt),
 		"collection_ids": stringArray(s.CollectionIDs),
-		"pos_ids":        stringArray(s.PosIDs),
-		"product_ids":    stringArray(s.ProductIDs),
 		"field_times":    times(s.FieldTimes),
 	}
 }

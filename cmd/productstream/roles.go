@@ -94,30 +94,40 @@ func roleFlags(name string, args []string, needs config.Needs) (*config.Config, 
 }
 
 func runIngestRole(ctx context.Context, args []string) error {
-	cfg, log, err := roleFlags("ingest", args, config.Needs{Brokers: true, Registry: true, Sources: true})
-	if err != nil {
-		return err
-	}
-	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
-	if err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
-	}
-	r, stop, err := newRole(ctx, cfg, services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}, cfg.Ops.Listen, log)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	serde, names, err := prepare(ctx, cfg, r.svc, log)
-	if err != nil {
-		return err
-	}
-	return serveIngest(ctx, r, sources, serde, names, cfg.HTTP.Listen, func(addr string) {
-		log.Info("ingest listening", "addr", addr)
+	needs := config.Needs{Brokers: true, Registry: true, Sources: true}
+	return runRole(ctx, "ingest", args, needs, func(cfg *config.Config, log *slog.Logger) (roleRun, error) {
+		sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("invalid config:\n%w", err)
+		}
+		return func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
+			return serveIngest(ctx, r, sources, serde, names, cfg.HTTP.Listen, func(addr string) {
+				log.Info("ingest listening", "addr", addr)
+			})
+		}, nil
 	})
 }
 
 func runProcessRole(ctx context.Context, args []string) error {
-	cfg, log, err := roleFlags("process", args, config.Needs{Brokers: true, Registry: true})
+	needs := config.Needs{Brokers: true, Registry: true}
+	return runRole(ctx, "process", args, needs, func(*config.Config, *slog.Logger) (roleRun, error) {
+		return runProcessor, nil
+	})
+}
+
+// roleRun runs a role's parts once its topics and schemas are in place.
+type roleRun func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error
+
+// runRole is the start the ingest and process roles share: parse the flags
+// and load the config, let build check what only this role needs (before
+// anything starts or waits for a service), start the operations listener,
+// create the topics and register the schemas, then run what build returned.
+func runRole(ctx context.Context, name string, args []string, needs config.Needs, build func(*config.Config, *slog.Logger) (roleRun, error)) error {
+	cfg, log, err := roleFlags(name, args, needs)
+	if err != nil {
+		return err
+	}
+	run, err := build(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -130,7 +140,7 @@ func runProcessRole(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runProcessor(ctx, r, serde, names)
+	return run(ctx, r, serde, names)
 }
 
 // prepare creates missing topics and registers the schemas, retrying while

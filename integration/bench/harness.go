@@ -547,6 +547,20 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 
 	// Rounds alternate the order (B3, off, on, then on, off, B3, ...), so
 	// that a drift in the machine's load does not favour one of them.
+	// processorStep runs the processor with transactions on or off (mode
+	// names its topics and group) and adds the round to *into.
+	processorStep := func(onOff, mode string, eos bool, into **procResult) func(r int) error {
+		return func(r int) error {
+			h.log.Info("processor, transactions "+onOff, "round", r+1)
+			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-%s%d", mode, r+1), prefix(mode, r), eos, res.input, nil)
+			if err != nil {
+				return err
+			}
+			h.log.Info("done", "changes/s", int(p.rate()), "updates", p.updates)
+			*into = (*into).merge(p)
+			return nil
+		}
+	}
 	steps := []func(r int) error{
 		func(r int) error {
 			h.log.Info("B3 passthrough", "round", r+1)
@@ -558,26 +572,8 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 			res.b3 = res.b3.merge(b3)
 			return nil
 		},
-		func(r int) error {
-			h.log.Info("processor, transactions off", "round", r+1)
-			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-alo%d", r+1), prefix("alo", r), false, res.input, nil)
-			if err != nil {
-				return err
-			}
-			h.log.Info("done", "changes/s", int(p.rate()), "updates", p.updates)
-			res.alo = res.alo.merge(p)
-			return nil
-		},
-		func(r int) error {
-			h.log.Info("processor, transactions on", "round", r+1)
-			p, err := h.runProcessor(ctx, fmt.Sprintf("processor-eos%d", r+1), prefix("eos", r), true, res.input, nil)
-			if err != nil {
-				return err
-			}
-			h.log.Info("done", "changes/s", int(p.rate()), "updates", p.updates)
-			res.eos = res.eos.merge(p)
-			return nil
-		},
+		processorStep("off", "alo", false, &res.alo),
+		processorStep("on", "eos", true, &res.eos),
 	}
 	for r := range rounds {
 		for i := range steps {

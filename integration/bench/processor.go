@@ -396,11 +396,7 @@ func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactly
 		}()
 	}
 	start := time.Now()
-	c0, err := procCPU(p.pid())
-	if err != nil {
-		return nil, err
-	}
-	k0, err := h.kafkaCPU()
+	c0, k0, err := h.cpuOf(p.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -434,11 +430,7 @@ func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactly
 		}
 	}
 	elapsed := time.Since(start)
-	c1, err := procCPU(p.pid())
-	if err != nil {
-		return nil, err
-	}
-	k1, err := h.kafkaCPU()
+	c1, k1, err := h.cpuOf(p.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -672,4 +664,16 @@ func (h *harness) runFreshness(ctx context.Context) (*freshResult, error) {
 	slices.Sort(res.lat)
 	slices.Sort(res.produced)
 	return res, nil
+}
+
+// cpuOf reads the CPU seconds used so far by the process pid and by the
+// broker.
+func (h *harness) cpuOf(pid int) (proc, broker float64, err error) {
+	if proc, err = procCPU(pid); err != nil {
+		return 0, 0, err
+	}
+	if broker, err = h.kafkaCPU(); err != nil {
+		return 0, 0, err
+	}
+	return proc, broker, nil
 }

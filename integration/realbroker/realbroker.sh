@@ -124,7 +124,7 @@ pid_alive() {
 
 # stop_proc NAME PIDFILE MARK: SIGTERM, wait up to 30 s, then SIGKILL.
 stop_proc() {
-  local name=$1 pidfile=$2 mark=$3 pid i
+  local name=$1 pidfile=$2 mark=$3 pid
   if ! pid=$(pid_alive "$pidfile" "$mark"); then
     log "$name: not running"
     rm -f "$pidfile"
@@ -132,20 +132,24 @@ stop_proc() {
   fi
   log "$name: stopping pid $pid (SIGTERM)"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 60; i++)); do
-    pid_alive "$pidfile" "$mark" >/dev/null || break
-    sleep 0.5
-  done
+  wait_gone "$pidfile" "$mark" 60 0.5
   if pid_alive "$pidfile" "$mark" >/dev/null; then
     log "$name: still running after 30 s, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 20; i++)); do
-      pid_alive "$pidfile" "$mark" >/dev/null || break
-      sleep 0.25
-    done
+    wait_gone "$pidfile" "$mark" 20 0.25
   fi
   rm -f "$pidfile"
   log "$name: stopped"
+}
+
+# wait_gone PIDFILE MARK TRIES INTERVAL: poll up to TRIES times, INTERVAL
+# seconds apart, until the process is gone.
+wait_gone() {
+  local pidfile=$1 mark=$2 tries=$3 interval=$4 i
+  for ((i = 0; i < tries; i++)); do
+    pid_alive "$pidfile" "$mark" >/dev/null || break
+    sleep "$interval"
+  done
 }
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
@@ -324,15 +328,8 @@ log.retention.check.interval.ms=5000
 EOF
 
   # The broker logs to stdout, which spawn() sends to $KAFKA_LOG.
-  cat >"$KAFKA_LOG4J" <<'EOF'
-status = warn
-name = realbroker-kafka
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = STDOUT
+  log4j_console realbroker-kafka out INFO >"$KAFKA_LOG4J"
+  cat >>"$KAFKA_LOG4J" <<'EOF'
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.network.name = kafka.network.RequestChannel$
@@ -348,17 +345,23 @@ logger.authorizer.level = WARN
 EOF
 
   # Command-line tools (StorageTool) only print warnings, to stderr.
-  cat >"$KAFKA_TOOLS_LOG4J" <<'EOF'
-status = warn
-name = realbroker-tools
-appender.err.type = Console
-appender.err.name = STDERR
-appender.err.target = SYSTEM_ERR
-appender.err.layout.type = PatternLayout
-appender.err.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = WARN
-rootLogger.appenderRef.err.ref = STDERR
-EOF
+  log4j_console realbroker-tools err WARN >"$KAFKA_TOOLS_LOG4J"
+}
+
+# log4j_console NAME out|err LEVEL: print a log4j2 properties file whose
+# root logger, at LEVEL, writes to one console appender, on stdout (out) or
+# stderr (err).
+log4j_console() {
+  local name=$1 a=$2 level=$3 ref=STDOUT
+  [[ $a == err ]] && ref=STDERR
+  printf '%s\n' "status = warn" "name = $name" \
+    "appender.$a.type = Console" "appender.$a.name = $ref"
+  if [[ $a == err ]]; then
+    printf '%s\n' "appender.$a.target = SYSTEM_ERR"
+  fi
+  printf '%s\n' "appender.$a.layout.type = PatternLayout" \
+    "appender.$a.layout.pattern = [%d] %p %m (%c)%n" \
+    "rootLogger.level = $level" "rootLogger.appenderRef.$a.ref = $ref"
 }
 
 # kafka_api_versions_ok: send a raw ApiVersions v0 request (api_key 18,
@@ -402,6 +405,31 @@ abort_start() {
   die "$msg"
 }
 
+# wait_started NAME TAG PIDFILE MARK LOG LAUNCHED_VAR LATE READY...: poll
+# every 0.5 s until the command READY succeeds. Abort the start when the
+# process exits first (showing the end of LOG under TAG and setting
+# LAUNCHED_VAR to 0), or when REALBROKER_TIMEOUT seconds pass ("NAME LATE
+# within ...s").
+wait_started() {
+  local name=$1 tag=$2 pidfile=$3 mark=$4 logfile=$5 launched=$6 late=$7
+  shift 7
+  local deadline=$(($(now) + REALBROKER_TIMEOUT))
+  while :; do
+    if ! pid_alive "$pidfile" "$mark" >/dev/null; then
+      tail_log "$tag" "$logfile"
+      rm -f "$pidfile"
+      printf -v "$launched" 0
+      abort_start "$name exited during startup"
+    fi
+    "$@" && break
+    if (($(now) >= deadline)); then
+      tail_log "$tag" "$logfile"
+      abort_start "$name $late within ${REALBROKER_TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+}
+
 kafka_launch() {
   local pid p
   if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
@@ -440,25 +468,15 @@ kafka_launch() {
   KAFKA_LAUNCHED=1
 }
 
+# kafka_ready: the broker logged its start and answers ApiVersions.
+kafka_ready() {
+  grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok
+}
+
 kafka_wait() {
   ((KAFKA_LAUNCHED)) || return 0
-  local deadline=$(($(now) + REALBROKER_TIMEOUT))
-  while :; do
-    if ! pid_alive "$KAFKA_PID" "$KAFKA_MARK" >/dev/null; then
-      tail_log kafka "$KAFKA_LOG"
-      rm -f "$KAFKA_PID"
-      KAFKA_LAUNCHED=0
-      abort_start "Kafka exited during startup"
-    fi
-    if grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok; then
-      break
-    fi
-    if (($(now) >= deadline)); then
-      tail_log kafka "$KAFKA_LOG"
-      abort_start "Kafka did not become ready within ${REALBROKER_TIMEOUT}s"
-    fi
-    sleep 0.5
-  done
+  wait_started Kafka kafka "$KAFKA_PID" "$KAFKA_MARK" "$KAFKA_LOG" KAFKA_LAUNCHED \
+    "did not become ready" kafka_ready
   log "Kafka: ready, version $(kafka_version_from_log), pid $(<"$KAFKA_PID"), bootstrap 127.0.0.1:$KAFKA_PORT"
 }
 
@@ -540,24 +558,18 @@ registry_launch() {
   REGISTRY_LAUNCHED=1
 }
 
+# registry_ready: the ccompat API answers 200. (A failing http_get ends
+# the script, as it would outside a condition.)
+registry_ready() {
+  local r
+  r=$(http_get "$CCOMPAT_URL/subjects") || exit
+  [[ ${r%% *} == 200 ]]
+}
+
 registry_wait() {
   ((REGISTRY_LAUNCHED)) || return 0
-  local deadline=$(($(now) + REALBROKER_TIMEOUT)) r
-  while :; do
-    if ! pid_alive "$REGISTRY_PID" "$REGISTRY_MARK" >/dev/null; then
-      tail_log registry "$REGISTRY_LOG"
-      rm -f "$REGISTRY_PID"
-      REGISTRY_LAUNCHED=0
-      abort_start "Apicurio Registry exited during startup"
-    fi
-    r=$(http_get "$CCOMPAT_URL/subjects")
-    [[ ${r%% *} == 200 ]] && break
-    if (($(now) >= deadline)); then
-      tail_log registry "$REGISTRY_LOG"
-      abort_start "Apicurio Registry did not answer 200 on $CCOMPAT_URL/subjects within ${REALBROKER_TIMEOUT}s"
-    fi
-    sleep 0.5
-  done
+  wait_started "Apicurio Registry" registry "$REGISTRY_PID" "$REGISTRY_MARK" "$REGISTRY_LOG" REGISTRY_LAUNCHED \
+    "did not answer 200 on $CCOMPAT_URL/subjects" registry_ready
   log "Registry: ready, Apicurio Registry version $(registry_version), pid $(<"$REGISTRY_PID"), ccompat $CCOMPAT_URL"
 }
 
