@@ -30,8 +30,6 @@ func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[s
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.install(parts, r)
-	p.metrics.assignedParts.Set(float64(len(p.parts)))
-	p.owned.Store(int32(len(p.parts)))
 	took := time.Since(start)
 	p.log.Info("partitions assigned", "partitions", parts, "restored_records", r.records, "pending_keys", len(r.pending),
 		"took", took.Round(time.Millisecond), "records_per_s", int(float64(r.records)/max(took.Seconds(), 1e-3)))
@@ -48,6 +46,16 @@ func (p *Processor) install(parts []int32, r *restored) {
 			pt.queue = append(pt.queue, pe)
 		}
 	}
+	p.countOwned()
+}
+
+// countOwned publishes how many partitions are owned now: Assigned and
+// the assigned-partitions gauge. Called with mu held, wherever p.parts
+// changes (install and drop: an assignment, a revoke, a loss, and the
+// restore after an aborted transaction).
+func (p *Processor) countOwned() {
+	p.metrics.assignedParts.Set(float64(len(p.parts)))
+	p.owned.Store(int32(len(p.parts)))
 }
 
 // revoked gives up partitions. At least once, it writes what is buffered
@@ -62,8 +70,6 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	parts := revoked[p.cfg.Topics.Changes]
 	p.mode.revoke(ctx, parts)
 	p.drop(parts)
-	p.metrics.assignedParts.Set(float64(len(p.parts)))
-	p.owned.Store(int32(len(p.parts)))
 	p.log.Info("partitions revoked", "partitions", parts)
 }
 
@@ -74,17 +80,19 @@ func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int
 	defer p.mu.Unlock()
 	defer p.rebalancing.Store(false)
 	p.drop(lost[p.cfg.Topics.Changes])
-	p.owned.Store(int32(len(p.parts)))
 	p.log.Warn("partitions lost", "partitions", lost[p.cfg.Topics.Changes])
 }
 
-// drop forgets partitions and everything buffered for them. Called with mu held.
+// drop forgets partitions and everything buffered for them, and says how
+// many are left (Assigned and the assigned-partitions gauge): revoked and
+// lost alike. Called with mu held.
 func (p *Processor) drop(parts []int32) {
 	for _, part := range parts {
 		p.co.popPartition(part)
 		delete(p.parts, part)
 	}
 	p.mode.drop(parts)
+	p.countOwned()
 }
 
 // ErrNotAssigned is what Ready returns, wrapped, while the member owns no
