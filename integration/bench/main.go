@@ -147,7 +147,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
 	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of the run, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
-	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with debug.listen set, take CPU profiles of the whole run, and report where the CPU goes")
+	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with ops.listen set, take CPU profiles of the whole run, and report where the CPU goes")
 	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh; RESULTS.md is complete only with all")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -366,7 +366,7 @@ func parseAssigned(line string, rr *restoreResult, got map[int32]bool) error {
 // from the assignment of every partition until the group's committed offsets
 // reach the end of the input, then reads updates until every change is
 // counted in one. With prof, it also takes CPU profiles of the processor
-// for the whole run, through its debug.listen, into prof.files.
+// for the whole run, through its ops.listen, into prof.files.
 func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactlyOnce bool, in *procInput, prof *profileResult) (*procResult, error) {
 	group := h.runID + "-" + name
 	var debug string

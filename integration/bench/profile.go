@@ -17,7 +17,7 @@ import (
 )
 
 // profileResult is a CPU profile of one process over one run, taken through
-// its debug.listen pprof endpoint, and what `go tool pprof` says of it.
+// its ops.listen pprof endpoint, and what `go tool pprof` says of it.
 type profileResult struct {
 	name    string  // e.g. "processor, transactions off"
 	changes int64   // changes the profiled run processed

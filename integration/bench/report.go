@@ -465,7 +465,7 @@ func renderProfiles(b *strings.Builder, r *results) {
 		return
 	}
 	b.WriteString("## Where the processor's CPU goes\n\n")
-	b.WriteString("An extra run of the processor in each mode, after the measured ones and over another copy of the same input, with `debug.listen` set; the harness took back-to-back 1 s CPU profiles through it for the whole run and merged them with `go tool pprof`. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
+	b.WriteString("An extra run of the processor in each mode, after the measured ones and over another copy of the same input, with `ops.listen` set; the harness took back-to-back 1 s CPU profiles through it for the whole run and merged them with `go tool pprof`. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
 	head := []string{"area"}
 	for _, p := range r.profiles {
 		head = append(head, p.name)
