@@ -441,7 +441,7 @@ var (
 	// cn-north-1. No S3 endpoint label (s3-accelerate, s3-us-west-2, s3)
 	// matches: sns.<that>.amazonaws.com is the S3 bucket "sns", whose
 	// owner could be anyone.
-	snsRegion     = regexp.MustCompile(`^[a-z]{2}(-gov)?-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$`)
+	snsRegion     = regexp.MustCompile(`^([a-z]{2}|us-gov)-(central|north|south|east|west|northeast|northwest|southeast|southwest)-[1-9][0-9]?$`)
 	snsStrictPath = regexp.MustCompile(`^/SimpleNotificationService-[0-9a-f]+\.pem$`)
 )
 
