@@ -53,6 +53,10 @@ func (a *aicommerce) Normalize(_ context.Context, v Verified) (Batch, error) {
 	if len(event) > maxIDLen {
 		return Batch{}, fieldInvalid("event", "", fmt.Sprintf("longer than %d bytes", maxIDLen))
 	}
+	// An event type can become an analytics event's key (its subject).
+	if err := checkID(o["event"], event); err != nil {
+		return Batch{}, fieldInvalid("event", "", err.Error())
+	}
 	ts, err := needTime(o, "timestamp", "")
 	if err != nil {
 		return Batch{}, err
