@@ -36,11 +36,13 @@ func newRefusalBudget(perSecond float64, burst int) *refusalBudget {
 	return &refusalBudget{perSecond: rate.Limit(perSecond), burst: max(1, burst), buckets: buckets}
 }
 
-// exhausted reports whether client has no refusals left at now.
+// exhausted reports whether client has no refusals left at now. It runs
+// on every request, so it only peeks: a lookup does not reorder the LRU,
+// only a charge does.
 func (b *refusalBudget) exhausted(client netip.Prefix, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	lim, ok := b.buckets.Get(client)
+	lim, ok := b.buckets.Peek(client)
 	return ok && lim.TokensAt(now) < 1
 }
 
