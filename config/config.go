@@ -29,6 +29,7 @@ type Config struct {
 	HTTP           HTTP      `yaml:"http"`
 	Sources        []Source  `yaml:"sources"`
 	Processor      Processor `yaml:"processor"`
+	Sinks          []Sink    `yaml:"sinks"`
 	Ops            Ops       `yaml:"ops"`
 	Debug          Debug     `yaml:"debug"`
 
@@ -457,6 +458,7 @@ func (c *Config) applyDefaults() {
 	setDefaultPtr(&c.Processor.ExactlyOnce, DefaultExactlyOnce)
 	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
 	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
+	c.applySinkDefaults()
 }
 
 // setDefault sets *field to def when it holds its zero value.
@@ -493,6 +495,7 @@ func (c *Config) Validate(n Needs) error {
 	c.HTTP.validate(&errs)
 	c.validateSources(n, &errs)
 	c.Processor.validate(&errs)
+	c.validateSinks(&errs)
 	c.Ops.validate(&errs) // debug.listen and processor.metrics_listen are folded into it
 	return errors.Join(errs...)
 }

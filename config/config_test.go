@@ -360,6 +360,8 @@ func typeName(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "duration"
+	case t == reflect.TypeFor[ByteSize]():
+		return "size"
 	case t == yamlNodeType || mapping(t):
 		return "mapping"
 	}
@@ -456,6 +458,7 @@ var defaultsInWords = []string{
 	"sources[].id", "sources[].namespace", "sources[].max_body_bytes", "sources[].rate_limit.burst",
 	"sources[].sns.signature_versions", "sources[].hmac.encoding", "sources[].hmac.signed",
 	"sources[].hmac.tolerance", "sources[].payload.resource",
+	"sinks[].opensearch.index", "sinks[].postgres.table",
 }
 
 // The default docs/configuration.md states for each key is the one Parse
@@ -471,6 +474,8 @@ func TestConfigurationDocDefaults(t *testing.T) {
 			f.Set(reflect.New(f.Type().Elem()))
 		}
 	}
+	// And one sink with every backend block present.
+	cfg.Sinks = []Sink{{Name: "probe", OpenSearch: &SinkOpenSearch{}, Postgres: &SinkPostgres{}, Redis: &SinkRedis{}, Webhook: &SinkWebhook{}}}
 	cfg.applyDefaults()
 	if p, err := Parse([]byte("sources: [{name: probe, provider: lisa}]"), env(nil)); err != nil {
 		t.Fatal(err)
