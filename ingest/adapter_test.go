@@ -12,6 +12,17 @@ import (
 
 // Helpers for tests that call an adapter directly.
 
+// oneSource builds cfg as the only configured source, failing t on a
+// configuration error.
+func oneSource(t testing.TB, cfg config.Source) *Source {
+	t.Helper()
+	srcs, err := NewSources([]config.Source{cfg}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srcs[0]
+}
+
 // verifyErr runs src's Verify alone, for tests of its refusals.
 func verifyErr(ctx context.Context, src *Source, req *Request) error {
 	_, err := src.Adapter.Verify(ctx, req)

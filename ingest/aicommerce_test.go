@@ -105,7 +105,7 @@ func aicommerceInvalidBodies() []invalidBody {
 // The contract's sample signed as its verifier checks it; the "signature"
 // field in the body plays no part.
 func TestAICommerceContractVector(t *testing.T) {
-	src := familySource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"your-webhook-secret"}})
+	src := oneSource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"your-webhook-secret"}})
 	body := []byte(aicommerceSample)
 	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Webhook-Signature"); got != aicommerceSampleSig || h.Get("Content-Type") != "application/json" {
@@ -131,7 +131,7 @@ func TestAICommerceContractVector(t *testing.T) {
 // The header must be sha256=<hex> of the raw body; a signature inside the
 // body is never looked at.
 func TestAICommerceVerify(t *testing.T) {
-	src := familySource(t, config.Source{Name: "aic", Provider: "aicommerce", Secrets: []string{"old", "your-webhook-secret"}})
+	src := oneSource(t, config.Source{Name: "aic", Provider: "aicommerce", Secrets: []string{"old", "your-webhook-secret"}})
 	body := []byte(aicommerceSample)
 	hexSig := strings.TrimPrefix(aicommerceSampleSig, "sha256=")
 	// A body whose "signature" field holds its own valid header value.
@@ -162,7 +162,7 @@ func TestAICommerceVerify(t *testing.T) {
 // Which event goes where: product.added/updated are changes keyed by the
 // product, everything else an event keyed by its subject.
 func TestAICommerceNormalize(t *testing.T) {
-	src := familySource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"s"}})
+	src := oneSource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"s"}})
 	for _, tc := range []struct {
 		name   string
 		body   []byte
@@ -211,7 +211,7 @@ func TestAICommerceNormalize(t *testing.T) {
 
 // A product's fields come from data, else from data.product, exactly.
 func TestAICommerceProductFields(t *testing.T) {
-	src := familySource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"s"}})
+	src := oneSource(t, config.Source{Name: "aic", Provider: "aicommerce", Namespace: "ns", Secrets: []string{"s"}})
 	for _, tc := range []struct {
 		name                                   string
 		data                                   string

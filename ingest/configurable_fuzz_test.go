@@ -77,8 +77,8 @@ func FuzzGenericHMACVerify(f *testing.F) {
 	f.Add(true, plain+"\n", "", body)
 	f.Add(true, "", "", []byte{})
 	srcs := []*Source{
-		cfgSource(f, config.Source{Name: "st", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload}),
-		cfgSource(f, config.Source{Name: "sh", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload}),
+		oneSource(f, config.Source{Name: "st", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload}),
+		oneSource(f, config.Source{Name: "sh", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload}),
 	}
 	f.Fuzz(func(t *testing.T, useBase64 bool, sig, ts string, body []byte) {
 		src, signed, prefix := srcs[0], append([]byte(ts+"."), body...), "v1="
@@ -152,7 +152,7 @@ func FuzzStandardWebhooksVerify(f *testing.F) {
 	f.Add("msg_1", "0"+ts, good, body)
 	f.Add("msg_1", strconv.FormatInt(cfgFuzzNow.Unix()-300, 10), cfgSWSign("s0", "msg_1", strconv.FormatInt(cfgFuzzNow.Unix()-300, 10), body), body)
 	f.Add("", "", "", []byte{})
-	src := cfgSource(f, config.Source{Name: "sw", Provider: "standardwebhooks", Secrets: []string{cfgWhsec("s1"), cfgWhsec("s0")}, Payload: cfgSWPayload})
+	src := oneSource(f, config.Source{Name: "sw", Provider: "standardwebhooks", Secrets: []string{cfgWhsec("s1"), cfgWhsec("s0")}, Payload: cfgSWPayload})
 	f.Fuzz(func(t *testing.T, id, ts, sig string, body []byte) {
 		verify := func(sig string) error {
 			h := http.Header{}
@@ -297,9 +297,9 @@ func FuzzConfigurableNormalize(f *testing.F) {
 	payload := &config.Payload{IDPointer: "/data/id", TypePointer: "/type", DeleteTypes: []string{"product.deleted", "products/delete"}}
 	headerPayload := &config.Payload{IDPointer: "/data/id", TypeHeader: "X-Topic", DeleteTypes: payload.DeleteTypes}
 	srcs := []*Source{
-		cfgSource(f, config.Source{Name: "a", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgGitHubHMAC, Payload: payload}),
-		cfgSource(f, config.Source{Name: "b", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgShopifyHMAC, Payload: headerPayload}),
-		cfgSource(f, config.Source{Name: "c", Provider: "standardwebhooks", Secrets: []string{cfgWhsec("s1")}, Payload: payload}),
+		oneSource(f, config.Source{Name: "a", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgGitHubHMAC, Payload: payload}),
+		oneSource(f, config.Source{Name: "b", Provider: "hmac", Secrets: cfgFuzzKeys, HMAC: cfgShopifyHMAC, Payload: headerPayload}),
+		oneSource(f, config.Source{Name: "c", Provider: "standardwebhooks", Secrets: []string{cfgWhsec("s1")}, Payload: payload}),
 	}
 	f.Fuzz(func(t *testing.T, body []byte, topic, webhookID string) {
 		h := http.Header{"X-Topic": {topic}, "X-Shopify-Webhook-Id": {webhookID}, "Webhook-Id": {webhookID}}

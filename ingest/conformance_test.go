@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -470,22 +469,8 @@ func runConformance(t *testing.T, c conformance, deps Deps) {
 			for k := range h {
 				fmt.Fprintf(&head, "%s: %s\r\n", k, h.Get(k))
 			}
-			if _, err := fmt.Fprintf(conn, "%s\r\n%c", head.String(), body[0]); err != nil {
-				t.Fatal(err)
-			}
-			stop := make(chan struct{})
-			go trickle(conn, body[1:], 100*time.Millisecond, stop)
-			go func() {
-				defer close(stop)
-				_ = conn.SetReadDeadline(time.Now().Add(guard))
-				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-				if err != nil {
-					answers <- 0
-					return
-				}
-				_ = resp.Body.Close()
-				answers <- resp.StatusCode
-			}()
+			head.WriteString("\r\n")
+			trickleRequest(t, conn, head.String(), body, 100*time.Millisecond, func(status int, _ error) { answers <- status })
 		}
 		await(t, edge.events.active, slow, "slow requests read")
 		i, payload := next()

@@ -188,7 +188,7 @@ func datasemblyInvalidBodies() []invalidBody {
 // The contract's sample, signed as its pseudocode says, is accepted and
 // becomes one change per listing.
 func TestDatasemblyContractVector(t *testing.T) {
-	src := familySource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"ds-secret"}})
+	src := oneSource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"ds-secret"}})
 	body := []byte(datasemblySample)
 	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("ds-signature"); got != datasemblySampleSig {
@@ -235,7 +235,7 @@ func TestDatasemblyContractVector(t *testing.T) {
 
 // Verify decodes only strict, padded standard base64 of exactly 32 bytes.
 func TestDatasemblyVerify(t *testing.T) {
-	src := familySource(t, config.Source{Name: "ds", Provider: "datasembly", Secrets: []string{"ds-secret", "old"}})
+	src := oneSource(t, config.Source{Name: "ds", Provider: "datasembly", Secrets: []string{"ds-secret", "old"}})
 	body := []byte(datasemblySample)
 	old := base64.StdEncoding.EncodeToString(hmacSHA256([]byte("old"), body))
 	mac, _ := base64.StdEncoding.DecodeString(datasemblySampleSig)
@@ -274,7 +274,7 @@ func TestDatasemblyVerify(t *testing.T) {
 
 // Accepted listings: bounds, trimmed keys, decimals exactly as sent.
 func TestDatasemblyNormalize(t *testing.T) {
-	src := familySource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"s"}})
+	src := oneSource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"s"}})
 	for _, tc := range []struct {
 		name      string
 		listing   string
@@ -313,7 +313,7 @@ func TestDatasemblyNormalize(t *testing.T) {
 // A listing without a usable barcode is keyed by its sku, and a blank
 // barcode is no GTIN (it must not overwrite a known one).
 func TestDatasemblyKeyFallsBackToSKU(t *testing.T) {
-	src := familySource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"s"}})
+	src := oneSource(t, config.Source{Name: "ds", Provider: "datasembly", Namespace: "ns", Secrets: []string{"s"}})
 	for _, tc := range []struct {
 		name, barcode, key, gtin string // gtin "" for nil
 	}{

@@ -31,16 +31,6 @@ var (
 	cfgStampedPayload = &config.Payload{IDPointer: "/data/id", TypePointer: "/type", DeleteTypes: []string{"product.deleted"}}
 )
 
-// cfgSource prepares cfg alone, failing the test on a configuration error.
-func cfgSource(t testing.TB, cfg config.Source) *Source {
-	t.Helper()
-	srcs, err := NewSources([]config.Source{cfg}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srcs[0]
-}
-
 // cfgB64Signer signs like Shopify: base64 HMAC-SHA256 of the body in header,
 // plus the headers extra returns for each request.
 func cfgB64Signer(header string, extra func() http.Header) func(secret string, body []byte) http.Header {
@@ -161,7 +151,7 @@ func cfgShiftUnix(ts string, by int64) string {
 
 // The GitHub documentation's vector passes Verify, and Sign reproduces it.
 func TestGenericHMACGitHubVector(t *testing.T) {
-	src := cfgSource(t, config.Source{Name: "gh", Provider: "hmac", Secrets: []string{"It's a Secret to Everybody"},
+	src := oneSource(t, config.Source{Name: "gh", Provider: "hmac", Secrets: []string{"It's a Secret to Everybody"},
 		HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
 	body := []byte("Hello, World!")
 	const want = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
@@ -180,7 +170,7 @@ func TestGenericHMACGitHubVector(t *testing.T) {
 // A "{timestamp}.{body}" signature computed independently, with
 // python3 -c "import hmac,hashlib; print(hmac.new(b'stamp-secret', b'1700000000.{\"type\":\"product.deleted\",\"data\":{\"id\":\"p-9\"}}', hashlib.sha256).hexdigest())"
 func TestGenericHMACTimestampTemplateVector(t *testing.T) {
-	src := cfgSource(t, config.Source{Name: "st", Provider: "hmac", Secrets: []string{"stamp-secret"}, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload})
+	src := oneSource(t, config.Source{Name: "st", Provider: "hmac", Secrets: []string{"stamp-secret"}, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload})
 	body := []byte(`{"type":"product.deleted","data":{"id":"p-9"}}`)
 	req := &Request{Header: http.Header{
 		"X-Signature": {"v1=88de5c40ebd2e6aaa5498126c98edf04a975f7421f3bff23c968dddb7ee53a03"},
@@ -306,9 +296,9 @@ func TestGenericHMACVerifyRefusals(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	body := []byte(`{"id":"p"}`)
 	mac := hmacSHA256([]byte("s1"), body)
-	hexSrc := cfgSource(t, config.Source{Name: "h", Provider: "hmac", Secrets: []string{"s1", "s0"}, HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
-	b64Src := cfgSource(t, config.Source{Name: "b", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
-	tsSrc := cfgSource(t, config.Source{Name: "t", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload})
+	hexSrc := oneSource(t, config.Source{Name: "h", Provider: "hmac", Secrets: []string{"s1", "s0"}, HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
+	b64Src := oneSource(t, config.Source{Name: "b", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
+	tsSrc := oneSource(t, config.Source{Name: "t", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgStampedHMAC, Payload: cfgStampedPayload})
 	tsMac := hex.EncodeToString(hmacSHA256([]byte("s1"), append([]byte("1700000000."), body...)))
 	b64 := base64.StdEncoding.EncodeToString(mac)
 	for _, tc := range []struct {
@@ -409,7 +399,7 @@ func TestGenericHMACNormalize(t *testing.T) {
 		{name: "type header not UTF-8", payload: &config.Payload{IDPointer: "/id", TypeHeader: "X-Topic"}, hdr: http.Header{"X-Topic": {"\xff"}}, body: `{"id":"p"}`, errHas: "X-Topic"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := cfgSource(t, config.Source{Name: "n", Namespace: "ns", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgGitHubHMAC, Payload: tc.payload})
+			src := oneSource(t, config.Source{Name: "n", Namespace: "ns", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgGitHubHMAC, Payload: tc.payload})
 			hdr := tc.hdr
 			if hdr == nil {
 				hdr = http.Header{}
@@ -454,8 +444,8 @@ func cfgChangeString(c schemas.Change) string {
 // A delivery is recognised only by a configured event id header; the event
 // id is that header, else derived from the body.
 func TestGenericHMACDeliveryID(t *testing.T) {
-	withID := cfgSource(t, config.Source{Name: "s", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
-	withoutID := cfgSource(t, config.Source{Name: "g", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
+	withID := oneSource(t, config.Source{Name: "s", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
+	withoutID := oneSource(t, config.Source{Name: "g", Provider: "hmac", Secrets: []string{"s1"}, HMAC: cfgGitHubHMAC, Payload: &config.Payload{IDPointer: "/id"}})
 	body := []byte(`{"id":"p"}`)
 	di := func(src *Source, h http.Header) (string, bool) {
 		id := identityOf(t, src, &Request{Header: h, Body: body})
@@ -618,7 +608,7 @@ func TestGenericHMACDocumentedConfigs(t *testing.T) {
 		}
 		if s := srcs[0]; s.Name == "shopify-eu" {
 			// The source the tested preset builds, for the same secrets.
-			preset := cfgSource(t, config.Source{Name: s.Name, Provider: "hmac", Namespace: s.Namespace, Secrets: s.Secrets,
+			preset := oneSource(t, config.Source{Name: s.Name, Provider: "hmac", Namespace: s.Namespace, Secrets: s.Secrets,
 				MaxJSONDepth: s.MaxJSONDepth, HMAC: cfgShopifyHMAC, Payload: cfgShopifyPayload})
 			if !reflect.DeepEqual(s.Adapter, preset.Adapter) {
 				t.Fatalf("documented Shopify preset %+v differs from the tested one %+v", s.Adapter, preset.Adapter)

@@ -22,16 +22,6 @@ import (
 //
 //	go test -run XXX -fuzz FuzzDatasemblyVerify -fuzztime 10s ./ingest/
 
-// familySource builds one configured source, failing t on a config error.
-func familySource(t testing.TB, cfg config.Source) *Source {
-	t.Helper()
-	srcs, err := NewSources([]config.Source{cfg}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srcs[0]
-}
-
 // familyPost posts body with h to url and returns the status and the exact
 // response body.
 func familyPost(t *testing.T, url string, body []byte, h http.Header) (int, []byte) {
@@ -109,7 +99,7 @@ func checkBatch(t *testing.T, b Batch, err error) {
 }
 
 func fuzzSource(t testing.TB, provider string) *Source {
-	return familySource(t, config.Source{Name: "fz", Provider: provider, Namespace: "ns", Secrets: fuzzSecrets})
+	return oneSource(t, config.Source{Name: "fz", Provider: provider, Namespace: "ns", Secrets: fuzzSecrets})
 }
 
 func FuzzDatasemblyVerify(f *testing.F) {

@@ -106,7 +106,7 @@ func iimmpactInvalidBodies() []invalidBody {
 // The contract's sample signed as its TypeScript verifier checks it, with
 // and without the prefix; the product's fields are mapped.
 func TestIIMMPACTContractVector(t *testing.T) {
-	src := familySource(t, config.Source{Name: "iim", Provider: "iimmpact", Namespace: "ns", Secrets: []string{"iimmpact-secret"}})
+	src := oneSource(t, config.Source{Name: "iim", Provider: "iimmpact", Namespace: "ns", Secrets: []string{"iimmpact-secret"}})
 	body := []byte(iimmpactSample)
 	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Webhook-Signature"); got != iimmpactSampleSig || h.Get("Content-Type") != "application/json" {
@@ -132,7 +132,7 @@ func TestIIMMPACTContractVector(t *testing.T) {
 
 // Every header form: the prefix is optional, but no other prefix is.
 func TestIIMMPACTVerify(t *testing.T) {
-	src := familySource(t, config.Source{Name: "iim", Provider: "iimmpact", Secrets: []string{"iimmpact-secret"}})
+	src := oneSource(t, config.Source{Name: "iim", Provider: "iimmpact", Secrets: []string{"iimmpact-secret"}})
 	body := []byte(iimmpactSample)
 	hexSig := strings.TrimPrefix(iimmpactSampleSig, "sha256=")
 	for _, tc := range []struct {
@@ -160,7 +160,7 @@ func TestIIMMPACTVerify(t *testing.T) {
 // Each resource kind and action becomes one change of that kind, deletes
 // marked Deleted, and only products carry typed fields.
 func TestIIMMPACTNormalize(t *testing.T) {
-	src := familySource(t, config.Source{Name: "iim", Provider: "iimmpact", Namespace: "ns", Secrets: []string{"s"}})
+	src := oneSource(t, config.Source{Name: "iim", Provider: "iimmpact", Namespace: "ns", Secrets: []string{"s"}})
 	for _, tc := range []struct {
 		name     string
 		body     []byte

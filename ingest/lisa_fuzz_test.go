@@ -16,11 +16,7 @@ import (
 )
 
 func fuzzLiSASource(t testing.TB) *Source {
-	src, err := NewSources([]config.Source{{Name: "f", Provider: "lisa", Secrets: []string{"s1", "s0"}, APIKeys: []string{"k1"}}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src[0]
+	return oneSource(t, config.Source{Name: "f", Provider: "lisa", Secrets: []string{"s1", "s0"}, APIKeys: []string{"k1"}})
 }
 
 // Verify accepts exactly the deliveries whose signature is the HMAC of the

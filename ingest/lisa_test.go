@@ -40,15 +40,12 @@ func TestLiSAConformance(t *testing.T) {
 func TestLiSADocumentationVector(t *testing.T) {
 	body := []byte(`{"productId": "123", "price": 19.99}`) // json.dumps' separators
 	const want = "303bb4635ef19e90801071d8ad7f335201dfb06a5074406cf1cb5eb248c3f8df"
-	src, err := NewSources([]config.Source{{Name: "l", Provider: "lisa", Secrets: []string{"your-secret-key"}, APIKeys: []string{"your-api-key"}}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := src[0].Adapter.(Signer).Sign(body)
+	src := oneSource(t, config.Source{Name: "l", Provider: "lisa", Secrets: []string{"your-secret-key"}, APIKeys: []string{"your-api-key"}})
+	h := src.Adapter.(Signer).Sign(body)
 	if got := h.Get("X-Hmac-Signature"); got != want {
 		t.Fatalf("signature %s, want %s", got, want)
 	}
-	if err := verifyErr(t.Context(), src[0], &Request{Header: http.Header{
+	if err := verifyErr(t.Context(), src, &Request{Header: http.Header{
 		"Authorization": {"ApiKey your-api-key"}, "X-Hmac-Signature": {want}}, Body: body}); err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,30 @@ func trickle(c net.Conn, p []byte, interval time.Duration, stop <-chan struct{})
 	}
 }
 
+// trickleRequest writes head and the first byte of body on c, then, from
+// goroutines of its own, trickles the rest of body one byte every interval
+// while it reads the answer, and stops the trickle once it has it. answer
+// gets the answer's status, or 0 and the error when none could be read.
+func trickleRequest(t *testing.T, c net.Conn, head string, body []byte, interval time.Duration, answer func(status int, err error)) {
+	t.Helper()
+	if _, err := fmt.Fprintf(c, "%s%c", head, body[0]); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	go trickle(c, body[1:], interval, stop)
+	go func() {
+		defer close(stop)
+		_ = c.SetReadDeadline(time.Now().Add(guard))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			answer(0, err)
+			return
+		}
+		_ = resp.Body.Close()
+		answer(resp.StatusCode, nil)
+	}()
+}
+
 // signedHead is the request line and headers of a signed LiSA notification
 // of body, without the header block's final CRLF.
 func signedHead(body []byte) string {
@@ -151,22 +175,10 @@ func TestListenerSlowBodiesDoNotDelayAValidRequest(t *testing.T) {
 		body := []byte(fmt.Sprintf(`{"productId":"slow-%03d","price":1}`, i))
 		c := dial(t, addr)
 		slowAddrs[c.LocalAddr().String()] = true
-		if _, err := fmt.Fprintf(c, "%sContent-Length: %d\r\n\r\n%c", signedHead(body), len(body), body[0]); err != nil {
-			t.Fatal(err)
-		}
-		stop := make(chan struct{})
-		go trickle(c, body[1:], 200*time.Millisecond, stop)
-		go func() {
-			defer close(stop)
-			_ = c.SetReadDeadline(time.Now().Add(guard))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				answers <- answer{err: err}
-				return
-			}
-			_ = resp.Body.Close()
-			answers <- answer{status: resp.StatusCode}
-		}()
+		head := signedHead(body) + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body))
+		trickleRequest(t, c, head, body, 200*time.Millisecond, func(status int, err error) {
+			answers <- answer{status: status, err: err}
+		})
 	}
 	// The server has read the headers of every slow request: each is in
 	// the handler, reading its body.

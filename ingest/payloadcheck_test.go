@@ -98,7 +98,7 @@ func TestDeepBodyBoundIsPerSource(t *testing.T) {
 // before anything is fetched; a message at the limit is accepted.
 func TestDeepTipserMessageRefused(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	valid := []byte(tipserEvent("product-changed", `{"productId":"p1"}`))
 
 	m := b.sign(t, b.notification("deep-envelope", string(valid)), "2")
@@ -107,9 +107,7 @@ func TestDeepTipserMessageRefused(t *testing.T) {
 	if want := "invalid payload: SNS envelope nests deeper than 64 levels"; status != http.StatusBadRequest || errorText(resp) != want {
 		t.Fatalf("deep envelope: %d %v, want 400 %q", status, resp, want)
 	}
-	if n := b.hits(); n != 0 {
-		t.Fatalf("a deep envelope made %d outbound requests", n)
-	}
+	b.wantNoRequestsSince(t, 0, "a deep envelope")
 
 	m = b.sign(t, b.notification("deep-message", string(nest(valid, 20000))), "2")
 	status, resp = postSNS(t, f, "tipser-main", m)
@@ -180,7 +178,7 @@ func TestDatasemblySKUIDsChecked(t *testing.T) {
 // both are checked.
 func TestInvalidTipserIDsRefused(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	var want []string
 	for i, tc := range pcIDCases {
 		for _, at := range []struct{ field, message string }{

@@ -130,11 +130,8 @@ func TestOptionsEqualDeprecatedBlocks(t *testing.T) {
 		})
 	}
 	// The defaults of an options block are config's.
-	srcs, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", Options: optionsOf(t, `topic_arns: ["`+tipserTopic+`"]`).Options}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := srcs[0].Adapter.(*tipser).policy; p.strict != config.DefaultSNSStrict || p.maxAge != config.DefaultSNSMaxAge || !slices.Equal(p.versions, []string{"1", "2"}) {
+	src := oneSource(t, config.Source{Name: "t", Provider: "tipser", Options: optionsOf(t, `topic_arns: ["`+tipserTopic+`"]`).Options})
+	if p := src.Adapter.(*tipser).policy; p.strict != config.DefaultSNSStrict || p.maxAge != config.DefaultSNSMaxAge || !slices.Equal(p.versions, []string{"1", "2"}) {
 		t.Fatalf("options defaults: strict %v, max age %s, versions %v", p.strict, p.maxAge, p.versions)
 	}
 }

@@ -198,13 +198,9 @@ func FuzzTipserMessage(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	srcs, err := NewSources([]config.Source{{Name: "fz", Provider: "tipser", Namespace: "fz",
+	p := oneSource(f, config.Source{Name: "fz", Provider: "tipser", Namespace: "fz",
 		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"p"}},
-		SNS:       &config.SNS{TopicARNs: []string{"arn:aws:sns:eu-west-1:1:t"}}}}, Deps{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	p := srcs[0].Adapter
+		SNS:       &config.SNS{TopicARNs: []string{"arn:aws:sns:eu-west-1:1:t"}}}).Adapter
 	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		check := func(how string, message []byte, b Batch, err error) {

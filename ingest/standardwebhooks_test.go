@@ -94,7 +94,7 @@ func TestStandardWebhooksConformance(t *testing.T) {
 // A signature computed independently, with
 // python3 -c "import hmac,hashlib,base64; k=base64.b64decode('MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'); print(base64.b64encode(hmac.new(k, b'msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{\"type\":\"product.updated\",\"data\":{\"id\":\"prod_1\",\"title\":\"Mug\"}}', hashlib.sha256).digest()).decode())"
 func TestStandardWebhooksVector(t *testing.T) {
-	src := cfgSource(t, config.Source{Name: "sw", Namespace: "sw", Provider: "standardwebhooks",
+	src := oneSource(t, config.Source{Name: "sw", Namespace: "sw", Provider: "standardwebhooks",
 		Secrets: []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, Payload: cfgSWPayload})
 	body := []byte(`{"type":"product.updated","data":{"id":"prod_1","title":"Mug"}}`)
 	req := &Request{Header: http.Header{
@@ -131,7 +131,7 @@ func TestStandardWebhooksVector(t *testing.T) {
 
 // What Sign produces verifies, with a fresh webhook-id each time.
 func TestStandardWebhooksSignRoundTrip(t *testing.T) {
-	src := cfgSource(t, cfgSWSource("sw"))
+	src := oneSource(t, cfgSWSource("sw"))
 	body := []byte(`{"data":{"id":"p"}}`)
 	h1, h2 := src.Adapter.(Signer).Sign(body), src.Adapter.(Signer).Sign(body)
 	if h1.Get("webhook-id") == h2.Get("webhook-id") {
@@ -218,7 +218,7 @@ func TestStandardWebhooksReplay(t *testing.T) {
 // Verify's refusals of the three headers, each with its sentinel (direct
 // calls, so what HTTP cannot carry is covered too).
 func TestStandardWebhooksSignatureHeader(t *testing.T) {
-	src := cfgSource(t, cfgSWSource("sw"))
+	src := oneSource(t, cfgSWSource("sw"))
 	now := time.Unix(1_700_000_000, 0)
 	body := []byte(`{"data":{"id":"p"}}`)
 	const id, ts = "msg_1", "1700000000"

@@ -152,11 +152,27 @@ func (b *snsBed) requests() []string {
 	return slices.Clone(b.reqs)
 }
 
+// wantNoRequestsSince fails t if the bed received any request after its
+// first before; what names the cause.
+func (b *snsBed) wantNoRequestsSince(t *testing.T, before int, what string) {
+	t.Helper()
+	if n := b.hits() - before; n != 0 {
+		t.Fatalf("%s made %d outbound requests, want none: %v", what, n, b.requests()[before:])
+	}
+}
+
 func (b *snsBed) certURL() string { return "https://" + b.host + snsCertPath }
 
 // deps hands the provider the TLS server's client (which trusts its
 // certificate and may reach loopback).
 func (b *snsBed) deps() Deps { return Deps{Outbound: b.srv.Client()} }
+
+// startEdge starts an edge serving the bed's tipser-main source alone
+// (startEdge with a 5 s produce timeout).
+func (b *snsBed) startEdge(t *testing.T) *fixture {
+	t.Helper()
+	return startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+}
 
 // source is a tipser source trusting the bed's host.
 func (b *snsBed) source(name string, edit ...func(*config.Source)) config.Source {
@@ -337,7 +353,7 @@ func tipserEvent(eventType, data string) string {
 // resource, key, event type and id, time and raw message.
 func TestTipserNotificationsReachKafka(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	cases := []struct {
 		name, version, message, resource, key string
 	}{
@@ -422,7 +438,7 @@ func TestTipserCertificateCached(t *testing.T) {
 // accepted and written once.
 func TestTipserRetriedMessageWrittenOnce(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	m := b.sign(t, b.notification("retry-1", tipserEvent("product-changed", `{"productId":"r"}`)), "2")
 	for i := range 3 {
 		if status, resp := postSNS(t, f, "tipser-main", m); status != http.StatusAccepted || resp["accepted"] != 1.0 {
@@ -516,9 +532,7 @@ func TestTipserRefusalsMakeNoOutboundRequest(t *testing.T) {
 			if msg := errorText(resp); !strings.Contains(msg, tc.errHas) || m["Signature"] != "" && strings.Contains(msg, m["Signature"]) {
 				t.Fatalf("error %q does not say %q (or leaks the signature)", msg, tc.errHas)
 			}
-			if n := b.hits() - before; n != 0 {
-				t.Fatalf("%d outbound requests, want none: %v", n, b.requests())
-			}
+			b.wantNoRequestsSince(t, before, "the refused message")
 		})
 	}
 	if n := len(f.records()); n != 0 {
@@ -588,7 +602,7 @@ func TestTipserCertificateFetchFailures(t *testing.T) {
 // the SignatureVersion) is refused with 401 and nothing is written.
 func TestTipserTamperedMessage(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	note := b.notification("n-1", tipserEvent("product-changed", `{"productId":"t"}`)).with("Subject", "hello")
 	subscribe := b.confirmation("SubscriptionConfirmation", "s-1", "tok")
 	unsubscribe := b.confirmation("UnsubscribeConfirmation", "u-1", "tok")
@@ -680,9 +694,7 @@ func TestTipserRawDelivery(t *testing.T) {
 		chs[0].Raw != string(event) || !chs[0].OccurredAt.IsZero() {
 		t.Fatalf("Kafka holds %+v, want the raw event once", chs)
 	}
-	if n := b.hits(); n != 0 {
-		t.Fatalf("raw deliveries made %d outbound requests", n)
-	}
+	b.wantNoRequestsSince(t, 0, "raw deliveries")
 }
 
 // A valid SubscriptionConfirmation is confirmed by exactly one GET of its
@@ -690,7 +702,7 @@ func TestTipserRawDelivery(t *testing.T) {
 // confirmed again; a failed confirmation is 503 so SNS sends it again.
 func TestTipserSubscriptionConfirmation(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	m := b.sign(t, b.confirmation("SubscriptionConfirmation", "sub-1", "2336412f37fb687f5d51e6e2425c464de"), "1")
 	for i := range 2 {
 		status, resp := postSNS(t, f, "tipser-main", m)
@@ -723,7 +735,7 @@ func TestTipserSubscriptionConfirmation(t *testing.T) {
 // is never visited and nothing is written.
 func TestTipserUnsubscribeConfirmation(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	// Warm the certificate cache, so the unsubscribe makes no request at all.
 	warm := b.sign(t, b.notification("warm", tipserEvent("product-changed", `{"productId":"w"}`)), "2")
 	if status, resp := postSNS(t, f, "tipser-main", warm); status != http.StatusAccepted {
@@ -735,9 +747,7 @@ func TestTipserUnsubscribeConfirmation(t *testing.T) {
 	if status != http.StatusAccepted || resp["accepted"] != 0.0 {
 		t.Fatalf("status %d %v", status, resp)
 	}
-	if n := b.hits() - before; n != 0 {
-		t.Fatalf("%d outbound requests, want none: %v", n, b.requests())
-	}
+	b.wantNoRequestsSince(t, before, "the unsubscribe confirmation")
 	if n := len(f.records()); n != 1 {
 		t.Fatalf("%d records, want only the warm-up's", n)
 	}
@@ -747,7 +757,7 @@ func TestTipserUnsubscribeConfirmation(t *testing.T) {
 // Content-Length or sent chunked.
 func TestTipserBodyLimit(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	if f.src.MaxBody != 300<<10 {
 		t.Fatalf("default body limit %d, want 300 KiB", f.src.MaxBody)
 	}
@@ -786,9 +796,7 @@ func TestTipserBodyLimit(t *testing.T) {
 			if status != http.StatusRequestEntityTooLarge {
 				t.Fatalf("status %d %v, want 413", status, resp)
 			}
-			if b.hits() != before {
-				t.Fatal("an oversized body made an outbound request")
-			}
+			b.wantNoRequestsSince(t, before, "an oversized body")
 		})
 	}
 	if got := tipserChangeKeys(t, f); !slices.Equal(got, []string{"tip:big exact"}) {
@@ -831,7 +839,7 @@ func TestTipserKafkaUnreachable(t *testing.T) {
 // refused with 400 naming the field, and nothing is written.
 func TestTipserInvalidEvents(t *testing.T) {
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	cases := []struct{ name, message, errHas string }{
 		{"not JSON", `{"eventType":`, "not a JSON object"},
 		{"JSON array", `[]`, "not a JSON object"},
@@ -906,44 +914,35 @@ func TestTipserConfigErrors(t *testing.T) {
 
 // Sign cannot make an SNS signature; it gives the headers SNS sends.
 func TestTipserSignHeaders(t *testing.T) {
-	srcs, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}}}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := srcs[0].Adapter.(Signer).Sign([]byte("{}"))
+	src := oneSource(t, config.Source{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}}})
+	h := src.Adapter.(Signer).Sign([]byte("{}"))
 	if len(h) != 2 || h.Get("Content-Type") != "text/plain" || h.Get("X-Amz-Sns-Message-Type") != "Notification" {
 		t.Fatalf("headers %v", h)
 	}
-	if routes := providers()["tipser"].Routes; srcs[0].MaxBody != 300<<10 || routes != nil {
-		t.Fatalf("limit %d, routes %v", srcs[0].MaxBody, routes)
+	if routes := providers()["tipser"].Routes; src.MaxBody != 300<<10 || routes != nil {
+		t.Fatalf("limit %d, routes %v", src.MaxBody, routes)
 	}
 }
 
 // DeliveryID is the signed MessageId for an envelope and the unsigned
 // message id header for a raw delivery, never the body.
 func TestTipserDeliveryID(t *testing.T) {
-	srcs, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}}}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := oneSource(t, config.Source{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}}})
 	// The signed envelope, as Verify returns it.
 	b := newSNSBed(t)
-	f := startEdge(t, []config.Source{b.source("tipser-main")}, b.deps(), 5*time.Second)
+	f := b.startEdge(t)
 	m := b.sign(t, b.notification("m-1", tipserEvent("product-changed", `{"productId":"1"}`)), "2")
 	if v, err := f.src.Adapter.Verify(t.Context(), &Request{Header: http.Header{}, Body: m.body(t), Received: time.Now()}); err != nil || v.Identity != (Identity{ID: "m-1", Signed: true}) {
 		t.Fatalf("envelope: %+v %v", v.Identity, err)
 	}
 	env := []byte(`{"Type":"Notification","MessageId":"m-1","Message":"{}"}`)
 	raw := http.Header{"X-Amz-Sns-Rawdelivery": {"true"}, "X-Amz-Sns-Message-Id": {"m-2"}}
-	withAuth, err := NewSources([]config.Source{{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}},
-		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"p"}}}}, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := withAuth[0].Adapter.Verify(t.Context(), &Request{Header: raw, Body: env}); err != nil || v.Identity != (Identity{ID: "m-2"}) {
+	withAuth := oneSource(t, config.Source{Name: "t", Provider: "tipser", SNS: &config.SNS{TopicARNs: []string{tipserTopic}},
+		BasicAuth: &config.BasicAuth{Username: "u", Passwords: []string{"p"}}})
+	if v, err := withAuth.Adapter.Verify(t.Context(), &Request{Header: raw, Body: env}); err != nil || v.Identity != (Identity{ID: "m-2"}) {
 		t.Fatalf("raw: %+v %v", v.Identity, err)
 	}
-	if v, err := srcs[0].Adapter.Verify(t.Context(), &Request{Header: http.Header{}, Body: []byte("nope")}); err == nil || v.Identity.ID != "" {
+	if v, err := src.Adapter.Verify(t.Context(), &Request{Header: http.Header{}, Body: []byte("nope")}); err == nil || v.Identity.ID != "" {
 		t.Fatalf("an unparseable body has a delivery id: %+v", v.Identity)
 	}
 }

@@ -78,87 +78,83 @@ func TestProcessorCrash(t *testing.T) {
 	products := envInt(t, envCrashProducts, 10_000)
 	rate := envInt(t, envCrashRate, 1000)
 	const minKills = 5
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachMode(t, b, func(t *testing.T, env *stressEnv) {
-			tail := startProductsTail(t, env)
-			// The processor uses franz-go's default 45 s session timeout and a
-			// dynamic member ID, so after a SIGKILL the broker hands the dead
-			// member's partitions on only when its session expires. Unless told
-			// to wait for that, the test removes the dead member at once, as
-			// the broker would 45 s later (a LeaveGroup naming its member ID,
-			// what Kafka's admin removeMembersFromConsumerGroup sends), so that
-			// many kills fit in one run. (Exactly once, a killed processor's
-			// open transaction still stays open until the broker aborts it
-			// after the processor's transaction timeout.)
-			evict := os.Getenv(envCrashWaitSession) != "1"
+	stressRun(t, func(t *testing.T, env *stressEnv, tail *productsTail) (*generator, *expectation) {
+		// The processor uses franz-go's default 45 s session timeout and a
+		// dynamic member ID, so after a SIGKILL the broker hands the dead
+		// member's partitions on only when its session expires. Unless told
+		// to wait for that, the test removes the dead member at once, as
+		// the broker would 45 s later (a LeaveGroup naming its member ID,
+		// what Kafka's admin removeMembersFromConsumerGroup sends), so that
+		// many kills fit in one run. (Exactly once, a killed processor's
+		// open transaction still stays open until the broker aborts it
+		// after the processor's transaction timeout.)
+		evict := os.Getenv(envCrashWaitSession) != "1"
 
-			gen := newGenerator(t, n, products, rate)
-			proc := env.startProcessor(t)
-			gen.launch(env)
+		gen := newGenerator(t, n, products, rate)
+		proc := env.startProcessor(t)
+		gen.launch(env)
 
-			var (
-				kills, killsDuringGen int
-				restarts              []time.Duration // start to "partitions assigned"
-				unexpected            int
-			)
-			// restartIfExited starts a new processor when proc exited on
-			// its own.
-			restartIfExited := func() bool {
-				if !proc.exited() {
-					return false
-				}
-				unexpected++
-				t.Logf("%s exited on its own (%v); restarting it", proc.name, proc.err)
-				proc = env.startProcessor(t)
-				return true
+		var (
+			kills, killsDuringGen int
+			restarts              []time.Duration // start to "partitions assigned"
+			unexpected            int
+		)
+		// restartIfExited starts a new processor when proc exited on
+		// its own.
+		restartIfExited := func() bool {
+			if !proc.exited() {
+				return false
 			}
-			for {
-				assignedAt, err := proc.waitAssigned(1, 2*time.Minute)
-				if err != nil {
-					if restartIfExited() {
-						continue
-					}
-					t.Fatalf("%s: %v", proc.name, err)
-				}
-				restarts = append(restarts, assignedAt.Sub(proc.started))
-				if gen.finished() && kills >= minKills {
-					break
-				}
-				select {
-				case <-time.After(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond):
-				case <-proc.done:
-				}
+			unexpected++
+			t.Logf("%s exited on its own (%v); restarting it", proc.name, proc.err)
+			proc = env.startProcessor(t)
+			return true
+		}
+		for {
+			assignedAt, err := proc.waitAssigned(1, 2*time.Minute)
+			if err != nil {
 				if restartIfExited() {
 					continue
 				}
-				proc.kill()
-				kills++
-				if !gen.finished() {
-					killsDuringGen++
-				}
-				if evict {
-					env.evictDeadMembers(t)
-				}
-				proc = env.startProcessor(t)
+				t.Fatalf("%s: %v", proc.name, err)
 			}
-			lastStart := proc.started
-			genDone := gen.wait(t)
-
-			exp := readChanges(t, env, gen)
-			caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
-			proc.stop(t)
-			tail.stop()
-
-			env.logGenerated(t, gen)
-			t.Logf("%s: %d SIGKILLs (%d while the generator ran), %d unexpected exits, dead members evicted: %v; start to partitions assigned: %s",
-				env.label(), kills, killsDuringGen, unexpected, evict, durationStats(restarts))
-			if ok {
-				t.Logf("%s: caught up %s after the last restart, %s after the generator finished",
-					env.label(), caughtUp.Sub(lastStart).Round(time.Millisecond), caughtUp.Sub(genDone).Round(time.Millisecond))
+			restarts = append(restarts, assignedAt.Sub(proc.started))
+			if gen.finished() && kills >= minKills {
+				break
 			}
-			env.logProcessorWarnings(t)
-			checkInvariants(t, env, gen, exp, tail)
-		})
+			select {
+			case <-time.After(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond):
+			case <-proc.done:
+			}
+			if restartIfExited() {
+				continue
+			}
+			proc.kill()
+			kills++
+			if !gen.finished() {
+				killsDuringGen++
+			}
+			if evict {
+				env.evictDeadMembers(t)
+			}
+			proc = env.startProcessor(t)
+		}
+		lastStart := proc.started
+		genDone := gen.wait(t)
+
+		exp := readChanges(t, env, gen)
+		caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
+		proc.stop(t)
+		tail.stop()
+
+		env.logGenerated(t, gen)
+		t.Logf("%s: %d SIGKILLs (%d while the generator ran), %d unexpected exits, dead members evicted: %v; start to partitions assigned: %s",
+			env.label(), kills, killsDuringGen, unexpected, evict, durationStats(restarts))
+		if ok {
+			t.Logf("%s: caught up %s after the last restart, %s after the generator finished",
+				env.label(), caughtUp.Sub(lastStart).Round(time.Millisecond), caughtUp.Sub(genDone).Round(time.Millisecond))
+		}
+		return gen, exp
 	})
 }
 
@@ -174,37 +170,33 @@ func TestProcessorCrashDuringCatchUp(t *testing.T) {
 	n := envInt(t, envCatchUpChanges, 360_000)
 	products := envInt(t, envCatchUpProducts, 5000)
 	rounds := envInt(t, envCatchUpRounds, 12)
-	eachBackend(t, func(t *testing.T, b backend) {
-		eachMode(t, b, func(t *testing.T, env *stressEnv) {
-			tail := startProductsTail(t, env)
-			gen := newBurstGenerator(t, n, products, (n+rounds-1)/rounds)
-			gen.launch(env)
+	stressRun(t, func(t *testing.T, env *stressEnv, tail *productsTail) (*generator, *expectation) {
+		gen := newBurstGenerator(t, n, products, (n+rounds-1)/rounds)
+		gen.launch(env)
 
-			var killedAfter []time.Duration
-			for range rounds - 1 {
-				gen.nextBurst(t)
-				proc, at := env.startAssigned(t)
-				time.Sleep(time.Until(at.Add(time.Duration(gen.rng.IntN(800)) * time.Millisecond)))
-				proc.kill()
-				killedAfter = append(killedAfter, time.Since(at))
-				env.evictDeadMembers(t)
-			}
+		var killedAfter []time.Duration
+		for range rounds - 1 {
 			gen.nextBurst(t)
-			gen.wait(t)
-			exp := readChanges(t, env, gen)
-			proc := env.startProcessor(t)
-			caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
-			proc.stop(t)
-			tail.stop()
+			proc, at := env.startAssigned(t)
+			time.Sleep(time.Until(at.Add(time.Duration(gen.rng.IntN(800)) * time.Millisecond)))
+			proc.kill()
+			killedAfter = append(killedAfter, time.Since(at))
+			env.evictDeadMembers(t)
+		}
+		gen.nextBurst(t)
+		gen.wait(t)
+		exp := readChanges(t, env, gen)
+		proc := env.startProcessor(t)
+		caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
+		proc.stop(t)
+		tail.stop()
 
-			t.Logf("%s: %d changes over %d products in %d bursts; %d SIGKILLs during catch-up, after partitions assigned: %s",
-				env.label(), gen.n, gen.products, rounds, len(killedAfter), durationStats(killedAfter))
-			if ok {
-				t.Logf("%s: the last processor caught up in %s", env.label(), caughtUp.Sub(proc.started).Round(time.Millisecond))
-			}
-			env.logProcessorWarnings(t)
-			checkInvariants(t, env, gen, exp, tail)
-		})
+		t.Logf("%s: %d changes over %d products in %d bursts; %d SIGKILLs during catch-up, after partitions assigned: %s",
+			env.label(), gen.n, gen.products, rounds, len(killedAfter), durationStats(killedAfter))
+		if ok {
+			t.Logf("%s: the last processor caught up in %s", env.label(), caughtUp.Sub(proc.started).Round(time.Millisecond))
+		}
+		return gen, exp
 	})
 }
 
@@ -216,60 +208,72 @@ func TestProcessorRebalance(t *testing.T) {
 	n := envInt(t, envRebalanceChanges, 30_000)
 	products := envInt(t, envRebalanceProducts, 3000)
 	rate := envInt(t, envRebalanceRate, 500)
+	stressRun(t, func(t *testing.T, env *stressEnv, tail *productsTail) (*generator, *expectation) {
+		gen := newGenerator(t, n, products, rate)
+
+		first, _ := env.startAssigned(t)
+		gen.launch(env)
+
+		gen.waitProgress(t, 1.0/3)
+		// join starts a processor and logs when it got partitions.
+		join := func() *procInstance {
+			p, at := env.startAssigned(t)
+			t.Logf("%s joined at %.0f%% of the changes and got partitions after %s", p.name, 100*gen.progress(), at.Sub(p.started).Round(time.Millisecond))
+			return p
+		}
+		second := join()
+
+		gen.waitProgress(t, 2.0/3)
+		leaving := time.Now()
+		second.stop(t)
+		t.Logf("%s left (SIGTERM) at %.0f%% of the changes, exited after %s", second.name, 100*gen.progress(), time.Since(leaving).Round(time.Millisecond))
+
+		gen.waitProgress(t, 3.0/4)
+		third := join()
+		gen.waitProgress(t, 0.9)
+		time.Sleep(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond)
+		assignedBefore := first.assignedCount()
+		third.kill()
+		killed := time.Now()
+		t.Logf("%s killed (SIGKILL) at %.0f%% of the changes", third.name, 100*gen.progress())
+
+		gen.wait(t)
+		exp := readChanges(t, env, gen)
+		caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
+		if at, err := first.waitAssigned(assignedBefore+1, time.Second); err == nil {
+			t.Logf("%s took over the killed member's partitions %s after the SIGKILL", first.name, at.Sub(killed).Round(time.Millisecond))
+		}
+		if first.exited() {
+			t.Errorf("%s exited during the test: %v", first.name, first.err)
+		}
+		first.stop(t)
+		tail.stop()
+
+		env.logGenerated(t, gen)
+		if ok {
+			t.Logf("%s: caught up %s after the SIGKILL of %s", env.label(), caughtUp.Sub(killed).Round(time.Millisecond), third.name)
+		}
+		return gen, exp
+	})
+}
+
+// ---------------------------------------------------------------- setup
+
+// stressRun runs scenario on each backend in each mode, with a tail of the
+// products topic started first. scenario drives the generator and the
+// processors, stops the processors and the tail, and returns the generator
+// and the changes read back; the processors' warnings are then logged and
+// the invariants checked.
+func stressRun(t *testing.T, scenario func(t *testing.T, env *stressEnv, tail *productsTail) (*generator, *expectation)) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		eachMode(t, b, func(t *testing.T, env *stressEnv) {
 			tail := startProductsTail(t, env)
-			gen := newGenerator(t, n, products, rate)
-
-			first, _ := env.startAssigned(t)
-			gen.launch(env)
-
-			gen.waitProgress(t, 1.0/3)
-			// join starts a processor and logs when it got partitions.
-			join := func() *procInstance {
-				p, at := env.startAssigned(t)
-				t.Logf("%s joined at %.0f%% of the changes and got partitions after %s", p.name, 100*gen.progress(), at.Sub(p.started).Round(time.Millisecond))
-				return p
-			}
-			second := join()
-
-			gen.waitProgress(t, 2.0/3)
-			leaving := time.Now()
-			second.stop(t)
-			t.Logf("%s left (SIGTERM) at %.0f%% of the changes, exited after %s", second.name, 100*gen.progress(), time.Since(leaving).Round(time.Millisecond))
-
-			gen.waitProgress(t, 3.0/4)
-			third := join()
-			gen.waitProgress(t, 0.9)
-			time.Sleep(time.Duration(500+gen.rng.IntN(2500)) * time.Millisecond)
-			assignedBefore := first.assignedCount()
-			third.kill()
-			killed := time.Now()
-			t.Logf("%s killed (SIGKILL) at %.0f%% of the changes", third.name, 100*gen.progress())
-
-			gen.wait(t)
-			exp := readChanges(t, env, gen)
-			caughtUp, ok := tail.waitConverged(t, exp, catchUpDeadline)
-			if at, err := first.waitAssigned(assignedBefore+1, time.Second); err == nil {
-				t.Logf("%s took over the killed member's partitions %s after the SIGKILL", first.name, at.Sub(killed).Round(time.Millisecond))
-			}
-			if first.exited() {
-				t.Errorf("%s exited during the test: %v", first.name, first.err)
-			}
-			first.stop(t)
-			tail.stop()
-
-			env.logGenerated(t, gen)
-			if ok {
-				t.Logf("%s: caught up %s after the SIGKILL of %s", env.label(), caughtUp.Sub(killed).Round(time.Millisecond), third.name)
-			}
+			gen, exp := scenario(t, env, tail)
 			env.logProcessorWarnings(t)
 			checkInvariants(t, env, gen, exp, tail)
 		})
 	})
 }
-
-// ---------------------------------------------------------------- setup
 
 // stressEnv is one test's topics, config file and processor instances.
 type stressEnv struct {

@@ -33,36 +33,28 @@ const (
 // Kinds lists every kind, in ID order.
 var Kinds = []Kind{KindChange, KindState, KindUpdate, KindEvent, KindResource}
 
+// kindNames holds each kind's record name and the name of its .avsc file
+// (without the extension).
+var kindNames = [numKinds]struct{ record, file string }{
+	KindChange:   {"ProductChange", "product_change"},
+	KindState:    {"ProductState", "product_state"},
+	KindUpdate:   {"ProductUpdate", "product_update"},
+	KindEvent:    {"AnalyticsEvent", "analytics_event"},
+	KindResource: {"ResourceState", "resource_state"},
+}
+
 func (k Kind) String() string {
-	switch k {
-	case KindChange:
-		return "ProductChange"
-	case KindState:
-		return "ProductState"
-	case KindUpdate:
-		return "ProductUpdate"
-	case KindEvent:
-		return "AnalyticsEvent"
-	case KindResource:
-		return "ResourceState"
+	if k < 0 || k >= numKinds {
+		return fmt.Sprintf("Kind(%d)", int(k))
 	}
-	return fmt.Sprintf("Kind(%d)", int(k))
+	return kindNames[k].record
 }
 
 func (k Kind) file() string {
-	switch k {
-	case KindChange:
-		return "product_change"
-	case KindState:
-		return "product_state"
-	case KindUpdate:
-		return "product_update"
-	case KindEvent:
-		return "analytics_event"
-	case KindResource:
-		return "resource_state"
+	if k < 0 || k >= numKinds {
+		panic(fmt.Sprintf("schemas: unknown kind %d", int(k)))
 	}
-	panic(fmt.Sprintf("schemas: unknown kind %d", int(k)))
+	return kindNames[k].file
 }
 
 // Version is one published version of a kind's schema. ID is the schema ID

@@ -209,6 +209,29 @@ type loadSpec struct {
 	accepted func(id string, at time.Time)
 }
 
+// answers is what requests got back: kept by each sender, summed over the
+// senders of a phase, then over the rounds of a phase.
+type answers struct {
+	sent     int
+	status   map[int]int // by HTTP status; never nil
+	netErrs  int
+	firstErr string
+	lat      []time.Duration // every answered request
+}
+
+// add sums o into a; a.lat is left unsorted.
+func (a *answers) add(o answers) {
+	a.sent += o.sent
+	a.netErrs += o.netErrs
+	if a.firstErr == "" {
+		a.firstErr = o.firstErr
+	}
+	for code, n := range o.status {
+		a.status[code] += n
+	}
+	a.lat = append(a.lat, o.lat...)
+}
+
 // loadResult is what one phase measured.
 type loadResult struct {
 	server   string
@@ -216,12 +239,8 @@ type loadResult struct {
 	bodies   string
 	rate     float64       // offered req/s (open loop)
 	elapsed  time.Duration // first send to last answer (closed), or schedule start to last answer (open)
-	sent     int
-	accepted int // answered 202
-	status   map[int]int
-	netErrs  int
-	firstErr string
-	lat      []time.Duration // sorted, every answered request
+	answers                // its lat sorted
+	accepted int           // answered 202
 	cpu      map[string]float64
 }
 
@@ -231,19 +250,11 @@ func (r *loadResult) merge(o *loadResult) *loadResult {
 		return o
 	}
 	r.elapsed += o.elapsed
-	r.sent += o.sent
 	r.accepted += o.accepted
-	r.netErrs += o.netErrs
-	if r.firstErr == "" {
-		r.firstErr = o.firstErr
-	}
-	for code, n := range o.status {
-		r.status[code] += n
-	}
+	r.add(o.answers)
 	for name, v := range o.cpu {
 		r.cpu[name] += v
 	}
-	r.lat = append(r.lat, o.lat...)
 	slices.Sort(r.lat)
 	return r
 }
@@ -299,12 +310,8 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 
 // senderStats is what one sender collected; merged after the phase.
 type senderStats struct {
-	lat      []time.Duration
-	status   map[int]int
-	sent     int
-	netErrs  int
-	firstErr string
-	last     time.Time
+	answers
+	last time.Time
 }
 
 func (s *senderStats) record(status int, err error, lat time.Duration, now time.Time) {
@@ -342,7 +349,7 @@ func runLoad(ctx context.Context, t *target, spec loadSpec, meters []meter) (*lo
 	}
 	deadline := start.Add(spec.duration)
 	for i := range stats {
-		st := &senderStats{status: map[int]int{}}
+		st := &senderStats{answers: answers{status: map[int]int{}}}
 		stats[i] = st
 		g := newGenerator(spec.work, i)
 		wg.Add(1)
@@ -394,18 +401,10 @@ func runLoad(ctx context.Context, t *target, spec loadSpec, meters []meter) (*lo
 		return nil, err
 	}
 	res := &loadResult{server: t.name, phase: spec.phase, bodies: spec.work.label(), rate: spec.rate,
-		status: map[int]int{}, cpu: map[string]float64{}}
+		answers: answers{status: map[int]int{}}, cpu: map[string]float64{}}
 	var last time.Time
 	for _, st := range stats {
-		res.sent += st.sent
-		res.netErrs += st.netErrs
-		if res.firstErr == "" {
-			res.firstErr = st.firstErr
-		}
-		for code, n := range st.status {
-			res.status[code] += n
-		}
-		res.lat = append(res.lat, st.lat...)
+		res.add(st.answers)
 		if st.last.After(last) {
 			last = st.last
 		}

@@ -372,7 +372,7 @@ func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactly
 	var debug string
 	if prof != nil {
 		var err error
-		if debug, err = freePort(); err != nil {
+		if debug, err = freeAddr(); err != nil {
 			return nil, err
 		}
 	}

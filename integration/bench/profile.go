@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,17 +41,6 @@ var profileAreas = [][2]string{
 	{"state merge and JSON rendering (processor.apply, render; gjson)", `processor\.apply|processor\.\(\*entry\)\.render|github\.com/tidwall`},
 	{"garbage collector (background mark workers)", `runtime\.gcBgMarkWorker`},
 	{"system calls", `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
-}
-
-// freePort returns a loopback address no one listens on (it may be taken
-// again before it is used; the process then fails to start, loudly).
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // cpuProfiles takes back-to-back CPU profiles of the process serving pprof
