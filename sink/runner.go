@@ -71,7 +71,7 @@ type Runner struct {
 	building int
 	genRead  time.Time
 	retired  map[int]time.Time // generations replaced by a rebuild, with when to drop them
-	failing  bool // the backend is failing: we are retrying
+	failing  bool              // the backend is failing: we are retrying
 }
 
 // Version headers: the processor writes the record's version in this

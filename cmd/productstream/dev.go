@@ -76,12 +76,21 @@ func runDev(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(2)
+	errs := make(chan error, 3)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		errs <- runProcessor(ctx, r, serde, names)
 		cancel()
+	}()
+	go func() {
+		defer wg.Done()
+		// A sink whose backend is down waits for it without holding up
+		// the rest; one that fails for good ends dev like the others.
+		if err := runSinks(ctx, r, serde, ""); err != nil {
+			errs <- err
+			cancel()
+		}
 	}()
 	go func() {
 		defer wg.Done()
@@ -109,5 +118,8 @@ func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, http
 		fmt.Printf("  source    %s (%s): POST http://%s/webhooks/%s\n", s.Name, s.Provider, httpAddr, s.Name)
 	}
 	fmt.Printf("  topics    %schanges, %sproducts, %supdates\n", cfg.Kafka.TopicPrefix, cfg.Kafka.TopicPrefix, cfg.Kafka.TopicPrefix)
+	for _, s := range cfg.Sinks {
+		fmt.Printf("  sink      %s (%s) from %s%s\n", s.Name, s.Type, cfg.Kafka.TopicPrefix, s.From)
+	}
 	os.Stdout.Sync()
 }

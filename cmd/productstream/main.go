@@ -4,6 +4,7 @@
 //	productstream dev                      everything in one process, embedded broker and registry
 //	productstream ingest  --config FILE    the HTTP edge
 //	productstream process --config FILE    the processor
+//	productstream sink    --config FILE    the sinks (and sink explain, replay-dlq, rebuild)
 //	productstream tail TOPIC               print a topic's records as JSON
 //	productstream sign --source NAME       print the headers that sign a body
 package main
@@ -25,6 +26,8 @@ Usage:
   productstream dev [--config FILE] [--data-dir DIR] [--kafka-addr ADDR] [--registry-addr ADDR] [--http-addr ADDR]
   productstream ingest --config FILE
   productstream process --config FILE
+  productstream sink --config FILE [--name NAME]
+  productstream sink explain|replay-dlq|rebuild NAME [KEY] --config FILE [--brokers ADDR] [--registry URL]
   productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]
   productstream sign --source NAME [--config FILE] [--file BODY]
 
@@ -40,6 +43,7 @@ func main() {
 		"dev":     runDev,
 		"ingest":  runIngestRole,
 		"process": runProcessRole,
+		"sink":    runSinkCommand,
 		"tail":    runTail,
 		"sign":    runSign,
 	}

@@ -561,15 +561,16 @@ dep_xml() {
 
 # The OpenSearch distribution, assembled from Maven Central once into
 # $OS_DIST (lib/ = the server's classpath, modules/transport-netty4/ = the
-# HTTP and transport module), readable by every user. .complete marks it done.
+# HTTP and transport module, modules/mapper-extras/ = scaled_float),
+# readable by every user. .complete marks it done.
 ensure_opensearch_dist() {
-  [[ -f $OS_DIST/.complete ]] && return 0
+  [[ -f $OS_DIST/.complete && -d $OS_DIST/modules/mapper-extras ]] && return 0
   mkdir -p "$BACKENDS_CACHE"
   chmod 0755 "$BACKENDS_CACHE"
   # Another BACKENDS_DIR may be assembling the same cache right now.
   exec {cache_fd}>"$BACKENDS_CACHE/.lock"
   flock -w "$BACKENDS_LOCK_TIMEOUT" "$cache_fd" || die "timed out waiting for $BACKENDS_CACHE/.lock"
-  if [[ -f $OS_DIST/.complete ]]; then
+  if [[ -f $OS_DIST/.complete && -d $OS_DIST/modules/mapper-extras ]]; then
     exec {cache_fd}>&-
     return 0
   fi
@@ -608,6 +609,25 @@ description=Netty 4 based transport implementation
 version=$OPENSEARCH_VERSION
 name=transport-netty4
 classname=org.opensearch.transport.Netty4ModulePlugin
+java.version=21
+opensearch.version=$OPENSEARCH_VERSION
+extended.plugins=
+has.native.controller=false
+EOF
+  # mapper-extras: the scaled_float field type the OpenSearch sink maps
+  # prices to.
+  mkdir -p "$tmp/modules/mapper-extras"
+  mvn_copy_deps "$tmp/build/mapper-extras" "$tmp/build/mapper-extras-jars" "$(
+    dep_xml org.opensearch.plugin mapper-extras-client "$OPENSEARCH_VERSION"
+  )" || die "could not resolve org.opensearch.plugin:mapper-extras-client:$OPENSEARCH_VERSION"
+  for jar in "$tmp"/build/mapper-extras-jars/*.jar; do
+    [[ -f $tmp/lib/$(basename "$jar") ]] || cp "$jar" "$tmp/modules/mapper-extras/"
+  done
+  cat >"$tmp/modules/mapper-extras/plugin-descriptor.properties" <<EOF
+description=Adds advanced field mappers (scaled_float, rank_feature, ...)
+version=$OPENSEARCH_VERSION
+name=mapper-extras
+classname=org.opensearch.index.mapper.MapperExtrasModulePlugin
 java.version=21
 opensearch.version=$OPENSEARCH_VERSION
 extended.plugins=
