@@ -29,6 +29,8 @@ type Explanation struct {
 	// say (HeldKnown false: the sink is not a Reader).
 	Held      *Held
 	HeldKnown bool
+	// HeldErr is why the backend could not be read, if it could not.
+	HeldErr error
 	// Dead are the key's dead letter records.
 	Dead []DeadLetter
 	// Verdict is the one-line conclusion.
@@ -85,11 +87,8 @@ func (r *Runner) Explain(ctx context.Context, key string) (Explanation, error) {
 
 	if rd, ok := r.cfg.Sink.(Reader); ok {
 		h, found, err := rd.Held(ctx, key)
-		if err != nil {
-			return ex, fmt.Errorf("read the backend: %w", err)
-		}
-		ex.HeldKnown = true
-		if found {
+		ex.HeldKnown, ex.HeldErr = err == nil, err
+		if found && err == nil {
 			ex.Held = &h
 		}
 	}
@@ -121,6 +120,8 @@ func (r *Runner) verdict(ex Explanation, ns string) string {
 		}
 	}
 	switch h := ex.Held; {
+	case ex.HeldErr != nil:
+		return fmt.Sprintf("unknown: version %d was consumed, but the backend could not be read: %v", l.Version, ex.HeldErr)
 	case !ex.HeldKnown:
 		return fmt.Sprintf("delivered: version %d was consumed and not dead-lettered (this sink cannot say what the receiver holds)", l.Version)
 	case h == nil:

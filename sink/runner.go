@@ -115,7 +115,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	r.cl = cl
-	defer cl.Close()
+	defer func() {
+		// A rebalance blocked on the batch in hand would hold up leaving
+		// the group.
+		cl.AllowRebalance()
+		cl.Close()
+	}()
 	for ctx.Err() == nil {
 		polled := r.poll(ctx)
 		if ctx.Err() != nil {

@@ -310,6 +310,8 @@ func explainKey(ctx context.Context, runner *sink.Runner, key string) error {
 	}
 	fmt.Printf("committed  %d\n", ex.Committed)
 	switch {
+	case ex.HeldErr != nil:
+		fmt.Printf("backend    not readable: %v\n", ex.HeldErr)
 	case !ex.HeldKnown:
 		fmt.Println("backend    (this sink cannot be read back)")
 	case ex.Held == nil:

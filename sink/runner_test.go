@@ -1,0 +1,434 @@
+package sink_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/sink"
+	"github.com/productstream/productstream/sink/redis"
+	"github.com/productstream/productstream/sink/sinktest"
+)
+
+// The runner's tests run it against kfake and a real Redis, through the
+// suite's proxy, so the backend can be cut off.
+
+type fixture struct {
+	t       *testing.T
+	ctx     context.Context
+	cluster *kfake.Cluster
+	serde   *schemas.Serde
+	prod    *kgo.Client
+	proxy   *sinktest.Proxy
+	rdb     *goredis.Client
+	prefix  string
+	reg     *prometheus.Registry
+	metrics *sink.Metrics
+	sink    *redis.Sink
+	runner  *sink.Runner
+}
+
+const (
+	topic = "products"
+	dlq   = "sink.cache.dlq"
+	group = "sink.cache"
+)
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, topic, dlq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	fakeReg := srfake.New()
+	t.Cleanup(fakeReg.Close)
+	reg, err := sr.NewClient(sr.URLs(fakeReg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serde := schemas.NewSerde(reg)
+	if err := serde.Register(ctx, map[schemas.Kind][]string{schemas.KindState: {topic}}); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	addr := sinktest.StartBackend(t, "redis")
+	f := &fixture{t: t, ctx: ctx, cluster: cluster, serde: serde, prod: prod,
+		proxy: sinktest.NewProxy(t, addr, false), rdb: goredis.NewClient(&goredis.Options{Addr: addr}),
+		prefix: fmt.Sprintf("runner/%d/%s/", time.Now().UnixNano(), t.Name()), reg: prometheus.NewRegistry()}
+	t.Cleanup(func() { _ = f.rdb.Close() })
+	if f.metrics, err = sink.NewMetrics(f.reg); err != nil {
+		t.Fatal(err)
+	}
+	f.sink, err = redis.New(ctx, config.SinkRedis{Addr: f.proxy.Addr(), KeyPrefix: f.prefix}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.sink.Close() })
+	f.runner = f.newRunner(nil)
+	return f
+}
+
+func quiet() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (f *fixture) newRunner(namespaces []string) *sink.Runner {
+	r, err := sink.NewRunner(sink.Config{Name: "cache", Sink: f.sink,
+		Client: []kgo.Opt{kgo.SeedBrokers(f.cluster.ListenAddrs()...)}, Topic: topic, Group: group, DLQ: dlq,
+		Namespaces: namespaces, MaxRecords: 50, MaxBytes: 1 << 20, Linger: 20 * time.Millisecond,
+		RetryInitial: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond, Decoder: f.serde,
+		Metrics: f.metrics, Log: quiet(), GenerationsEvery: 200 * time.Millisecond})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
+
+// state produces key's state at version (price "p<version>").
+func (f *fixture) state(key string, version int64) {
+	f.t.Helper()
+	ns, id, _ := strings.Cut(key, ":")
+	price := "p" + strconv.FormatInt(version, 10)
+	v, err := f.serde.EncodeState(&schemas.State{Namespace: ns, ProductID: id, Source: "s", Provider: "lisa",
+		Version: version, UpdatedAt: time.Now(), Fields: schemas.Fields{Price: &price}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.produce(key, v, version)
+}
+
+func (f *fixture) produce(key string, value []byte, version int64) {
+	f.t.Helper()
+	r := &kgo.Record{Key: []byte(key), Value: value,
+		Headers: []kgo.RecordHeader{{Key: "version", Value: []byte(strconv.FormatInt(version, 10))}}}
+	if err := f.prod.ProduceSync(f.ctx, r).FirstErr(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// start runs r until stop is called or the test ends; stop fails the test
+// if Run returned an error.
+func (f *fixture) start(r *sink.Runner) (stop func()) {
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				f.t.Errorf("runner: %v", err)
+			}
+		})
+	}
+	f.t.Cleanup(stop)
+	return stop
+}
+
+// caughtUp waits until the group has committed the topic's end offsets.
+func (f *fixture) caughtUp() {
+	f.t.Helper()
+	adm := kadm.NewClient(f.prod)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ends, err := adm.ListEndOffsets(f.ctx, topic)
+		committed, cerr := adm.FetchOffsets(f.ctx, group)
+		if err == nil && cerr == nil {
+			behind := false
+			ends.Each(func(o kadm.ListedOffset) {
+				if c, ok := committed.Lookup(topic, o.Partition); o.Offset > 0 && (!ok || c.At < o.Offset) {
+					behind = true
+				}
+			})
+			if !behind {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("the sink did not catch up: ends %v, committed %v (%v, %v)", ends, committed, err, cerr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// held reads a key's hash in Redis directly.
+func (f *fixture) held(key string) map[string]string {
+	f.t.Helper()
+	h, err := f.rdb.HGetAll(f.ctx, f.prefix+key).Result()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return h
+}
+
+// metric is the value of the series of name whose labels include want.
+func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
+					continue series
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func (f *fixture) count(outcome string) float64 {
+	return metric(f.t, f.reg, "productstream_sink_records_total", map[string]string{"outcome": outcome})
+}
+
+// The runner applies the highest version of each key, keeps deletes as
+// markers, counts stale and filtered records, dead-letters what it cannot
+// decode with headers that say why, and commits past all of it.
+func TestRunnerAppliesFiltersAndDeadLetters(t *testing.T) {
+	f := newFixture(t)
+	f.runner = f.newRunner([]string{"shop"})
+	f.state("shop:1", 5)
+	f.state("shop:1", 9)
+	f.state("shop:1", 7) // older than 9: stale
+	f.state("shop:2", 3)
+	f.produce("shop:2", nil, 4) // a tombstone
+	f.state("other:1", 2)       // filtered out
+	f.produce("shop:3", []byte("not avro"), 1)
+	f.start(f.runner)
+	f.caughtUp()
+
+	if h := f.held("shop:1"); h["version"] != "9" || h["deleted"] != "0" || !strings.Contains(h["state"], `"p9"`) {
+		t.Errorf("shop:1 holds %v, want version 9 with price p9", h)
+	}
+	if h := f.held("shop:2"); h["version"] != "4" || h["deleted"] != "1" {
+		t.Errorf("shop:2 holds %v, want the delete marker at version 4", h)
+	}
+	if h := f.held("other:1"); len(h) != 0 {
+		t.Errorf("a filtered namespace was written: %v", h)
+	}
+	letters, err := sink.ReadDeadLetters(f.ctx, []kgo.Opt{kgo.SeedBrokers(f.cluster.ListenAddrs()...)}, dlq, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 1 || letters[0].Key != "shop:3" || letters[0].Class != "decode" || letters[0].Origin.Topic != topic || letters[0].Reason == "" {
+		t.Fatalf("dead letters %+v, want shop:3 as a decode error", letters)
+	}
+	if got := f.count("filtered"); got != 1 {
+		t.Errorf("filtered = %v, want 1", got)
+	}
+	if got := f.count("dlq"); got != 1 {
+		t.Errorf("dlq = %v, want 1", got)
+	}
+	if got := f.count("stale"); got < 1 {
+		t.Errorf("stale = %v, want at least 1 (version 7 after 9)", got)
+	}
+}
+
+// A backend outage in the middle of a stream pauses the sink: it retries
+// until the backend is back, never exits, and then applies everything.
+func TestRunnerRidesOutABackendOutage(t *testing.T) {
+	outage := 20 * time.Second
+	if v := os.Getenv("PRODUCTSTREAM_SINK_OUTAGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outage = d
+	}
+	f := newFixture(t)
+	f.start(f.runner)
+	for i := range 50 {
+		f.state(fmt.Sprintf("ns:%d", i), 1)
+	}
+	f.caughtUp()
+	f.proxy.Down()
+	for i := range 50 {
+		f.state(fmt.Sprintf("ns:%d", i), 2)
+		f.state(fmt.Sprintf("ns:new%d", i), 1)
+	}
+	time.Sleep(outage)
+	if h := f.held("ns:0"); h["version"] != "1" {
+		t.Fatalf("ns:0 holds %v during the outage, want version 1", h)
+	}
+	if up := metric(t, f.reg, "productstream_sink_backend_up", nil); up != 0 {
+		t.Errorf("backend_up is %v during the outage, want 0", up)
+	}
+	f.proxy.Up()
+	f.caughtUp()
+	for i := range 50 {
+		if h := f.held(fmt.Sprintf("ns:%d", i)); h["version"] != "2" {
+			t.Fatalf("ns:%d holds %v after the outage, want version 2", i, h)
+		}
+		if h := f.held(fmt.Sprintf("ns:new%d", i)); h["version"] != "1" {
+			t.Fatalf("ns:new%d holds %v after the outage, want version 1", i, h)
+		}
+	}
+	if up := metric(t, f.reg, "productstream_sink_backend_up", nil); up != 1 {
+		t.Errorf("backend_up is %v after the outage, want 1", up)
+	}
+}
+
+// A record the backend refuses for good goes to the dead letter topic and
+// the rest of its batch is applied; replay-dlq applies it once the cause
+// is gone.
+func TestRunnerDeadLettersPermanentFailuresAndReplays(t *testing.T) {
+	f := newFixture(t)
+	// Someone else wrote a string where shop:2's hash goes: WRONGTYPE.
+	if err := f.rdb.Set(f.ctx, f.prefix+"shop:2", "squatter", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.state("shop:1", 1)
+	f.state("shop:2", 1)
+	f.state("shop:3", 1)
+	f.start(f.runner)
+	f.caughtUp()
+	if f.held("shop:1")["version"] != "1" || f.held("shop:3")["version"] != "1" {
+		t.Fatal("the rest of the batch was not applied")
+	}
+	letters, err := sink.ReadDeadLetters(f.ctx, []kgo.Opt{kgo.SeedBrokers(f.cluster.ListenAddrs()...)}, dlq, "shop:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 1 || letters[0].Class != "permanent" || letters[0].Version != 1 || !strings.Contains(letters[0].Reason, "WRONGTYPE") {
+		t.Fatalf("dead letters %+v, want shop:2 version 1 refused with WRONGTYPE", letters)
+	}
+	ex, err := f.runner.Explain(f.ctx, "shop:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(ex.Verdict, "in the dead letter topic because") {
+		t.Errorf("explain: %q", ex.Verdict)
+	}
+	if err := f.rdb.Del(f.ctx, f.prefix+"shop:2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.runner.ReplayDeadLetters(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Applied != 1 || res.StillFailing != 0 {
+		t.Fatalf("replay: %+v, want 1 applied", res)
+	}
+	if h := f.held("shop:2"); h["version"] != "1" {
+		t.Fatalf("shop:2 holds %v after the replay", h)
+	}
+}
+
+// explain's one-line answer for each case.
+func TestExplainVerdicts(t *testing.T) {
+	f := newFixture(t)
+	f.runner = f.newRunner([]string{"shop"})
+	f.state("shop:applied", 3)
+	f.state("shop:deleted", 2)
+	f.produce("shop:deleted", nil, 5)
+	f.state("shop:stale", 4)
+	f.state("other:x", 1)
+	stop := f.start(f.runner)
+	f.caughtUp()
+	stop()
+	// Newer than the topic, written outside the runner: the topic's
+	// version was refused as stale.
+	res, err := f.sink.Write(f.ctx, []sink.Record{{Key: "shop:stale", Namespace: "shop", ID: "stale", Version: 8, Doc: []byte(`{}`)}})
+	if err != nil || res[0].Outcome != sink.Applied {
+		t.Fatal(res, err)
+	}
+	f.state("shop:later", 1) // written while the sink is stopped
+	cases := map[string]string{
+		"shop:applied": "applied: the backend holds version 3",
+		"shop:deleted": "deleted at version 5",
+		"shop:stale":   "stale write refused: the backend holds version 8",
+		"other:x":      "filtered out",
+		"shop:later":   "not consumed yet: version 1",
+		"shop:never":   "not on products",
+	}
+	for key, want := range cases {
+		ex, err := f.runner.Explain(f.ctx, key)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if !strings.HasPrefix(ex.Verdict, want) {
+			t.Errorf("%s: %q, want it to begin %q", key, ex.Verdict, want)
+		}
+	}
+}
+
+// A rebuild while the runner runs and records keep arriving builds a new
+// generation equal to the topic, switches readers to it, and the runner
+// drops the old one after its grace period.
+func TestRebuildWhileLive(t *testing.T) {
+	f := newFixture(t)
+	r := f.newRunner(nil)
+	f.start(r)
+	for i := range 200 {
+		f.state(fmt.Sprintf("ns:%d", i), 1)
+	}
+	f.caughtUp()
+	sending := make(chan struct{})
+	go func() {
+		defer close(sending)
+		for v := int64(2); v <= 6; v++ {
+			for i := range 200 {
+				f.state(fmt.Sprintf("ns:%d", i), v)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	var reports int
+	n, err := r.Rebuild(f.ctx, func(sink.Progress) { reports++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sending
+	f.caughtUp()
+	live, building, err := f.sink.Generations(f.ctx)
+	if err != nil || live != n || building != 0 || n != 2 {
+		t.Fatalf("generations live %d building %d (%v), want 2 live", live, building, err)
+	}
+	for i := range 200 {
+		h, ok, err := f.sink.Held(f.ctx, fmt.Sprintf("ns:%d", i))
+		if err != nil || !ok || h.Version != 6 {
+			t.Fatalf("ns:%d in generation 2: %+v %v %v, want version 6", i, h, ok, err)
+		}
+	}
+	if reports == 0 {
+		t.Error("no progress was reported")
+	}
+}
