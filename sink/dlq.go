@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -11,17 +12,18 @@ import (
 	"github.com/productstream/productstream/kafka"
 )
 
-// Headers of a dead letter record. Its key and value are the original
-// record's, so it can be applied again once the cause is fixed.
+// Headers a dead letter record adds to the original record's own headers
+// (kept, so a replay reads it as it was). Its key and value are the
+// original record's, so it can be applied again once the cause is fixed.
 const (
-	HeaderSink            = "sink"             // the sink's name
-	HeaderClass           = "error_class"      // decode | permanent
-	HeaderReason          = "reason"           // the error, at most 1000 bytes
-	HeaderVersion         = "version"          // the record's version (-1 when it could not be decoded)
-	HeaderOriginTopic     = "origin_topic"     // where the record was read
-	HeaderOriginPartition = "origin_partition" //
-	HeaderOriginOffset    = "origin_offset"    //
-	HeaderDeadAt          = "dead_at"          // when it was dead-lettered, RFC 3339
+	HeaderSink            = "dlq_sink"             // the sink's name
+	HeaderClass           = "dlq_error_class"      // decode | permanent
+	HeaderReason          = "dlq_reason"           // the error, at most 1000 bytes
+	HeaderVersion         = "dlq_version"          // the record's version (-1 when it could not be decoded)
+	HeaderOriginTopic     = "dlq_origin_topic"     // where the record was read
+	HeaderOriginPartition = "dlq_origin_partition" //
+	HeaderOriginOffset    = "dlq_origin_offset"    //
+	HeaderDeadAt          = "dlq_dead_at"          // when it was dead-lettered, RFC 3339
 )
 
 // deadLetter writes dead records to the DLQ topic and waits until Kafka
@@ -33,16 +35,16 @@ func (r *Runner) deadLetter(ctx context.Context, dead []deadRecord) error {
 	out := make([]*kgo.Record, len(dead))
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	for i, d := range dead {
-		out[i] = &kgo.Record{Topic: r.cfg.DLQ, Key: d.rec.Key, Value: d.rec.Value, Headers: []kgo.RecordHeader{
-			{Key: HeaderSink, Value: []byte(r.cfg.Name)},
-			{Key: HeaderClass, Value: []byte(d.class)},
-			{Key: HeaderReason, Value: []byte(truncate(d.reason, 1000))},
-			{Key: HeaderVersion, Value: []byte(strconv.FormatInt(d.ver, 10))},
-			{Key: HeaderOriginTopic, Value: []byte(d.rec.Topic)},
-			{Key: HeaderOriginPartition, Value: []byte(strconv.Itoa(int(d.rec.Partition)))},
-			{Key: HeaderOriginOffset, Value: []byte(strconv.FormatInt(d.rec.Offset, 10))},
-			{Key: HeaderDeadAt, Value: []byte(now)},
-		}}
+		out[i] = &kgo.Record{Topic: r.cfg.DLQ, Key: d.rec.Key, Value: d.rec.Value, Headers: append(slices.Clone(d.rec.Headers),
+			kgo.RecordHeader{Key: HeaderSink, Value: []byte(r.cfg.Name)},
+			kgo.RecordHeader{Key: HeaderClass, Value: []byte(d.class)},
+			kgo.RecordHeader{Key: HeaderReason, Value: []byte(truncate(d.reason, 1000))},
+			kgo.RecordHeader{Key: HeaderVersion, Value: []byte(strconv.FormatInt(d.ver, 10))},
+			kgo.RecordHeader{Key: HeaderOriginTopic, Value: []byte(d.rec.Topic)},
+			kgo.RecordHeader{Key: HeaderOriginPartition, Value: []byte(strconv.Itoa(int(d.rec.Partition)))},
+			kgo.RecordHeader{Key: HeaderOriginOffset, Value: []byte(strconv.FormatInt(d.rec.Offset, 10))},
+			kgo.RecordHeader{Key: HeaderDeadAt, Value: []byte(now)},
+		)}
 		r.log.Error("record dead-lettered", "key", truncate(string(d.rec.Key), 200), "version", d.ver, "class", d.class,
 			"reason", truncate(d.reason, 300), "origin", fmt.Sprintf("%s/%d@%d", d.rec.Topic, d.rec.Partition, d.rec.Offset))
 	}

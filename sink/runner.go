@@ -248,6 +248,7 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 	if !ok || ns == "" || id == "" {
 		return Record{}, fmt.Errorf("key %q is not <namespace>:<id>", truncate(key, 200))
 	}
+	versioned := false // version 0 is a real version: the first offset of changes
 	rec := Record{Key: key, Namespace: ns, ID: id, UpdatedAt: kr.Timestamp,
 		Origin: Origin{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset}, src: kr}
 	if kr.Value != nil {
@@ -269,7 +270,7 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 			rec.Deleted, rec.Doc = true, nil
 		}
 		if flags.Version != nil {
-			rec.Version = *flags.Version
+			rec.Version, versioned = *flags.Version, true
 		}
 	} else {
 		rec.Deleted = true
@@ -280,14 +281,17 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 			if err != nil {
 				return Record{}, fmt.Errorf("version header %q: %w", truncate(string(h.Value), 40), err)
 			}
-			rec.Version = v
+			rec.Version, versioned = v, true
 		}
 	}
 	if r.cfg.VersionIsOffset {
 		rec.Version = kr.Offset
 	}
-	if rec.Version <= 0 && !r.cfg.VersionIsOffset {
+	if !versioned && !r.cfg.VersionIsOffset {
 		return Record{}, errors.New("record carries no version (neither a version header nor a version field)")
+	}
+	if rec.Version < 0 {
+		return Record{}, fmt.Errorf("negative version %d", rec.Version)
 	}
 	return rec, nil
 }

@@ -225,6 +225,7 @@ func (f *fixture) count(outcome string) float64 {
 func TestRunnerAppliesFiltersAndDeadLetters(t *testing.T) {
 	f := newFixture(t)
 	f.runner = f.newRunner([]string{"shop"})
+	f.state("shop:0", 0) // the first offset of changes: a real version
 	f.state("shop:1", 5)
 	f.state("shop:1", 9)
 	f.state("shop:1", 7) // older than 9: stale
@@ -237,6 +238,9 @@ func TestRunnerAppliesFiltersAndDeadLetters(t *testing.T) {
 
 	if h := f.held("shop:1"); h["version"] != "9" || h["deleted"] != "0" || !strings.Contains(h["state"], `"p9"`) {
 		t.Errorf("shop:1 holds %v, want version 9 with price p9", h)
+	}
+	if h := f.held("shop:0"); h["version"] != "0" || h["deleted"] != "0" {
+		t.Errorf("shop:0 holds %v, want version 0", h)
 	}
 	if h := f.held("shop:2"); h["version"] != "4" || h["deleted"] != "1" {
 		t.Errorf("shop:2 holds %v, want the delete marker at version 4", h)

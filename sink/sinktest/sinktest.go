@@ -168,8 +168,9 @@ func SameJSON(a, b []byte) bool {
 }
 
 func appliesNewKeys(t *testing.T, c *suite) {
-	recs := []sink.Record{Product("1", 10, "9.99"), Product("2", 11, "19.99"), Product("3", 12, "0.10")}
-	c.expectOutcomes(t, c.write(t, recs...), sink.Applied, sink.Applied, sink.Applied)
+	// Version 0 is a real version: the first offset of changes.
+	recs := []sink.Record{Product("1", 10, "9.99"), Product("2", 11, "19.99"), Product("3", 12, "0.10"), Product("0", 0, "5.00")}
+	c.expectOutcomes(t, c.write(t, recs...), sink.Applied, sink.Applied, sink.Applied, sink.Applied)
 	for _, r := range recs {
 		c.expectHeld(t, r)
 	}
