@@ -293,6 +293,11 @@ type Processor struct {
 	// the dead letter topic instead of merging it (default 64, at most
 	// 10000).
 	MaxJSONDepth int `yaml:"max_json_depth"`
+	// VersionEpoch is placed above every changes offset in the versions
+	// the processor writes (version = epoch * 2^48 + offset), so raising it
+	// keeps versions growing after the changes topic is re-created
+	// (default 0; at most 32767).
+	VersionEpoch int `yaml:"version_epoch"`
 }
 
 // Debug is the former home of the profiling listener.
@@ -340,6 +345,10 @@ const (
 	DefaultExactlyOnce    = true
 	DefaultMaxPendingKeys = 1_000_000
 )
+
+// MaxVersionEpoch is the highest processor.version_epoch: the epoch takes
+// the bits of a version above the 48 of the offset.
+const MaxVersionEpoch = 1<<15 - 1
 
 // FieldError is a validation failure of one configuration field. Field is the
 // path as it is written in the file, such as "sources[1].secrets".
@@ -658,6 +667,9 @@ func (p *Processor) validate(errs *fieldErrors) {
 	}
 	if p.MaxJSONDepth < 0 || p.MaxJSONDepth > jsondepth.Max {
 		bad("processor.max_json_depth", "must be between 1 and %d (0: the default, %d), got %d", jsondepth.Max, jsondepth.Default, p.MaxJSONDepth)
+	}
+	if p.VersionEpoch < 0 || p.VersionEpoch > MaxVersionEpoch {
+		bad("processor.version_epoch", "must be between 0 and %d, got %d", MaxVersionEpoch, p.VersionEpoch)
 	}
 	if p.MaxDelay < p.QuietPeriod {
 		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", p.MaxDelay, p.QuietPeriod)

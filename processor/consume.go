@@ -134,7 +134,8 @@ func (p *Processor) consume(d *decoded) {
 	}
 	key := internalKey(tag, r.Key)
 	e := pt.states[key]
-	if e != nil && r.Offset <= e.version {
+	version := Version(p.cfg.VersionEpoch, r.Offset)
+	if e != nil && version <= e.version {
 		p.metrics.changesReplayed.Inc()
 		return // applied before a restart
 	}
@@ -144,7 +145,7 @@ func (p *Processor) consume(d *decoded) {
 		return // older than what the state already reflects
 	}
 	p.metrics.changesApplied.Inc()
-	e = apply(e, ch, r.Offset, p.derive)
+	e = apply(e, ch, version, p.derive)
 	pt.states[key] = e
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
 		pt.queue = append(pt.queue, np)

@@ -63,7 +63,10 @@ func (p *Processor) Run(ctx context.Context) error {
 	for {
 		fetches, ok := p.poll(ctx)
 		if !ok {
-			return nil
+			// A close begun by a failed restore waits for the rebalance
+			// the poll blocks to be allowed.
+			p.client.AllowRebalance()
+			return p.fatal()
 		}
 		if ctx.Err() != nil && !p.mode.drainsOnStop() {
 			return nil // the last poll is left to the next owner

@@ -20,8 +20,10 @@
 //     counts as written once Kafka acknowledged its cycle, while later polls
 //     are already being processed.
 //
-// In both modes every state and update carries the offset of the last change
-// applied (its version), which only grows per key.
+// In both modes every state and update carries the version of the last
+// change applied: its offset, under the version epoch (Version), which only
+// grows per key. Run refuses to start when changes went back behind the
+// group's committed offsets (ErrChangesLost).
 //
 // The files follow the path of a change: loop.go (the cycle loop and the
 // deliveryMode it drives), consume.go (decoding and applying a poll),
@@ -88,6 +90,10 @@ type Config struct {
 	// nil: a private set that no registry exports, for a processor whose
 	// metrics nobody reads (most tests); a role passes its own.
 	Metrics *Metrics
+	// VersionEpoch is placed above every offset in the versions the
+	// processor writes (see Version); 0 to MaxEpoch. Raise it after the
+	// changes topic was re-created. Config's processor.version_epoch.
+	VersionEpoch int
 	// RestoreIdle ends a partition's restore when a state topic has sent
 	// nothing (and no error) for this long before its end offset was
 	// reached: records at the end removed by compaction, which is rare
@@ -127,6 +133,8 @@ type Processor struct {
 	derived []*kgo.Record // derived changes to write this cycle
 	dlq     []*kgo.Record // poison records to write this cycle
 	forced  int64         // keys flushed early because of MaxPendingKeys
+	fatalMu sync.Mutex
+	fatalE  error // why the member left the group on its own; Run returns it
 
 	rebalancing atomic.Bool  // a revoke or loss callback is waiting for mu or running
 	owned       atomic.Int32 // len(parts) as of the last rebalance callback, for Assigned
@@ -165,6 +173,22 @@ func New(cfg Config) (*Processor, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// setFatal records why the member is leaving the group on its own.
+func (p *Processor) setFatal(err error) {
+	p.fatalMu.Lock()
+	defer p.fatalMu.Unlock()
+	if p.fatalE == nil {
+		p.fatalE = err
+	}
+}
+
+// fatal is the error recorded by setFatal, if any.
+func (p *Processor) fatal() error {
+	p.fatalMu.Lock()
+	defer p.fatalMu.Unlock()
+	return p.fatalE
 }
 
 // newProcessor builds a Processor for a validated cfg, without its client.
@@ -218,6 +242,8 @@ func validate(cfg *Config) error {
 		return &ConfigError{"MaxPendingKeys", fmt.Errorf("%d: want > 0 (config's processor.max_pending_keys has the default)", cfg.MaxPendingKeys)}
 	case cfg.MaxJSONDepth <= 0:
 		return &ConfigError{"MaxJSONDepth", fmt.Errorf("%d: want > 0 (config's processor.max_json_depth has the default)", cfg.MaxJSONDepth)}
+	case cfg.VersionEpoch < 0 || cfg.VersionEpoch > MaxEpoch:
+		return &ConfigError{"VersionEpoch", fmt.Errorf("%d: want 0 to %d", cfg.VersionEpoch, MaxEpoch)}
 	}
 	// A Compression that is no codec can only come from a conversion; its
 	// name round-trips for every codec.

@@ -24,6 +24,9 @@ func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[s
 		// Without its state a partition cannot be processed correctly:
 		// stop the member so that the group moves the partitions on.
 		p.log.Error("restore failed; leaving the group", "partitions", parts, "err", err)
+		if errors.Is(err, ErrChangesLost) {
+			p.setFatal(err) // no other member can do better: Run returns it
+		}
 		go cl.Close()
 		return
 	}

@@ -147,6 +147,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	if took > 0 {
 		p.metrics.restoreLastRate.Set(float64(n) / took.Seconds())
 	}
+	if err == nil {
+		err = p.checkVersions(ctx, r)
+	}
 	return r, err
 }
 

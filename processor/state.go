@@ -73,7 +73,7 @@ func stale(e *entry, ch *schemas.Change) bool {
 	return false
 }
 
-// apply merges a change read at offset into e (nil: the key has no state
+// apply merges a change of the given version into e (nil: the key has no state
 // yet) and returns the result, calling derive for each change it implies
 // for another key (collection membership). The caller has decoded e and
 // checked that ch is not stale.
@@ -83,7 +83,7 @@ func stale(e *entry, ch *schemas.Change) bool {
 // changed with the latest times and carries no fields. A product's
 // collection ids are a union; a POS's are the snapshot of its latest
 // notice; a collection's POS and product sets follow the derived changes.
-func apply(e *entry, ch *schemas.Change, offset int64, derive func(schemas.Change)) *entry {
+func apply(e *entry, ch *schemas.Change, version int64, derive func(schemas.Change)) *entry {
 	if e == nil || e.deleted {
 		fresh := &entry{state: schemas.State{Namespace: ch.Namespace, Resource: ch.Resource, ProductID: ch.ProductID}}
 		if e != nil {
@@ -93,7 +93,7 @@ func apply(e *entry, ch *schemas.Change, offset int64, derive func(schemas.Chang
 	}
 	st := &e.state
 	t := occurredMs(ch)
-	e.version, st.Version = offset, offset
+	e.version, st.Version = version, version
 	st.ChangeCount++
 	st.LastEventID = ch.EventID
 	st.UpdatedAt = ch.ReceivedAt

@@ -16,14 +16,14 @@ import (
 // (kept, so a replay reads it as it was). Its key and value are the
 // original record's, so it can be applied again once the cause is fixed.
 const (
-	HeaderSink            = "dlq_sink"             // the sink's name
-	HeaderClass           = "dlq_error_class"      // decode | permanent
-	HeaderReason          = "dlq_reason"           // the error, at most 1000 bytes
-	HeaderVersion         = "dlq_version"          // the record's version (-1 when it could not be decoded)
-	HeaderOriginTopic     = "dlq_origin_topic"     // where the record was read
-	HeaderOriginPartition = "dlq_origin_partition" //
-	HeaderOriginOffset    = "dlq_origin_offset"    //
-	HeaderDeadAt          = "dlq_dead_at"          // when it was dead-lettered, RFC 3339
+	HeaderSink            = "dlq-sink"             // the sink's name
+	HeaderClass           = "dlq-error-class"      // decode | permanent
+	HeaderReason          = "dlq-reason"           // the error, at most 1000 bytes
+	HeaderVersion         = "dlq-version"          // the record's version (-1 when it could not be decoded)
+	HeaderOriginTopic     = "dlq-origin-topic"     // where the record was read
+	HeaderOriginPartition = "dlq-origin-partition" //
+	HeaderOriginOffset    = "dlq-origin-offset"    //
+	HeaderDeadAt          = "dlq-dead-at"          // when it was dead-lettered, RFC 3339
 )
 
 // deadLetter writes dead records to the DLQ topic and waits until Kafka

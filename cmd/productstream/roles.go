@@ -247,6 +247,7 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
 		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
+		VersionEpoch:   cfg.Processor.VersionEpoch,
 		TopicSpec:      topicSpec(cfg),
 		Compression:    r.compression,
 		Metrics:        pm,

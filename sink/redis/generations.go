@@ -59,9 +59,27 @@ return 1
 `
 )
 
+// unlinkScript unlinks KEYS[1] if it is a record hash of generation
+// ARGV[1]: its generation field says so or, when ARGV[2] is "1", it has
+// none (written before hashes carried their generation) but a version. It
+// returns 1 when it unlinked the key, 0 when it left it (gone already, or
+// not that generation's), and checks and unlinks in one step, so no write
+// between the two can be lost.
+const unlinkScript = `
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+local fields = redis.call('HMGET', KEYS[1], 'generation', 'version')
+if fields[1] then
+  if fields[1] ~= ARGV[1] then return 0 end
+elseif ARGV[2] ~= '1' or not fields[2] then
+  return 0
+end
+redis.call('UNLINK', KEYS[1])
+return 1
+`
+
 // scripts are the sink's Lua scripts, each with its SHA-1.
 type scripts struct {
-	write, init, begin, switchTo, drop *redis.Script
+	write, init, begin, switchTo, drop, unlink *redis.Script
 }
 
 func newScripts() scripts {
@@ -71,11 +89,12 @@ func newScripts() scripts {
 		begin:    redis.NewScript(beginScript),
 		switchTo: redis.NewScript(switchScript),
 		drop:     redis.NewScript(dropScript),
+		unlink:   redis.NewScript(unlinkScript),
 	}
 }
 
 // scanCount is how many keys Drop asks SCAN for at once, and so about how
-// many it unlinks in one call.
+// many it checks and unlinks in one pipeline.
 const scanCount = 1000
 
 // genPrefix is the prefix of generation n's keys.
@@ -154,11 +173,20 @@ func (s *Sink) Switch(ctx context.Context, n int) error {
 	return nil
 }
 
-// Drop deletes every key of generation n (SCAN for its prefix, UNLINK page
-// by page) and clears the building mark if it was n's. It refuses the live
-// generation with ErrLiveGeneration. Dropping generation 1 leaves the
-// pointer and every key shaped like another generation's alone (see the
-// package doc).
+// Drop deletes every record hash of generation n and clears the building
+// mark if it was n's. It refuses the live generation with
+// ErrLiveGeneration; dropping a generation that holds nothing (one dropped
+// already, by this or another process) does nothing and returns nil.
+//
+// It SCANs for n's prefix and, page by page, runs one script per key (all
+// of a page in one pipeline) that unlinks the key only if it is a hash
+// whose generation field is n. Keys of other generations spelt under n's
+// prefix (generation 1's under namespace "g2" when n is 2, every other
+// generation's when n is 1), the pointer and values this sink did not
+// write are left alone. A hash without a generation field, written before
+// hashes carried one, is taken by Drop(1) unless its key is shaped like
+// another generation's, and by no other Drop, so none of another
+// generation's can be lost.
 func (s *Sink) Drop(ctx context.Context, n int) error {
 	if n < 1 {
 		return fmt.Errorf("redis sink: drop %d: %w", n, ErrBadGeneration)
@@ -166,39 +194,84 @@ func (s *Sink) Drop(ctx context.Context, n int) error {
 	if err := s.scripts.drop.Run(ctx, s.client, []string{s.pointer}, strconv.Itoa(n)).Err(); err != nil {
 		return fmt.Errorf("redis sink: drop generation %d: %w", n, pointerError(err))
 	}
+	if err := s.scripts.unlink.Load(ctx, s.client).Err(); err != nil {
+		return fmt.Errorf("redis sink: drop generation %d: loading the unlink script: %w", n, err)
+	}
 	prefix := s.genPrefix(n)
 	match := escapeGlob(prefix) + "*"
 	var cursor uint64
-	dropped := 0
+	dropped, kept := 0, 0
 	for {
 		keys, next, err := s.client.Scan(ctx, cursor, match, scanCount).Result()
 		if err != nil {
 			return fmt.Errorf("redis sink: drop generation %d: scanning %q: %w", n, match, err)
 		}
-		own := keys[:0]
-		for _, k := range keys {
-			if n != 1 || s.inGeneration1(k) {
-				own = append(own, k)
-			}
+		unlinked, err := s.unlinkPage(ctx, n, keys)
+		if err != nil {
+			return fmt.Errorf("redis sink: drop generation %d: %w", n, err)
 		}
-		if len(own) > 0 {
-			if err := s.client.Unlink(ctx, own...).Err(); err != nil {
-				return fmt.Errorf("redis sink: drop generation %d: unlinking %d keys: %w", n, len(own), err)
-			}
-			dropped += len(own)
-		}
+		dropped += unlinked
+		kept += len(keys) - unlinked
 		if cursor = next; cursor == 0 {
 			break
 		}
 	}
-	s.log.Info("dropped a generation", "generation", n, "prefix", prefix, "keys", dropped)
+	s.log.Info("dropped a generation", "generation", n, "prefix", prefix, "keys", dropped, "others_kept", kept)
 	return nil
 }
 
-// inGeneration1 reports whether key, which starts with the key prefix,
-// belongs to generation 1: it is neither the pointer nor shaped like a key
-// of generation N > 1 (prefix, "g", N, ":").
-func (s *shared) inGeneration1(key string) bool {
+// unlinkPage runs the unlink script on each of keys, in one pipeline,
+// loading the script again and running again the calls that found it
+// missing (Redis restarted or SCRIPT FLUSH). It returns how many keys it
+// unlinked.
+func (s *Sink) unlinkPage(ctx context.Context, n int, keys []string) (int, error) {
+	gen := strconv.Itoa(n)
+	unlinked := 0
+	for attempt := 0; len(keys) > 0; attempt++ {
+		if attempt > 0 {
+			if attempt > 1 {
+				return unlinked, fmt.Errorf("the unlink script is still missing after reloading it: %w", redis.ErrNoScript)
+			}
+			s.log.Warn("redis lost the unlink script (restarted or flushed?), reloading it", "calls", len(keys))
+			if err := s.scripts.unlink.Load(ctx, s.client).Err(); err != nil {
+				return unlinked, fmt.Errorf("reloading the unlink script: %w", err)
+			}
+		}
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(keys))
+		for i, k := range keys {
+			// Only Drop(1) may take a hash without a generation field, and
+			// then only one whose key no other generation spells.
+			unmarked := "0"
+			if n == 1 && s.shapedLikeGeneration1(k) {
+				unmarked = "1"
+			}
+			cmds[i] = pipe.EvalSha(ctx, s.scripts.unlink.Hash(), []string{k}, gen, unmarked)
+		}
+		// Exec's error is one of the commands'; each is looked at below.
+		_, _ = pipe.Exec(ctx)
+		var again []string
+		for i, k := range keys {
+			got, err := cmds[i].Int()
+			switch classify(err) {
+			case answered:
+				unlinked += got
+			case noScript:
+				again = append(again, k)
+			default:
+				return unlinked, fmt.Errorf("unlinking %q: %w", k, err)
+			}
+		}
+		keys = again
+	}
+	return unlinked, nil
+}
+
+// shapedLikeGeneration1 reports whether key, which starts with the key
+// prefix, is spelt like a key of generation 1 only: it is neither the
+// pointer nor shaped like a key of generation N > 1 (prefix, "g", N, ":").
+// Drop(1) uses it for hashes that carry no generation field.
+func (s *shared) shapedLikeGeneration1(key string) bool {
 	if key == s.pointer {
 		return false
 	}

@@ -10,6 +10,7 @@
 //	deleted     "1" for a deleted marker, "0" otherwise
 //	state       the record's value as JSON ("" when deleted)
 //	updated_at  when the processor produced it, RFC 3339 with milliseconds
+//	generation  the generation the hash belongs to, in decimal
 //
 // The pointer hash P+"@generations" says which generation readers see:
 //
@@ -22,24 +23,32 @@
 // pointer in one script, so a reader sees either the old live_prefix or
 // the new one, and both generations are complete at that moment.
 //
-// Generation 1 shares its prefix with the others: a namespace spelt like
-// "g2" in generation 1 (key P+"g2:id") cannot be told apart from generation
-// 2 by its name. Dropping generation 1 therefore leaves alone every key
-// that looks like another generation's, and dropping generation 2 would
-// take such a key with it: do not use namespaces of the form g<digits>.
+// Generation 1 shares its prefix with the others, so a key's name does not
+// say its generation: generation 1's namespace "g2" (key P+"g2:7" for id 7)
+// is spelt under generation 2's prefix P+"g2:". The generation field does
+// say it, and Drop goes by it: dropping a generation deletes only the
+// hashes whose generation field is that generation's, checked and unlinked
+// in one script per key. Any namespace may be used. Should a record key of
+// one generation spell exactly another's hash (namespace "g2", id "ns:7" in
+// generation 1 and key "ns:7" in generation 2), the hash stays with the
+// generation that wrote it first, and the other's record fails with
+// ErrForeignValue. Hashes written before they carried a generation field
+// are taken by Drop(1) unless their key is shaped like another
+// generation's (P+"g"+N+":"...), and by no other Drop.
+//
 // Two sinks whose prefixes nest (one a prefix of the other) must not share
-// a database for the same reason.
+// a database: dropping one's generation 1 would take the other's.
 //
 // # Writes
 //
 // Each record is applied by a Lua script that compares the version held
-// (exactly, as decimal strings) and writes all four fields only when the
+// (exactly, as decimal strings) and writes all five fields only when the
 // record's is higher. Every script call touches only the one key it is
 // given in KEYS, as Redis Cluster requires of a script; a batch is one
 // pipeline of EVALSHA calls. (The sink itself speaks to the one server at
 // addr.) A key holding something this sink did not write (a string, a hash
-// without a decimal version) fails its record with a permanent error; the
-// rest of the batch applies. When Redis has lost the script (a restart,
+// without a decimal version) or another generation's hash fails its record
+// with a permanent error; the rest of the batch applies. When Redis has lost the script (a restart,
 // SCRIPT FLUSH) the sink loads it again and retries those calls once.
 package redis
 
@@ -64,7 +73,8 @@ var (
 	ErrInvalidDoc = errors.New("record value is not valid JSON")
 	// ErrForeignValue is wrapped (as permanent) in the Result of a record
 	// whose key holds a value this sink did not write: not a hash (Redis's
-	// WRONGTYPE), or a hash without a decimal version. Held returns it too.
+	// WRONGTYPE), a hash without a decimal version, or another generation's
+	// hash (see the package doc). Held returns it too.
 	ErrForeignValue = errors.New("key holds a value this sink did not write")
 	// ErrNoPointer is returned by Write, Held and the generation methods when
 	// the pointer hash <key_prefix>@generations is missing (someone deleted

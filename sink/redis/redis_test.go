@@ -596,7 +596,7 @@ func TestEscapeGlob(t *testing.T) {
 	}
 }
 
-func TestInGeneration1(t *testing.T) {
+func TestShapedLikeGeneration1(t *testing.T) {
 	s := &shared{prefix: "p:", pointer: "p:@generations"}
 	for key, want := range map[string]bool{
 		"p:ns:1":         true,
@@ -609,9 +609,184 @@ func TestInGeneration1(t *testing.T) {
 		"p:@generations": false,
 		"q:ns:1":         false,
 	} {
-		if got := s.inGeneration1(key); got != want {
-			t.Errorf("inGeneration1(%q) = %v, want %v", key, got, want)
+		if got := s.shapedLikeGeneration1(key); got != want {
+			t.Errorf("shapedLikeGeneration1(%q) = %v, want %v", key, got, want)
 		}
+	}
+}
+
+// inNamespace is rec moved to namespace ns.
+func inNamespace(ns string, rec sink.Record) sink.Record {
+	rec.Namespace, rec.Key = ns, ns+":"+rec.ID
+	return rec
+}
+
+// exists reports whether key exists.
+func exists(t *testing.T, c *redis.Client, key string) bool {
+	t.Helper()
+	n, err := c.Exists(ctxFor(t), key).Result()
+	if err != nil {
+		t.Fatalf("EXISTS %s: %v", key, err)
+	}
+	return n == 1
+}
+
+// Drop(2) deletes generation 2's hashes only: generation 1's namespace "g2",
+// spelt under generation 2's prefix, survives; dropping again is no error.
+func TestDropSparesGeneration1NamespaceG2(t *testing.T) {
+	addr, c := backend(t)
+	s := open(t, addr, uniquePrefix(t, c, ""))
+	ctx := ctxFor(t)
+	g2 := s.prefix + "g2:"
+	// Generation 1 (live): namespace g2, ids 7 and 8, so keys P+"g2:7" and
+	// P+"g2:8", and namespace ns.
+	live := []sink.Record{inNamespace("g2", sinktest.Product("7", 70, "7.00")), inNamespace("g2", sinktest.Product("8", 80, "8.00")),
+		sinktest.Product("7", 71, "7.10")}
+	if _, err := s.Write(ctx, live); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if err := s.Begin(ctx, 2); err != nil {
+		t.Fatalf("Begin(2): %v", err)
+	}
+	// Generation 2 holds key ns:7 (P+"g2:ns:7"), and namespace g2's records
+	// written to both generations (P+"g2:g2:7").
+	res, err := s.At(2).Write(ctx, []sink.Record{sinktest.Product("7", 72, "7.20"), sinktest.Product("1", 1, "1.00")})
+	if err != nil || res[0].Outcome != sink.Applied || res[1].Outcome != sink.Applied {
+		t.Fatalf("At(2).Write: %v %v", res, err)
+	}
+	live[0] = inNamespace("g2", sinktest.Product("7", 73, "7.30"))
+	if res, err := s.Write(ctx, live[:1]); err != nil || res[0].Outcome != sink.Applied {
+		t.Fatalf("Write while building: %v %v", res, err)
+	}
+	own := []string{g2 + "ns:7", g2 + "ns:1", g2 + "g2:7"}
+	for _, k := range own {
+		if gen, err := c.HGet(ctx, k, "generation").Result(); err != nil || gen != "2" {
+			t.Errorf("%s: generation %q (%v), want 2", k, gen, err)
+		}
+	}
+	if gen, err := c.HGet(ctx, g2+"7", "generation").Result(); err != nil || gen != "1" {
+		t.Errorf("%s7: generation %q (%v), want 1", g2, gen, err)
+	}
+
+	if err := s.Drop(ctx, 2); err != nil {
+		t.Fatalf("Drop(2): %v", err)
+	}
+	for _, k := range own {
+		if exists(t, c, k) {
+			t.Fatalf("%s is left after Drop(2)", k)
+		}
+	}
+	for _, r := range live {
+		h, found, err := s.Held(ctx, r.Key)
+		if err != nil || !found || h.Version != r.Version {
+			t.Fatalf("generation 1's %s after Drop(2): %+v found %v %v, want version %d", r.Key, h, found, err, r.Version)
+		}
+	}
+	if live, building, err := s.Generations(ctx); err != nil || live != 1 || building != 0 {
+		t.Fatalf("Generations after Drop(2): %d %d %v, want 1 0", live, building, err)
+	}
+
+	// Several runners drop the same replaced generation: all succeed.
+	if err := s.Drop(ctx, 2); err != nil {
+		t.Fatalf("Drop(2) again: %v", err)
+	}
+	if err := s.Drop(ctx, 9); err != nil {
+		t.Fatalf("Drop(9), never begun: %v", err)
+	}
+	for _, r := range live {
+		if _, found, err := s.Held(ctx, r.Key); err != nil || !found {
+			t.Fatalf("generation 1's %s after dropping again: found %v %v", r.Key, found, err)
+		}
+	}
+}
+
+// A record key of generation 2 that spells a hash of generation 1 exactly
+// (namespace g2 with id "ns:7", and ns:7) is refused, never mixed in, and
+// Drop(2) leaves the hash to generation 1.
+func TestKeySpeltByTwoGenerations(t *testing.T) {
+	addr, c := backend(t)
+	s := open(t, addr, uniquePrefix(t, c, ""))
+	ctx := ctxFor(t)
+	first := inNamespace("g2", sinktest.Product("7", 1, "1.00"))
+	first.ID, first.Key = "ns:7", "g2:ns:7"
+	if _, err := s.Write(ctx, []sink.Record{first}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Begin(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.At(2).Write(ctx, []sink.Record{sinktest.Product("7", 5, "5.00"), sinktest.Product("8", 5, "5.00")})
+	if err != nil {
+		t.Fatalf("At(2).Write: %v", err)
+	}
+	if res[0].Outcome != sink.Failed || !sink.IsPermanent(res[0].Err) || !errors.Is(res[0].Err, ErrForeignValue) {
+		t.Fatalf("the spelt-alike record: %v %v, want a permanent ErrForeignValue", res[0].Outcome, res[0].Err)
+	}
+	if res[1].Outcome != sink.Applied {
+		t.Fatalf("the other record: %v %v", res[1].Outcome, res[1].Err)
+	}
+	if err := s.Drop(ctx, 2); err != nil {
+		t.Fatalf("Drop(2): %v", err)
+	}
+	if h, found, err := s.Held(ctx, first.Key); err != nil || !found || h.Version != 1 || !sinktest.SameJSON(h.Doc, first.Doc) {
+		t.Fatalf("generation 1's %s: %+v %v %v, want version 1 unchanged", first.Key, h, found, err)
+	}
+	if exists(t, c, s.prefix+"g2:ns:8") {
+		t.Fatal("Drop(2) left generation 2's ns:8")
+	}
+}
+
+// Hashes written before they carried a generation field: Drop(1) takes
+// those spelt like generation 1's only, no other Drop takes any, and the
+// next write to one stamps it.
+func TestDropUnmarkedHashes(t *testing.T) {
+	addr, c := backend(t)
+	s := open(t, addr, uniquePrefix(t, c, ""))
+	ctx := ctxFor(t)
+	unmarked := func(key string) {
+		t.Helper()
+		if err := c.HSet(ctx, key, "version", "1", "deleted", "0", "state", "{}", "updated_at", "2025-01-01T00:00:00.000Z").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen1, gen2, gen3 := s.prefix+"ns:1", s.prefix+"g2:ns:1", s.prefix+"g3:ns:1"
+	for _, k := range []string{gen1, gen2, gen3} {
+		unmarked(k)
+	}
+	if err := c.HSet(ctx, s.prefix+"other", "colour", "red").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Begin(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drop(ctx, 2); err != nil {
+		t.Fatalf("Drop(2): %v", err)
+	}
+	if !exists(t, c, gen2) {
+		t.Fatalf("Drop(2) took %s, which has no generation field", gen2)
+	}
+	if err := s.Begin(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Switch(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drop(ctx, 1); err != nil {
+		t.Fatalf("Drop(1): %v", err)
+	}
+	if exists(t, c, gen1) {
+		t.Fatalf("Drop(1) left %s", gen1)
+	}
+	for _, k := range []string{gen2, gen3, s.pointer, s.prefix + "other"} {
+		if !exists(t, c, k) {
+			t.Fatalf("Drop(1) took %s", k)
+		}
+	}
+	if res, err := s.Write(ctx, []sink.Record{sinktest.Product("1", 2, "2.00")}); err != nil || res[0].Outcome != sink.Applied {
+		t.Fatalf("Write over an unmarked hash: %v %v", res, err)
+	}
+	if gen, err := c.HGet(ctx, gen3, "generation").Result(); err != nil || gen != "3" {
+		t.Fatalf("%s: generation %q (%v), want 3", gen3, gen, err)
 	}
 }
 

@@ -14,11 +14,15 @@ import (
 )
 
 // writeScript applies one record if it is newer than what its hash holds.
-// KEYS[1] is the hash; ARGV are version, deleted ("1"/"0"), state and
-// updated_at. It returns 1 when it wrote, 0 when the hash already holds
-// the version (an applied no-op) and -1 when it holds a higher one (stale).
-// Versions are compared as decimal strings, so every int64 compares
-// exactly (Lua's numbers are doubles).
+// KEYS[1] is the hash; ARGV are version, deleted ("1"/"0"), state,
+// updated_at and the generation written. It returns 1 when it wrote, 0 when
+// the hash already holds the version (an applied no-op) and -1 when it
+// holds a higher one (stale). Versions are compared as decimal strings, so
+// every int64 compares exactly (Lua's numbers are doubles). A hash whose
+// generation field names another generation is that generation's record
+// (a key spelt alike in both, see the package doc) and is refused; a hash
+// without one, written before hashes carried their generation, is taken
+// over.
 const writeScript = `
 local function cmp(a, b)
   local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
@@ -38,10 +42,14 @@ local function cmp(a, b)
   return r
 end
 
-local held = redis.call('HGET', KEYS[1], 'version')
+local fields = redis.call('HMGET', KEYS[1], 'version', 'generation')
+local held, gen = fields[1], fields[2]
 if held then
   if held ~= '0' and not string.match(held, '^%-?[1-9]%d*$') then
     return redis.error_reply('FOREIGN the hash holds no decimal version')
+  end
+  if gen and gen ~= ARGV[5] then
+    return redis.error_reply('FOREIGN the hash is generation ' .. gen .. "'s")
   end
   local c = cmp(held, ARGV[1])
   if c == 0 then return 0 end
@@ -49,7 +57,8 @@ if held then
 elseif redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('FOREIGN the hash holds no version')
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'deleted', ARGV[2], 'state', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'deleted', ARGV[2], 'state', ARGV[3], 'updated_at', ARGV[4],
+  'generation', ARGV[5])
 return 1
 `
 
@@ -108,7 +117,8 @@ func (s *Sink) apply(ctx context.Context, writes []write, results []sink.Result)
 	calls := make([]call, 0, len(writes)*len(gens))
 	for _, w := range writes {
 		for g, n := range gens {
-			calls = append(calls, call{record: w.record, primary: g == 0, key: s.genPrefix(n) + w.key, args: w.args})
+			args := append(w.args[:len(w.args):len(w.args)], strconv.Itoa(n))
+			calls = append(calls, call{record: w.record, primary: g == 0, key: s.genPrefix(n) + w.key, args: args})
 		}
 	}
 	if err := s.run(ctx, calls); err != nil {
@@ -138,6 +148,8 @@ type call struct {
 	err     error // a permanent one
 }
 
+// scriptArgs are the write script's arguments for r but the last, the
+// generation, which apply adds for each generation written.
 func scriptArgs(r sink.Record) []any {
 	deleted, state := "0", string(r.Doc)
 	if r.Deleted {
