@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -101,11 +100,7 @@ func runDev(ctx context.Context, args []string) error {
 	}()
 	wg.Wait()
 	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
+	return joinErrors(errs)
 }
 
 func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr, opsAddr string) {

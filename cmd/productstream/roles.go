@@ -76,14 +76,20 @@ func roleFlags(name string, args []string, needs config.Needs) (*config.Config, 
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if *path == "" {
+	return loadConfig(*path, *level, needs)
+}
+
+// loadConfig makes the logger of level and loads and validates the config
+// file at path, which is required.
+func loadConfig(path, level string, needs config.Needs) (*config.Config, *slog.Logger, error) {
+	if path == "" {
 		return nil, nil, errors.New("--config is required")
 	}
-	log, err := newLogger(*level)
+	log, err := newLogger(level)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -91,6 +97,15 @@ func roleFlags(name string, args []string, needs config.Needs) (*config.Config, 
 		return nil, nil, fmt.Errorf("invalid config:\n%w", err)
 	}
 	return cfg, log, nil
+}
+
+// joinErrors waits for errs to be closed and joins what it carried.
+func joinErrors(errs <-chan error) error {
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
 }
 
 func runIngestRole(ctx context.Context, args []string) error {

@@ -143,11 +143,7 @@ func runSinks(ctx context.Context, r *role, serde *schemas.Serde, only string) e
 	}
 	wg.Wait()
 	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
+	return joinErrors(errs)
 }
 
 // connectSink builds a sink's runner, retrying while its backend is not
@@ -190,19 +186,9 @@ func runSinkCommand(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *path == "" {
-		return errors.New("--config is required\n" + sinkUsage)
-	}
-	log, err := newLogger(*level)
+	cfg, log, err := loadConfig(*path, *level, config.Needs{Brokers: true, Registry: true})
 	if err != nil {
 		return err
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	if err := cfg.Validate(config.Needs{Brokers: true, Registry: true}); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	if len(cfg.Sinks) == 0 {
 		return errors.New("the config has no sinks")
@@ -234,16 +220,9 @@ func runSinkTool(ctx context.Context, tool string, args []string) error {
 	if len(pos) != want || *path == "" {
 		return errors.New(sinkUsage)
 	}
-	log, err := newLogger(*level)
+	cfg, log, err := loadConfig(*path, *level, config.Needs{})
 	if err != nil {
 		return err
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	if err := cfg.Validate(config.Needs{}); err != nil {
-		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	var s *config.Sink
 	for i := range cfg.Sinks {
