@@ -35,6 +35,16 @@ type Config struct {
 	// VersionIsOffset takes each record's offset as its version, for a
 	// topic whose records carry none (changes).
 	VersionIsOffset bool
+	// History keeps every record of a batch instead of only the highest
+	// version of each key, for a sink that keeps a history of the topic
+	// (an append-only table of changes) rather than each key's latest
+	// value. A batch then may hold several records of one key, in offset
+	// order (the key's versions rising), and a Deleted record keeps its Doc
+	// (the change that deletes). Only sinks built for history accept such
+	// batches (postgres.History): the Sink contract promises every other
+	// one at most one record per key. History requires VersionIsOffset
+	// (NewRunner refuses it without), so a key's versions never repeat.
+	History bool
 	// Namespaces, when set, keeps only these namespaces' records.
 	Namespaces []string
 	// MaxRecords and MaxBytes bound a batch; Linger is how long a batch
@@ -86,6 +96,8 @@ func NewRunner(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("%w: name, sink, topic, group, dlq, decoder and log are required", ErrConfig)
 	case cfg.MaxRecords < 1 || cfg.MaxBytes < 1 || cfg.RetryInitial <= 0 || cfg.RetryMax < cfg.RetryInitial:
 		return nil, fmt.Errorf("%w: batch and retry bounds must be positive", ErrConfig)
+	case cfg.History && !cfg.VersionIsOffset:
+		return nil, fmt.Errorf("%w: history needs the offset as the version (VersionIsOffset)", ErrConfig)
 	}
 	if cfg.GenerationsEvery <= 0 {
 		cfg.GenerationsEvery = 2 * time.Second
@@ -213,7 +225,8 @@ type deadRecord struct {
 }
 
 // decode turns polled records into at most one Record per key (the highest
-// version; the others are counted stale), dropping filtered ones.
+// version; the others are counted stale), or in History mode into one
+// Record per record, dropping filtered ones.
 func (r *Runner) decode(ctx context.Context, polled []*kgo.Record) ([]Record, []deadRecord) {
 	byKey := make(map[string]int, len(polled))
 	var batch []Record
@@ -226,6 +239,10 @@ func (r *Runner) decode(ctx context.Context, polled []*kgo.Record) ([]Record, []
 		}
 		if len(r.cfg.Namespaces) > 0 && !slices.Contains(r.cfg.Namespaces, rec.Namespace) {
 			r.metrics.count(r.cfg.Name, "filtered", 1)
+			continue
+		}
+		if r.cfg.History {
+			batch = append(batch, rec)
 			continue
 		}
 		if i, ok := byKey[rec.Key]; ok {
@@ -265,9 +282,12 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 			return Record{}, fmt.Errorf("decode value: %w", err)
 		}
 		// An update that deletes carries its document; the sink keeps the
-		// delete marker only.
+		// delete marker only. A history keeps the change that deletes.
 		if flags.Deleted {
-			rec.Deleted, rec.Doc = true, nil
+			rec.Deleted = true
+			if !r.cfg.History {
+				rec.Doc = nil
+			}
 		}
 		if flags.Version != nil {
 			rec.Version, versioned = *flags.Version, true
@@ -286,6 +306,15 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 	}
 	if r.cfg.VersionIsOffset {
 		rec.Version = kr.Offset
+		// A dead letter being replayed: its version is its offset on the
+		// source topic, not on the dead letter topic.
+		if i := slices.IndexFunc(kr.Headers, func(h kgo.RecordHeader) bool { return h.Key == HeaderOriginOffset }); i >= 0 {
+			v, err := strconv.ParseInt(string(kr.Headers[i].Value), 10, 64)
+			if err != nil {
+				return Record{}, fmt.Errorf("dead letter origin offset %q: %w", truncate(string(kr.Headers[i].Value), 40), err)
+			}
+			rec.Version = v
+		}
 	}
 	if !versioned && !r.cfg.VersionIsOffset {
 		return Record{}, errors.New("record carries no version (neither a version header nor a version field)")

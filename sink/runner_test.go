@@ -2,6 +2,7 @@ package sink_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,6 +25,7 @@ import (
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/sink"
+	"github.com/productstream/productstream/sink/postgres"
 	"github.com/productstream/productstream/sink/redis"
 	"github.com/productstream/productstream/sink/sinktest"
 )
@@ -434,5 +437,246 @@ func TestRebuildWhileLive(t *testing.T) {
 	}
 	if reports == 0 {
 		t.Error("no progress was reported")
+	}
+}
+
+// waitCommitted waits until group has committed the end offsets of topic.
+func waitCommitted(t *testing.T, ctx context.Context, cl *kgo.Client, topic, group string) {
+	t.Helper()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		committed, cerr := adm.FetchOffsets(ctx, group)
+		if err == nil && cerr == nil {
+			behind := false
+			ends.Each(func(o kadm.ListedOffset) {
+				if c, ok := committed.Lookup(topic, o.Partition); o.Offset > 0 && (!ok || c.At < o.Offset) {
+					behind = true
+				}
+			})
+			if !behind {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s did not catch up on %s: ends %v, committed %v (%v, %v)", group, topic, ends, committed, err, cerr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A runner in history mode hands the PostgreSQL history sink every change
+// of a changes topic, several of one key per batch: each change is a row,
+// in offset order, once per event id (a redelivered change counted once),
+// a change the database refuses is dead-lettered, explain reads a key's
+// latest change back, and rebuild is refused (no generations).
+func TestRunnerHistoryKeepsEveryChange(t *testing.T) {
+	const (
+		changes = "changes"
+		hdlq    = "sink.history.dlq"
+		hgroup  = "sink.history"
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, changes, hdlq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	fakeReg := srfake.New()
+	t.Cleanup(fakeReg.Close)
+	regCl, err := sr.NewClient(sr.URLs(fakeReg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serde := schemas.NewSerde(regCl)
+	if err := serde.Register(ctx, map[schemas.Kind][]string{schemas.KindChange: {changes}}); err != nil {
+		t.Fatal(err)
+	}
+	client := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
+	prod, err := kgo.NewClient(append(client, kgo.DefaultProduceTopic(changes))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+
+	dsn := sinktest.StartBackend(t, "postgres")
+	table := fmt.Sprintf("runner_history_%d", time.Now().UnixNano()%1e9)
+	hist, err := postgres.NewHistory(ctx, config.SinkPostgres{DSN: dsn, Table: table}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hist.Close() })
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table + "_history"}.Sanitize()); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		_ = conn.Close(context.Background())
+	})
+
+	reg := prometheus.NewRegistry()
+	metrics, err := sink.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sink.Config{Name: "history", Sink: hist, Client: client, Topic: changes, Group: hgroup, DLQ: hdlq,
+		VersionIsOffset: true, History: true, MaxRecords: 50, MaxBytes: 1 << 20, Linger: 20 * time.Millisecond,
+		RetryInitial: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond, Decoder: serde, Metrics: metrics, Log: quiet()}
+	noOffsets := cfg
+	noOffsets.VersionIsOffset = false
+	if _, err := sink.NewRunner(noOffsets); !errors.Is(err, sink.ErrConfig) {
+		t.Fatalf("NewRunner with History but versions not offsets = %v, want ErrConfig", err)
+	}
+	r, err := sink.NewRunner(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	produce := func(c schemas.Change) {
+		t.Helper()
+		v, err := serde.EncodeChange(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.ProduceSync(ctx, &kgo.Record{Key: []byte(c.Key()), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	change := func(key, round int) schemas.Change {
+		price := fmt.Sprintf("%d.%02d", key, round)
+		return schemas.Change{EventID: fmt.Sprintf("k%d-r%d", key, round), Source: "shop", Provider: "lisa",
+			Namespace: "ns", EventType: "product.updated", ProductID: strconv.Itoa(key),
+			ReceivedAt: time.Now(), Fields: schemas.Fields{Price: &price}, Raw: `{"price":"` + price + `"}`}
+	}
+	// All produced before the runner starts, so a batch holds several
+	// changes of each key.
+	const keys, rounds = 5, 6
+	want := map[string][]string{} // each key's event ids, in order
+	for round := range rounds {
+		for k := range keys {
+			c := change(k, round)
+			if k == 0 && round == rounds-1 {
+				c.EventType, c.Deleted, c.Fields = "product.deleted", true, schemas.Fields{}
+			}
+			produce(c)
+			want[c.Key()] = append(want[c.Key()], c.EventID)
+		}
+		if round == 2 {
+			for k := range keys {
+				produce(change(k, 1)) // redelivered: the same event id again
+			}
+		}
+	}
+	poison := change(9, 0)
+	poison.Raw = "bad\x00" // jsonb refuses \u0000
+	produce(poison)
+	// ns:7 is refused until the test lifts a constraint, then replayed.
+	histTable := pgx.Identifier{table + "_history"}.Sanitize()
+	if _, err := conn.Exec(ctx, "ALTER TABLE "+histTable+" ADD CONSTRAINT not_7 CHECK (key <> 'ns:7')"); err != nil {
+		t.Fatal(err)
+	}
+	refused := change(7, 0)
+	produce(refused)
+
+	stop := func() func() {
+		rctx, rcancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				rcancel()
+				if err := <-done; err != nil {
+					t.Errorf("runner: %v", err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return stop
+	}()
+	waitCommitted(t, ctx, prod, changes, hgroup)
+	stop()
+
+	for k := range keys {
+		key := "ns:" + strconv.Itoa(k)
+		rows, err := conn.Query(ctx, "SELECT event_id FROM "+histTable+" WHERE key = $1 ORDER BY version", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got, " ") != strings.Join(want[key], " ") {
+			t.Errorf("%s's history by version is %v, want %v", key, got, want[key])
+		}
+	}
+	var rows, distinct int
+	if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT event_id) FROM "+histTable).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != keys*rounds || distinct != rows {
+		t.Fatalf("the history holds %d rows (%d event ids), want %d", rows, distinct, keys*rounds)
+	}
+	var deleted int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+histTable+" WHERE deleted").Scan(&deleted); err != nil || deleted != 1 {
+		t.Fatalf("%d deleting changes (%v), want 1", deleted, err)
+	}
+	// Every record was handed to the sink and applied, the redelivered
+	// ones included (a no-op); none was dropped as stale.
+	outcome := func(o string) float64 {
+		return metric(t, reg, "productstream_sink_records_total", map[string]string{"outcome": o})
+	}
+	if a, d, s := outcome("applied"), outcome("deleted"), outcome("stale"); a != keys*rounds+keys-1 || d != 1 || s != 0 {
+		t.Errorf("applied %v, deleted %v, stale %v; want %d, 1, 0", a, d, s, keys*rounds+keys-1)
+	}
+
+	letters, err := sink.ReadDeadLetters(ctx, client, hdlq, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, d := range letters {
+		if d.Class == "permanent" {
+			reasons[d.Key] = d.Reason
+		}
+	}
+	if len(letters) != 2 || !strings.Contains(reasons[poison.Key()], "22P05") || !strings.Contains(reasons[refused.Key()], "23514") {
+		t.Fatalf("dead letters %+v, want %s refused by jsonb (22P05) and %s by the check (23514)", letters, poison.Key(), refused.Key())
+	}
+	// Replayed once its cause is gone, a change keeps its offset on the
+	// changes topic as its version.
+	if _, err := conn.Exec(ctx, "ALTER TABLE "+histTable+" DROP CONSTRAINT not_7"); err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := r.ReplayDeadLetters(ctx)
+	if err != nil || replayed.Applied != 1 || replayed.StillFailing != 1 {
+		t.Fatalf("replay: %+v, %v; want %s applied and %s still failing", replayed, err, refused.Key(), poison.Key())
+	}
+	var version int64
+	if err := conn.QueryRow(ctx, "SELECT version FROM "+histTable+" WHERE event_id = $1", refused.EventID).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range letters {
+		if d.Key == refused.Key() && version != d.Origin.Offset {
+			t.Errorf("the replayed change holds version %d, want its offset %d on %s", version, d.Origin.Offset, changes)
+		}
+	}
+	for key, verdict := range map[string]string{"ns:1": "applied: the backend holds version", "ns:0": "deleted at version"} {
+		ex, err := r.Explain(ctx, key)
+		if err != nil {
+			t.Fatalf("explain %s: %v", key, err)
+		}
+		if !strings.HasPrefix(ex.Verdict, verdict) {
+			t.Errorf("explain %s: %q, want it to begin %q", key, ex.Verdict, verdict)
+		}
+	}
+	if _, err := r.Rebuild(ctx, nil); !errors.Is(err, sink.ErrNoGenerations) {
+		t.Fatalf("Rebuild of a history sink = %v, want ErrNoGenerations", err)
 	}
 }

@@ -4,7 +4,8 @@
 // A Sink is one backend writer (sink/opensearch, sink/postgres, sink/redis,
 // sink/webhook); the Runner is the one Kafka consumer every sink shares: it
 // reads a topic in a consumer group of its own, decodes and filters records,
-// keeps the highest version per key in a batch, retries transient failures
+// keeps the highest version per key in a batch (every record, for a history
+// sink: Config.History), retries transient failures
 // forever with backoff, dead-letters permanent ones, and commits offsets only
 // past records that were applied, found stale or dead-lettered.
 package sink

@@ -36,6 +36,9 @@ func sinkBuilders() map[string]func(context.Context, config.Sink, *slog.Logger) 
 			return opensearch.New(ctx, *s.OpenSearch, log)
 		},
 		"postgres": func(ctx context.Context, s config.Sink, log *slog.Logger) (sink.Sink, error) {
+			if keepsHistory(s) {
+				return postgres.NewHistory(ctx, *s.Postgres, log)
+			}
 			return postgres.New(ctx, *s.Postgres, log)
 		},
 		"redis": func(ctx context.Context, s config.Sink, log *slog.Logger) (sink.Sink, error) {
@@ -46,6 +49,11 @@ func sinkBuilders() map[string]func(context.Context, config.Sink, *slog.Logger) 
 		},
 	}
 }
+
+// keepsHistory reports whether s keeps every change rather than each key's
+// latest value: a PostgreSQL sink of changes writes its history table.
+// Other types reading changes keep the latest change of each key.
+func keepsHistory(s config.Sink) bool { return s.From == "changes" && s.Type == "postgres" }
 
 // sinkTopic is the topic a sink reads: from is one of config.SinkSources.
 func sinkTopic(names topics.Names, from string) string {
@@ -72,7 +80,7 @@ func newSinkRunner(ctx context.Context, cfg *config.Config, s config.Sink, svc s
 	r, err := sink.NewRunner(sink.Config{
 		Name: s.Name, Sink: w, Client: kafka.ClientOptions(svc.brokers, log),
 		Topic: sinkTopic(topics.For(cfg.Kafka.TopicPrefix), s.From), Group: group, DLQ: dlq,
-		VersionIsOffset: s.From == "changes", Namespaces: s.Namespaces,
+		VersionIsOffset: s.From == "changes", History: keepsHistory(s), Namespaces: s.Namespaces,
 		MaxRecords: s.Batch.MaxRecords, MaxBytes: int64(s.Batch.MaxBytes), Linger: s.Batch.Linger,
 		RetryInitial: s.Retry.Initial, RetryMax: s.Retry.Max, Decoder: serde, Metrics: m, Log: log,
 	})

@@ -25,6 +25,10 @@
 //
 // Every name is unqualified: the tables and the view live in the first
 // schema of the connection's search_path (set it in the DSN to choose).
+//
+// NewHistory makes the other kind of PostgreSQL sink, for the changes
+// topic: an append-only table <table>_history of every change, keyed by its
+// event_id, with no generations (see History).
 package postgres
 
 import (
@@ -109,28 +113,38 @@ func New(ctx context.Context, cfg config.SinkPostgres, log *slog.Logger) (*Sink,
 	if cfg.Table == "" || len(cfg.Table)+len("_live") > maxIdent {
 		return nil, fmt.Errorf("postgres sink: table %q must be 1 to %d bytes long", cfg.Table, maxIdent-len("_live"))
 	}
+	pool, user, err := openPool(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sink{pool: pool, table: cfg.Table, log: log}
+	if err := s.prepare(ctx); err != nil {
+		pool.Close()
+		return nil, connectError(cfg.Table, user, err)
+	}
+	g := s.cached()
+	log.Info("postgres sink ready", "table", s.table, "view", s.viewName(), "live", g.live, "building", g.building)
+	return s, nil
+}
+
+// openPool makes the connection pool of cfg.DSN (connecting lazily) and
+// returns it with the user it logs in as, for connectError.
+func openPool(ctx context.Context, cfg config.SinkPostgres) (*pgxpool.Pool, string, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.DSN)
 	if err != nil {
 		// pgx's parse errors quote the DSN (with a best-effort redaction of
 		// the password) and wrap errors that may quote it whole: say nothing
 		// of its text.
-		return nil, fmt.Errorf("postgres sink %q: the dsn does not parse (not repeated here: it may hold a password)", cfg.Table)
+		return nil, "", fmt.Errorf("postgres sink %q: the dsn does not parse (not repeated here: it may hold a password)", cfg.Table)
 	}
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres sink %q: %w", cfg.Table, err)
+		return nil, "", fmt.Errorf("postgres sink %q: %w", cfg.Table, err)
 	}
-	s := &Sink{pool: pool, table: cfg.Table, log: log}
-	if err := s.prepare(ctx); err != nil {
-		pool.Close()
-		return nil, connectError(cfg.Table, pcfg.ConnConfig.User, err)
-	}
-	g := s.cached()
-	log.Info("postgres sink ready", "table", s.table, "view", s.viewName(), "live", g.live, "building", g.building)
-	return s, nil
+	return pool, pcfg.ConnConfig.User, nil
 }
 
 // connectError names what went wrong preparing the sink. pgx's messages

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,35 +89,45 @@ func (c *columns) args() []any {
 // such as too many connections or a shutdown) fails the whole batch with
 // the returned error, and repeating the batch is harmless.
 func (s *Sink) Write(ctx context.Context, batch []sink.Record) ([]sink.Result, error) {
+	return narrowed(ctx, s.log, s.table, batch, func(r sink.Record) string { return r.Key }, s.apply)
+}
+
+// narrowed writes batch with apply in one go. When the database refuses the
+// statement for a record's data (isDataError), it writes the batch again one
+// record per statement: the refused records are Failed with a permanent
+// error naming their key and the others get apply's outcome. Any other
+// error fails the whole batch.
+func narrowed[T any](ctx context.Context, log *slog.Logger, table string, batch []T, key func(T) string,
+	apply func(context.Context, []T) ([]sink.Result, error)) ([]sink.Result, error) {
 	if len(batch) == 0 {
 		return []sink.Result{}, nil
 	}
-	res, err := s.apply(ctx, batch)
+	res, err := apply(ctx, batch)
 	if err == nil {
 		return res, nil
 	}
 	if !isDataError(err) {
-		return nil, fmt.Errorf("postgres sink %q: writing %d records: %w", s.table, len(batch), err)
+		return nil, fmt.Errorf("postgres sink %q: writing %d records: %w", table, len(batch), err)
 	}
 	if len(batch) > 1 {
-		s.log.Warn("postgres sink: the database refuses a record of the batch; writing the batch one record at a time",
-			"table", s.table, "records", len(batch), "sqlstate", sqlState(err))
+		log.Warn("postgres sink: the database refuses a record of the batch; writing the batch one record at a time",
+			"table", table, "records", len(batch), "sqlstate", sqlState(err))
 	}
 	res = make([]sink.Result, len(batch))
 	for i := range batch {
 		one := err
 		if len(batch) > 1 {
 			var r []sink.Result
-			if r, one = s.apply(ctx, batch[i:i+1]); one == nil {
+			if r, one = apply(ctx, batch[i:i+1]); one == nil {
 				res[i] = r[0]
 				continue
 			}
 		}
 		if !isDataError(one) {
-			return nil, fmt.Errorf("postgres sink %q: writing record %q alone: %w", s.table, batch[i].Key, one)
+			return nil, fmt.Errorf("postgres sink %q: writing record %q alone: %w", table, key(batch[i]), one)
 		}
 		res[i] = sink.Result{Outcome: sink.Failed,
-			Err: sink.Permanent(fmt.Errorf("postgres sink %q: record %q refused: %w", s.table, batch[i].Key, one))}
+			Err: sink.Permanent(fmt.Errorf("postgres sink %q: record %q refused: %w", table, key(batch[i]), one))}
 	}
 	return res, nil
 }
