@@ -38,9 +38,11 @@ type Sink struct {
 
 // SinkBatch bounds one write.
 type SinkBatch struct {
-	MaxRecords int           `yaml:"max_records"` // default 1000
-	MaxBytes   ByteSize      `yaml:"max_bytes"`   // default 5MiB
-	Linger     time.Duration `yaml:"linger"`      // default 200ms
+	MaxRecords int      `yaml:"max_records"` // default 1000
+	MaxBytes   ByteSize `yaml:"max_bytes"`   // default 5MiB
+	// Linger is how long a batch waits to fill once its first record is
+	// in (default 200ms; 0s: not at all).
+	Linger *time.Duration `yaml:"linger"`
 }
 
 // SinkRetry is a backoff with full jitter: the n-th wait is random in
@@ -150,7 +152,7 @@ func (c *Config) applySinkDefaults() {
 		setDefault(&s.From, DefaultSinkFrom)
 		setDefault(&s.Batch.MaxRecords, DefaultSinkBatchRecords)
 		setDefault(&s.Batch.MaxBytes, DefaultSinkBatchBytes)
-		setDefault(&s.Batch.Linger, DefaultSinkLinger)
+		setDefaultPtr(&s.Batch.Linger, DefaultSinkLinger)
 		setDefault(&s.Retry.Initial, DefaultSinkRetryInitial)
 		setDefault(&s.Retry.Max, DefaultSinkRetryMax)
 		if o := s.OpenSearch; o != nil {
@@ -195,7 +197,7 @@ func (c *Config) validateSinks(errs *fieldErrors) {
 		if s.Batch.MaxBytes < 1 {
 			bad(f+".batch.max_bytes", "must be positive")
 		}
-		if s.Batch.Linger < 0 {
+		if *s.Batch.Linger < 0 {
 			bad(f+".batch.linger", "must not be negative")
 		}
 		if s.Retry.Initial <= 0 || s.Retry.Max < s.Retry.Initial {

@@ -77,6 +77,12 @@ sinks:
 			}
 		})
 	}
+	if cfg, err := Parse([]byte(`sinks: [{name: a, type: redis, batch: {linger: 0s}, redis: {addr: "h:1"}}]`), env(nil)); err != nil || *cfg.Sinks[0].Batch.Linger != 0 {
+		t.Errorf("linger: 0s must mean no wait, not the default: %v", err)
+	}
+	if *s[0].Batch.Linger != DefaultSinkLinger {
+		t.Errorf("linger defaults to %v", *s[0].Batch.Linger)
+	}
 	if _, err := Parse([]byte(`sinks: [{name: a, type: redis, batch: {max_bytes: 5XB}, redis: {addr: "h:1"}}]`), env(nil)); err == nil {
 		t.Fatal("a size of 5XB was accepted")
 	}

@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_backend_up",
 			Help: "1 while the sink's last write succeeded, 0 while it is retrying."}, []string{"sink"}),
 		lagGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_lag_records",
-			Help: "Records behind the last stable offset, per partition, as of the last fetch."}, []string{"sink", "partition"}),
+			Help: "Offsets between the next record to consume and the last stable offset, per partition, as of the last fetch (on a transactional topic a trailing commit marker counts as one)."}, []string{"sink", "partition"}),
 		fresh: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_last_applied_timestamp_seconds",
 			Help: "Record time of the last applied record (freshness = now - this)."}, []string{"sink"}),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_oldest_unapplied_timestamp_seconds",

@@ -58,7 +58,8 @@ type Config struct {
 	Decoder                Decoder
 	// Metrics, when set, receives the runner's counts.
 	Metrics *Metrics
-	Log     *slog.Logger
+	// Log is the sink's logger; the caller names the sink in it.
+	Log *slog.Logger
 	// GenerationsEvery is how often a Generations sink's state is read
 	// again, so a rebuild started elsewhere is written to (default 2s).
 	GenerationsEvery time.Duration
@@ -105,7 +106,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.DropAfter <= 0 {
 		cfg.DropAfter = time.Minute
 	}
-	return &Runner{cfg: cfg, log: cfg.Log.With("sink", cfg.Name), metrics: cfg.Metrics}, nil
+	return &Runner{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics}, nil
 }
 
 // Run consumes until ctx ends, then leaves the group; it returns nil on a

@@ -81,7 +81,7 @@ func newSinkRunner(ctx context.Context, cfg *config.Config, s config.Sink, svc s
 		Name: s.Name, Sink: w, Client: kafka.ClientOptions(svc.brokers, log),
 		Topic: sinkTopic(topics.For(cfg.Kafka.TopicPrefix), s.From), Group: group, DLQ: dlq,
 		VersionIsOffset: s.From == "changes", History: keepsHistory(s), Namespaces: s.Namespaces,
-		MaxRecords: s.Batch.MaxRecords, MaxBytes: int64(s.Batch.MaxBytes), Linger: s.Batch.Linger,
+		MaxRecords: s.Batch.MaxRecords, MaxBytes: int64(s.Batch.MaxBytes), Linger: *s.Batch.Linger,
 		RetryInitial: s.Retry.Initial, RetryMax: s.Retry.Max, Decoder: serde, Metrics: m, Log: log,
 	})
 	if err != nil {

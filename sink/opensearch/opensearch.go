@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg config.SinkOpenSearch, log *slog.Logger) (*Sin
 	// Bulk partial failures are read item by item in Write: the v4 client
 	// does not turn them into an error.
 	api := opensearchapi.NewFromClient(&opensearch.Client{Transport: tp})
-	s := &Sink{api: api, alias: cfg.Index, log: log.With("sink", "opensearch", "index", cfg.Index)}
+	s := &Sink{api: api, alias: cfg.Index, log: log.With("backend", "opensearch", "index", cfg.Index)}
 	live, err := s.prepare(ctx)
 	if err != nil {
 		_ = api.Close()

@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg config.SinkRedis, log *slog.Logger) (*Sink, er
 		client:  client,
 		prefix:  prefix,
 		pointer: prefix + "@generations",
-		log:     log.With("sink", "redis", "key_prefix", prefix),
+		log:     log.With("backend", "redis", "key_prefix", prefix),
 		scripts: newScripts(),
 	}}
 	if err := s.prepare(ctx, cfg); err != nil {
