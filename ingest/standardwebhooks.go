@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/stdwebhooks"
 )
 
 // standardWebhooksProvider is a sender following the Standard Webhooks
@@ -40,10 +40,9 @@ func standardWebhooksProvider() Registration {
 }
 
 const (
-	swIDHeader        = "webhook-id"
-	swTimestampHeader = "webhook-timestamp"
-	swSignatureHeader = "webhook-signature"
-	swSecretPrefix    = "whsec_"
+	swIDHeader        = stdwebhooks.IDHeader
+	swTimestampHeader = stdwebhooks.TimestampHeader
+	swSignatureHeader = stdwebhooks.SignatureHeader
 	swTolerance       = 5 * time.Minute
 )
 
@@ -78,7 +77,7 @@ func newStandardWebhooks(cfg config.Source, _ Deps) (Adapter, error) {
 	}
 	s := &standardWebhooks{origin: originOf(cfg)}
 	for k, secret := range cfg.Secrets {
-		key, err := decodeWhsec(secret)
+		key, err := stdwebhooks.DecodeSecret(secret)
 		if err != nil {
 			return nil, badField(fmt.Sprintf("secrets[%d]", k), "%v", err)
 		}
@@ -96,20 +95,6 @@ func newStandardWebhooks(cfg config.Source, _ Deps) (Adapter, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// decodeWhsec decodes a "whsec_<base64 key>" secret. Its errors never hold
-// the secret.
-func decodeWhsec(s string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(s, swSecretPrefix)
-	if !ok {
-		return nil, errors.New("must start with " + swSecretPrefix)
-	}
-	key, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil || len(key) == 0 {
-		return nil, errors.New("must be " + swSecretPrefix + " followed by the standard base64 of a non-empty key")
-	}
-	return key, nil
 }
 
 // Verify checks the headers and the v1 signatures. The delivery id is
@@ -134,7 +119,7 @@ func (s *standardWebhooks) Verify(_ context.Context, req *Request) (Verified, er
 	// One MAC per key, compared with every entry: a long header costs
 	// comparisons, not hashes of the body.
 	for _, key := range s.keys {
-		want := swSignature(key, id, ts, req.Body)
+		want := stdwebhooks.Signature(key, id, ts, req.Body)
 		for _, sig := range sigs {
 			if hmac.Equal(sig, want) {
 				return Verified{Request: req, Identity: Identity{ID: id, Signed: true}, ReplayKey: swReplayKey(id, ts, req.Body)}, nil
@@ -190,17 +175,6 @@ func v1Signatures(v string) ([][]byte, error) {
 	return sigs, nil
 }
 
-// swSignature is HMAC-SHA256(key, id "." timestamp "." body).
-func swSignature(key []byte, id, timestamp string, body []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(timestamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
-}
-
 func (s *standardWebhooks) Normalize(_ context.Context, v Verified) (Batch, error) {
 	ch, err := s.payload.change(s.origin, v.Request, "standardwebhooks", v.Identity.ID)
 	if err != nil {
@@ -232,6 +206,6 @@ func (s *standardWebhooks) Sign(body []byte) http.Header {
 	h.Set("Content-Type", "application/json")
 	h.Set(swIDHeader, id)
 	h.Set(swTimestampHeader, ts)
-	h.Set(swSignatureHeader, "v1,"+base64.StdEncoding.EncodeToString(swSignature(s.keys[0], id, ts, body)))
+	h.Set(swSignatureHeader, stdwebhooks.Header(s.keys[:1], id, ts, body))
 	return h
 }

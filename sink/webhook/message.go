@@ -3,9 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/productstream/productstream/sink"
+	"github.com/productstream/productstream/stdwebhooks"
 )
 
 // What one request is, per Standard Webhooks:
@@ -45,12 +43,8 @@ const (
 	typeUpdated = "product.updated"
 	typeDeleted = "product.deleted"
 
-	headerID        = "webhook-id"
-	headerTimestamp = "webhook-timestamp"
-	headerSignature = "webhook-signature"
-	headerIdemKey   = "Idempotency-Key"
-	userAgent       = "productstream-webhook/1"
-	secretPrefix    = "whsec_"
+	headerIdemKey = "Idempotency-Key"
+	userAgent     = "productstream-webhook/1"
 
 	// maxRead is how much of a response body is read: enough for an error
 	// message, bounded whatever the endpoint sends.
@@ -71,20 +65,6 @@ type message struct {
 	Version   int64           `json:"version"`
 	Timestamp string          `json:"timestamp"` // RFC 3339 in UTC, milliseconds
 	Data      json.RawMessage `json:"data"`      // null when deleted
-}
-
-// decodeSecret decodes a "whsec_<base64 key>" secret. Its errors never hold
-// the secret.
-func decodeSecret(s string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(s, secretPrefix)
-	if !ok {
-		return nil, errors.New("must start with " + secretPrefix)
-	}
-	key, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil || len(key) == 0 {
-		return nil, errors.New("must be " + secretPrefix + " followed by the standard base64 of a non-empty key")
-	}
-	return key, nil
 }
 
 // body encodes rec as the request body. A record that is not deleted must
@@ -121,21 +101,6 @@ func webhookID(rec sink.Record) string {
 	return b.String() + ":" + strconv.FormatInt(rec.Version, 10)
 }
 
-// signature is the webhook-signature header: one v1 entry per key.
-func (s *Sink) signature(id, timestamp string, body []byte) string {
-	entries := make([]string, len(s.keys))
-	for i, key := range s.keys {
-		m := hmac.New(sha256.New, key)
-		m.Write([]byte(id))
-		m.Write([]byte{'.'})
-		m.Write([]byte(timestamp))
-		m.Write([]byte{'.'})
-		m.Write(body)
-		entries[i] = "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
-	}
-	return strings.Join(entries, " ")
-}
-
 // request builds the signed POST of rec, signed now.
 func (s *Sink) request(ctx context.Context, rec sink.Record) (*http.Request, error) {
 	b, err := body(rec)
@@ -150,10 +115,10 @@ func (s *Sink) request(ctx context.Context, rec sink.Record) (*http.Request, err
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", userAgent)
-	h.Set(headerID, id)
+	h.Set(stdwebhooks.IDHeader, id)
 	h.Set(headerIdemKey, id) // also what lets net/http retry the POST on a dead kept-alive connection
-	h.Set(headerTimestamp, ts)
-	h.Set(headerSignature, s.signature(id, ts, b))
+	h.Set(stdwebhooks.TimestampHeader, ts)
+	h.Set(stdwebhooks.SignatureHeader, stdwebhooks.Header(s.keys, id, ts, b))
 	return req, nil
 }
 

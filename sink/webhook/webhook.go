@@ -22,6 +22,7 @@ import (
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/outbound"
 	"github.com/productstream/productstream/sink"
+	"github.com/productstream/productstream/stdwebhooks"
 )
 
 // ErrGone surfaces from Write, wrapped in each record's non-permanent
@@ -85,7 +86,7 @@ func New(_ context.Context, cfg config.SinkWebhook, log *slog.Logger) (*Sink, er
 	}
 	keys := make([][]byte, len(cfg.Secrets))
 	for i, s := range cfg.Secrets {
-		if keys[i], err = decodeSecret(s); err != nil {
+		if keys[i], err = stdwebhooks.DecodeSecret(s); err != nil {
 			return nil, fmt.Errorf("webhook: secrets[%d]: %w", i, err)
 		}
 	}

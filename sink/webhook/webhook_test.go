@@ -28,13 +28,14 @@ import (
 	"github.com/productstream/productstream/outbound"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/sink/sinktest"
+	"github.com/productstream/productstream/stdwebhooks"
 )
 
 // newSecret returns a fresh whsec_ secret.
 func newSecret() string {
 	key := make([]byte, 24)
 	_, _ = rand.Read(key)
-	return secretPrefix + base64.StdEncoding.EncodeToString(key)
+	return stdwebhooks.SecretPrefix + base64.StdEncoding.EncodeToString(key)
 }
 
 // newVerifier builds productstream's own standardwebhooks source (ingest)
