@@ -144,7 +144,7 @@ func (r *Runner) ReplayDeadLetters(ctx context.Context) (Replayed, error) {
 		}
 		var out []Result
 		for attempt := 0; ; attempt++ {
-			out, err = r.writeGenerations(ctx, []Record{rec})
+			out, err = r.cfg.Sink.Write(ctx, []Record{rec})
 			if err == nil || ctx.Err() != nil || attempt >= 5 {
 				break
 			}

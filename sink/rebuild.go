@@ -154,3 +154,24 @@ func (r *Runner) topicRecords(ctx context.Context) (int64, error) {
 	})
 	return total, nil
 }
+
+// DropGeneration drops generation n of r's sink, which must not be the
+// live one or the one being built.
+func (r *Runner) DropGeneration(ctx context.Context, n int) error {
+	gens, ok := r.cfg.Sink.(Generations)
+	if !ok {
+		return ErrNoGenerations
+	}
+	live, building, err := gens.Generations(ctx)
+	if err != nil {
+		return fmt.Errorf("read generations: %w", err)
+	}
+	if n == live || n == building {
+		return fmt.Errorf("generation %d is %s: %w", n, map[bool]string{true: "live", false: "being built"}[n == live], ErrGenerationInUse)
+	}
+	return gens.Drop(ctx, n)
+}
+
+// ErrGenerationInUse surfaces from DropGeneration for the live generation
+// and the one being built.
+var ErrGenerationInUse = errors.New("the generation is in use")

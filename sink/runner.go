@@ -60,8 +60,9 @@ type Config struct {
 	Metrics *Metrics
 	// Log is the sink's logger; the caller names the sink in it.
 	Log *slog.Logger
-	// GenerationsEvery is how often a Generations sink's state is read
-	// again, so a rebuild started elsewhere is written to (default 2s).
+	// GenerationsEvery is how often a Generations sink's state is read,
+	// to drop a generation a rebuild replaced, and how long a rebuild waits
+	// for every writer to see its new generation (default 2s).
 	GenerationsEvery time.Duration
 	// DropAfter is how long a generation replaced by a rebuild is kept
 	// (for readers still on it) before the runner drops it (default 1m).
@@ -78,11 +79,11 @@ type Runner struct {
 	cl      *kgo.Client
 	metrics *Metrics
 
-	live     int // the generation written, for Generations sinks
-	building int
-	genRead  time.Time
-	retired  map[int]time.Time // generations replaced by a rebuild, with when to drop them
-	failing  bool              // the backend is failing: we are retrying
+	// Generations sinks, owned by watchGenerations: the last state read
+	// and the generations replaced by a rebuild, with when to drop them.
+	live, building int
+	retired        map[int]time.Time
+	failing        bool // the backend is failing: we are retrying
 }
 
 // Version headers: the processor writes the record's version in this
@@ -128,6 +129,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	r.cl = cl
+	if gens, ok := r.cfg.Sink.(Generations); ok {
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); r.watchGenerations(wctx, gens) }()
+		defer func() { stop(); <-done }()
+	}
 	defer func() {
 		// A rebalance blocked on the batch in hand would hold up leaving
 		// the group.
@@ -331,7 +338,7 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 func (r *Runner) write(ctx context.Context, batch []Record) ([]deadRecord, error) {
 	var dead []deadRecord
 	for attempt := 0; len(batch) > 0; attempt++ {
-		results, err := r.writeGenerations(ctx, batch)
+		results, err := r.cfg.Sink.Write(ctx, batch)
 		if err != nil {
 			if werr := r.retry(ctx, attempt, batch, err); werr != nil {
 				return nil, werr
@@ -369,45 +376,37 @@ func (r *Runner) write(ctx context.Context, batch []Record) ([]deadRecord, error
 	return dead, nil
 }
 
-// writeGenerations writes batch to the live generation and, while a
-// rebuild runs, to the generation being built too. The results are the
-// live generation's, with a record failed in either failed.
-func (r *Runner) writeGenerations(ctx context.Context, batch []Record) ([]Result, error) {
-	gens, ok := r.cfg.Sink.(Generations)
-	if !ok {
-		return r.cfg.Sink.Write(ctx, batch)
-	}
-	if time.Since(r.genRead) >= r.cfg.GenerationsEvery {
+// watchGenerations reads a Generations sink's state every
+// GenerationsEvery until ctx ends, and drops a generation a rebuild
+// replaced once DropAfter has passed since this runner saw the switch.
+// (Writing the generation being built is the sink's own Write's job.)
+func (r *Runner) watchGenerations(ctx context.Context, gens Generations) {
+	t := time.NewTicker(r.cfg.GenerationsEvery)
+	defer t.Stop()
+	for {
 		live, building, err := gens.Generations(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("read generations: %w", err)
-		}
-		if building != r.building || live != r.live {
-			r.log.Info("sink generations", "live", live, "building", building)
-		}
-		if r.live != 0 && live != r.live {
-			if r.retired == nil {
-				r.retired = map[int]time.Time{}
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.Warn("reading the sink's generations failed; will try again", "err", err)
+		case err == nil:
+			if building != r.building || live != r.live {
+				r.log.Info("sink generations", "live", live, "building", building)
 			}
-			r.retired[r.live] = time.Now().Add(r.cfg.DropAfter)
+			if r.live != 0 && live != r.live {
+				if r.retired == nil {
+					r.retired = map[int]time.Time{}
+				}
+				r.retired[r.live] = time.Now().Add(r.cfg.DropAfter)
+			}
+			r.live, r.building = live, building
+			r.dropRetired(ctx, gens)
 		}
-		r.live, r.building, r.genRead = live, building, time.Now()
-		r.dropRetired(ctx, gens)
-	}
-	results, err := gens.At(r.live).Write(ctx, batch)
-	if err != nil || r.building == 0 || r.building == r.live {
-		return results, err
-	}
-	next, err := gens.At(r.building).Write(ctx, batch)
-	if err != nil {
-		return nil, fmt.Errorf("generation %d being built: %w", r.building, err)
-	}
-	for i := range results {
-		if next[i].Outcome == Failed && results[i].Outcome != Failed && !IsPermanent(next[i].Err) {
-			results[i] = next[i]
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
-	return results, nil
 }
 
 // dropRetired drops the replaced generations whose grace period is over.

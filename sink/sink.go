@@ -167,7 +167,9 @@ type Generations interface {
 	Generations(ctx context.Context) (live, building int, err error)
 	// Begin creates generation n empty (or reuses it if it already exists)
 	// and records it as being built: from then on every writer of the sink
-	// writes to it too.
+	// writes to it too. The Sink's own Write writes the live generation
+	// and, while one is being built, that one as well, and sees a Begin
+	// made by another process within Config.GenerationsEvery.
 	Begin(ctx context.Context, n int) error
 	// At returns a Sink that writes to generation n only, sharing this
 	// Sink's connections (closing it closes nothing).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -176,13 +177,14 @@ const sinkUsage = `usage:
   productstream sink --config FILE [--name NAME]                 run the configured sinks (or one)
   productstream sink explain NAME KEY --config FILE [--brokers ADDR] [--registry URL]
   productstream sink replay-dlq NAME --config FILE [--brokers ADDR] [--registry URL]
-  productstream sink rebuild NAME --config FILE [--brokers ADDR] [--registry URL]`
+  productstream sink rebuild NAME --config FILE [--brokers ADDR] [--registry URL]
+  productstream sink drop-generation NAME GENERATION --config FILE`
 
 // runSinkCommand is `productstream sink`: the role, or one of its tools.
 func runSinkCommand(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "explain", "replay-dlq", "rebuild":
+		case "explain", "replay-dlq", "rebuild", "drop-generation":
 			return runSinkTool(ctx, args[0], args[1:])
 		}
 	}
@@ -224,7 +226,7 @@ func runSinkTool(ctx context.Context, tool string, args []string) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"explain": 2, "replay-dlq": 1, "rebuild": 1}[tool]
+	want := map[string]int{"explain": 2, "replay-dlq": 1, "rebuild": 1, "drop-generation": 2}[tool]
 	if len(pos) != want || *path == "" {
 		return errors.New(sinkUsage)
 	}
@@ -257,6 +259,8 @@ func runSinkTool(ctx context.Context, tool string, args []string) error {
 	switch tool {
 	case "explain":
 		return explainKey(ctx, runner, pos[1])
+	case "drop-generation":
+		return dropGeneration(ctx, runner, s.Name, pos[1])
 	case "replay-dlq":
 		res, err := runner.ReplayDeadLetters(ctx)
 		if err != nil {
@@ -310,5 +314,19 @@ func explainKey(ctx context.Context, runner *sink.Runner, key string) error {
 		fmt.Printf("dlq        offset %d: version %d, %s: %s\n", d.Offset, d.Version, d.Class, d.Reason)
 	}
 	fmt.Println(ex.Verdict)
+	return nil
+}
+
+// dropGeneration drops one generation of a sink by hand: one a rebuild
+// replaced while no sink process ran long enough to drop it.
+func dropGeneration(ctx context.Context, runner *sink.Runner, name, arg string) error {
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 {
+		return fmt.Errorf("generation %q is not a number from 1", arg)
+	}
+	if err := runner.DropGeneration(ctx, n); err != nil {
+		return err
+	}
+	fmt.Printf("dropped generation %d of %s\n", n, name)
 	return nil
 }

@@ -168,6 +168,13 @@ func (s *Sink) Switch(ctx context.Context, n int) error {
 		return fmt.Errorf("opensearch sink %s: switch to generation %d: %w", s.alias, n, ErrNoGeneration)
 	}
 	if st.live != n {
+		// Everything written to the new generation becomes searchable
+		// before readers move to it, or they would see it half empty
+		// until the next refresh.
+		resp, err := s.api.Indices.Refresh(ctx, &opensearchapi.IndicesRefreshReq{Index: []string{s.genIndex(n)}})
+		if err := check(ctx, "refresh "+s.genIndex(n), resp.Inspect().Response, err); err != nil {
+			return fmt.Errorf("opensearch sink %s: switch to generation %d: %w", s.alias, n, err)
+		}
 		actions := []map[string]any{}
 		if st.live != 0 {
 			// Removing from the generation read above makes the switch fail
