@@ -27,7 +27,7 @@ Usage:
   productstream ingest --config FILE
   productstream process --config FILE
   productstream sink --config FILE [--name NAME]
-  productstream sink explain|replay-dlq|rebuild NAME [KEY] --config FILE [--brokers ADDR] [--registry URL]
+  productstream sink explain|replay-dlq|rebuild|drop-generation NAME [KEY|N] --config FILE [--brokers ADDR] [--registry URL]
   productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]
   productstream sign --source NAME [--config FILE] [--file BODY]
 
