@@ -13,6 +13,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/productstream/productstream/sink/sinktest"
 )
 
 // TestMain lets the test binary stand in for the harness binary when the
@@ -25,9 +27,11 @@ func TestMain(m *testing.M) {
 }
 
 // TestSmoke runs the whole harness for a few seconds against an in-process
-// broker (kfake) and registry (srfake): every phase runs, the results file
-// has every section, and every figure is nonzero. The figures themselves
-// mean nothing here; real ones come from a real broker (run.sh).
+// broker (kfake) and registry (srfake), and the real sink backends
+// (sinktest.StartBackend: the environment's, else started by
+// integration/backends/backends.sh): every phase runs, the results file has
+// every section, and every figure is nonzero. The figures themselves mean
+// nothing here; real ones come from a real broker (run.sh).
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds productstream and runs every phase for a few seconds")
@@ -39,6 +43,7 @@ func TestSmoke(t *testing.T) {
 	t.Cleanup(cluster.Close)
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
+	pg, rd, osURL := sinktest.StartBackend(t, "postgres"), sinktest.StartBackend(t, "redis"), sinktest.StartBackend(t, "opensearch")
 	out := filepath.Join(t.TempDir(), "RESULTS.md")
 	o, err := parseFlags([]string{
 		"-brokers", cluster.ListenAddrs()[0], "-registry", reg.URL(), "-broker-dir", "",
@@ -49,6 +54,8 @@ func TestSmoke(t *testing.T) {
 		"-restore-records", "3000",
 		"-fresh-duration", "500ms", "-fresh-rate", "40",
 		"-coalescer-memory=false", // a million keys: slow, and TestParseCoalescerMemory covers the parsing
+		"-postgres-dsn", pg, "-redis-addr", rd, "-opensearch-url", osURL,
+		"-sink-records", "300", "-sink-rounds", "2", "-sink-fresh-duration", "500ms",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,14 +119,37 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	// Every sink was measured beside its baseline, over the whole input,
+	// and every product of the freshness run became visible in OpenSearch.
+	if in := res.sinkIn; in == nil || in.records == 0 || int(in.records) != in.accepted {
+		t.Errorf("sinks input %+v: want one state record per accepted product", in)
+	}
+	if len(res.sinks) != len(allSinkKinds) {
+		t.Errorf("%d sinks measured, want %d", len(res.sinks), len(allSinkKinds))
+	}
+	for _, s := range res.sinks {
+		for _, run := range []*sinkRun{s.sink, s.base} {
+			if run == nil || run.rounds != o.sinkRounds || run.records != res.sinkIn.records*int64(o.sinkRounds) || run.rate() <= 0 || run.batches == 0 {
+				t.Errorf("%s: run %+v, want %d rounds over %d records", s.kind, run, o.sinkRounds, res.sinkIn.records)
+			}
+		}
+		if s.ratio() < sinkTarget && len(s.profiles) != 2 {
+			t.Errorf("%s below its target: %d profiles, want the sink's and the baseline's", s.kind, len(s.profiles))
+		}
+	}
+	if f := res.sinkFresh; f == nil || f.accepted == 0 || len(f.visible) != f.accepted || len(f.written) != f.accepted || len(f.onKafka) != f.accepted || quantile(f.visible, 0.5) <= 0 {
+		t.Errorf("freshness to OpenSearch: %+v", f)
+	}
+
 	md, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, section := range []string{
-		"do not edit by hand", "```sh\ngo run ./integration/bench", "## Targets (issue 6)", "## Machine", "## Settings",
+		"do not edit by hand", "```sh\ngo run ./integration/bench", "## Targets", "## Machine", "## Settings",
 		"## Ingest: maximum throughput", "## Ingest: latency at half", "## Ingest: mixed bodies",
-		"## Processor", "## Where the processor's CPU goes", "## Restore", "## End-to-end freshness", "## Errors", "## How it is measured",
+		"## Processor", "## Where the processor's CPU goes", "## Restore", "## End-to-end freshness",
+		"## Sinks: throughput vs the bare write", "## Freshness to OpenSearch", "## Errors", "## How it is measured",
 	} {
 		if !strings.Contains(string(md), section) {
 			t.Errorf("RESULTS.md lacks %q", section)

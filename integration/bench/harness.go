@@ -70,6 +70,12 @@ type results struct {
 	fresh     *freshResult
 	coalescer *coalescerResult // nil: not measured (-coalescer-memory=false)
 	profiles  []*profileResult // CPU profiles of extra processor runs (-profile)
+
+	sinkIn    *sinkInput             // the products topic the sinks read
+	sinks     []*sinkResult          // by kind, in the order measured
+	backends  map[string]backendInfo // by kind (opensearch always, for the freshness run)
+	sinkFresh *sinkFreshResult
+	sinkLoad  [2]string // the load average before and after the sinks' throughput runs
 }
 
 // Server names, in the order they are measured and reported.
@@ -416,6 +422,11 @@ func (h *harness) run(ctx context.Context) (*results, error) {
 			return nil, err
 		}
 	}
+	if h.o.sections["sinks"] {
+		if err := h.runSinks(ctx, res); err != nil {
+			return nil, err
+		}
+	}
 	// The coalescer's memory is measured last, after every timed phase: its
 	// `go test` compiles the processor package and then allocates a million
 	// keys (hundreds of MB and a few full GCs), which would take CPU and
@@ -424,7 +435,7 @@ func (h *harness) run(ctx context.Context) (*results, error) {
 	// depend on what else the machine is doing. Run first, it would also
 	// raise the load average reported "at start" and could push Kafka's
 	// page cache out right before the first phase.
-	if h.o.coalescerMemory {
+	if h.o.coalescerMemory && h.o.sections["processor"] {
 		h.log.Info("coalescer memory per pending key", "test", coalescerTest)
 		res.coalescer = measureCoalescerMemory(ctx, h.root)
 		if res.coalescer.err != "" {
@@ -598,7 +609,7 @@ func (h *harness) runProcessorSide(ctx context.Context, res *results, edgePrefix
 			if _, err := h.runProcessor(ctx, "profile-"+m.mode, prefix(m.mode, 0), m.eos, res.input, pr); err != nil {
 				return err
 			}
-			if err := summarize(ctx, h.root, h.bin, pr); err != nil {
+			if err := summarize(ctx, h.root, h.bin, pr, profileAreas); err != nil {
 				h.log.Warn("CPU profile not summarized", "run", m.name, "err", err)
 				continue
 			}
@@ -639,10 +650,7 @@ func (h *harness) machine(ctx context.Context) [][2]string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
 	}
-	load := "unknown"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	load := loadAverage()
 	kafka := h.rb.version
 	if kafka == "" {
 		kafka = "unknown"
@@ -662,6 +670,15 @@ func (h *harness) machine(ctx context.Context) [][2]string {
 		{"Kafka", kafka},
 		{"schema registry", registryVersion(h.o.registry)},
 	}
+}
+
+// loadAverage is the machine's load average over 1, 5 and 15 minutes.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // registryVersion asks an Apicurio registry for its version; other

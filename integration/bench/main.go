@@ -7,16 +7,26 @@
 //   - B2: the fifty-line handler: read, HMAC-verify, franz-go ProduceSync of
 //     the raw bytes (acks=all), 202;
 //   - B3: a franz-go consume-then-produce passthrough of the same changes
-//     (and, for restores, a plain consumer of the same state topic).
+//     (and, for restores, a plain consumer of the same state topic);
+//   - B4-<kind>: for each sink (OpenSearch, PostgreSQL, Redis, webhook), a
+//     plain franz-go consumer of the same products topic doing only the bare
+//     write of the same documents, batch for batch (bare.go, sinks.go).
+//
+// It also measures freshness from a 202 to the product's update on Kafka and
+// to the product being visible to a search in OpenSearch (sinkfresh.go).
 //
 // It writes integration/bench/RESULTS.md (see -out) with every figure beside
-// its baseline as a ratio, and the targets of issue 6 with pass or miss.
+// its baseline as a ratio, and the targets of issue 6 and of the sinks issue
+// with pass or miss.
 //
-//	go run ./integration/bench                  # needs PRODUCTSTREAM_KAFKA_BROKERS and _SCHEMA_REGISTRY_URL
-//	bash integration/bench/run.sh               # starts a real Kafka and registry on its own ports first
+//	go run ./integration/bench                  # needs PRODUCTSTREAM_KAFKA_BROKERS and _SCHEMA_REGISTRY_URL,
+//	                                            # and for the sinks PRODUCTSTREAM_POSTGRES_DSN, _REDIS_ADDR, _OPENSEARCH_URL
+//	bash integration/bench/run.sh               # starts a real Kafka and registry on its own ports, and the sink backends, first
+//	bash integration/bench/run.sh -sections sinks -out /tmp/sinks.md   # the sinks alone
 //
-// The baselines run as this same program re-executed with the hidden flag
-// -serve (b1, b2, b3-passthrough, b3-consume); see servers.go.
+// B1, B2 and B3 run as this same program re-executed with the hidden flag
+// -serve (b1, b2, b3-passthrough, b3-consume); see servers.go. The sinks and
+// B4 run in this process, one at a time.
 package main
 
 import (
@@ -32,6 +42,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/productstream/productstream/config"
 )
 
 // options are the harness settings; every one has a flag.
@@ -72,14 +84,31 @@ type options struct {
 	freshRate     float64
 
 	coalescerMemory bool // run processor's TestCoalescerMemoryPerPendingKey at the end
-	profile         bool // profile an extra processor run in each mode
+	profile         bool // profile an extra processor run in each mode, and an extra run of each sink below its target
 
-	sections map[string]bool // ingest, processor, fresh
+	// The sinks section.
+	postgresDSN        string
+	redisAddr          string
+	opensearchURL      string
+	sinkKinds          []string
+	sinkRecords        int
+	sinkRounds         int
+	sinkBatch          int
+	sinkLinger         time.Duration
+	webhookConcurrency int
+	sinkFreshDuration  time.Duration
+	sinkFreshLinger    time.Duration
+	sinkFreshPoll      time.Duration
+
+	sections map[string]bool // ingest, processor, fresh, sinks
 	command  string          // shown in RESULTS.md
 }
 
 // allSections are the parts of a run, in order; processor needs ingest.
-var allSections = []string{"ingest", "processor", "fresh"}
+var allSections = []string{"ingest", "processor", "fresh", "sinks"}
+
+// allSinkKinds are the sinks the sinks section measures, in order.
+var allSinkKinds = []string{"opensearch", "postgres", "redis", "webhook"}
 
 // mixPart is one body size of a mix and its weight.
 type mixPart struct {
@@ -146,9 +175,21 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.restoreRecords, "restore-records", 200_000, "restore input: the transactional run's state records, copied with unique keys onto a products topic of its own until it holds at least this many")
 	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
-	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of the run, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
-	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with ops.listen set, take CPU profiles of the whole run, and report where the CPU goes")
-	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh; RESULTS.md is complete only with all")
+	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of a run with the processor section, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
+	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with ops.listen set, take CPU profiles of the whole run, and report where the CPU goes; likewise run once more, profiled, each sink below its target")
+	fs.StringVar(&o.postgresDSN, "postgres-dsn", os.Getenv("PRODUCTSTREAM_POSTGRES_DSN"), "sinks: PostgreSQL DSN (default $PRODUCTSTREAM_POSTGRES_DSN; integration/backends/backends.sh env)")
+	fs.StringVar(&o.redisAddr, "redis-addr", os.Getenv("PRODUCTSTREAM_REDIS_ADDR"), "sinks: Redis host:port (default $PRODUCTSTREAM_REDIS_ADDR)")
+	fs.StringVar(&o.opensearchURL, "opensearch-url", os.Getenv("PRODUCTSTREAM_OPENSEARCH_URL"), "sinks: OpenSearch URL (default $PRODUCTSTREAM_OPENSEARCH_URL)")
+	sinkKinds := fs.String("sink-kinds", strings.Join(allSinkKinds, ","), "sinks measured beside their bare write: opensearch, postgres, redis, webhook")
+	fs.IntVar(&o.sinkRecords, "sink-records", 15_000, "sinks input: products sent once each through the edge and the processor; the products topic every sink and baseline reads holds their state records")
+	fs.IntVar(&o.sinkRounds, "sink-rounds", 4, "runs of each sink and of its baseline, in alternating order (baseline, sink, sink, baseline, ...); the target is checked on the median round of each, so more, shorter rounds let a burst of other work on the machine move it less")
+	fs.IntVar(&o.sinkBatch, "sink-batch", config.DefaultSinkBatchRecords, "sinks' batch.max_records, and the most records a baseline writes at once")
+	fs.DurationVar(&o.sinkLinger, "sink-linger", 0, "sinks' batch.linger in the throughput runs (a baseline writes what one poll returns)")
+	fs.IntVar(&o.webhookConcurrency, "webhook-concurrency", config.DefaultWebhookParallel, "webhook sink's concurrency, and its baseline's")
+	fs.DurationVar(&o.sinkFreshDuration, "sink-fresh-duration", 10*time.Second, "open-loop phase (at -fresh-rate) of the freshness run to OpenSearch")
+	fs.DurationVar(&o.sinkFreshLinger, "sink-fresh-linger", config.DefaultSinkLinger, "OpenSearch sink's batch.linger in the freshness run (default: the configuration's default)")
+	fs.DurationVar(&o.sinkFreshPoll, "sink-fresh-poll", 20*time.Millisecond, "how often the freshness run searches OpenSearch for the products not yet visible")
+	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh, sinks (e.g. -sections sinks to rerun the sinks alone); RESULTS.md is complete only with all")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -161,6 +202,19 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.sections["processor"] && !o.sections["ingest"] {
 		return nil, errors.New("-sections: processor reads what the ingest section produced: add ingest")
+	}
+	for _, k := range strings.Split(*sinkKinds, ",") {
+		if k = strings.TrimSpace(k); !slices.Contains(allSinkKinds, k) {
+			return nil, fmt.Errorf("-sink-kinds: unknown sink %q (want %v)", k, allSinkKinds)
+		}
+		if !slices.Contains(o.sinkKinds, k) {
+			o.sinkKinds = append(o.sinkKinds, k)
+		}
+	}
+	if o.sections["sinks"] {
+		if err := o.checkSinks(); err != nil {
+			return nil, err
+		}
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -201,6 +255,35 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("want 0 < -quiet-period <= -max-delay")
 	}
 	return o, nil
+}
+
+// checkSinks checks the settings of the sinks section: every backend
+// measured has an address.
+func (o *options) checkSinks() error {
+	need := map[string]struct{ value, flag, env string }{
+		"opensearch": {o.opensearchURL, "-opensearch-url", "PRODUCTSTREAM_OPENSEARCH_URL"},
+		"postgres":   {o.postgresDSN, "-postgres-dsn", "PRODUCTSTREAM_POSTGRES_DSN"},
+		"redis":      {o.redisAddr, "-redis-addr", "PRODUCTSTREAM_REDIS_ADDR"},
+	}
+	// The freshness run writes to OpenSearch whatever sinks are measured.
+	for _, k := range append([]string{"opensearch"}, o.sinkKinds...) {
+		if n, ok := need[k]; ok && n.value == "" {
+			return fmt.Errorf("sinks: no %s backend: set %s or %s (`eval \"$(bash integration/backends/backends.sh env)\"`, or use integration/bench/run.sh)", k, n.flag, n.env)
+		}
+	}
+	switch {
+	case o.sinkRecords < 1:
+		return errors.New("-sink-records must be positive")
+	case o.sinkBatch < 1:
+		return errors.New("-sink-batch must be positive")
+	case o.webhookConcurrency < 1:
+		return errors.New("-webhook-concurrency must be positive")
+	case o.sinkLinger < 0 || o.sinkFreshLinger < 0:
+		return errors.New("-sink-linger and -sink-fresh-linger must not be negative")
+	case o.sinkFreshDuration <= 0 || o.sinkFreshPoll <= 0:
+		return errors.New("-sink-fresh-duration and -sink-fresh-poll must be positive")
+	}
+	return nil
 }
 
 // parseMix reads "size:weight,size:weight,...".

@@ -298,10 +298,16 @@ var (
 // the group has assigned it every partition (and it has restored them). It
 // returns what its "partitions assigned" log lines said about the restore.
 func (h *harness) startProcessor(ctx context.Context, name, prefix, group string, exactlyOnce bool, debug string) (*proc, *restoreResult, error) {
+	return h.startProcessorEpoch(ctx, name, prefix, group, exactlyOnce, debug, 0)
+}
+
+// startProcessorEpoch is startProcessor with processor.version_epoch set
+// to epoch.
+func (h *harness) startProcessorEpoch(ctx context.Context, name, prefix, group string, exactlyOnce bool, debug string, epoch int) (*proc, *restoreResult, error) {
 	cfg := filepath.Join(h.work, name+".yaml")
 	err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
 		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay,
-		debug: debug})
+		debug: debug, epoch: epoch})
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", cfg, err)
 	}
@@ -563,7 +569,11 @@ func (h *harness) measureRestore(ctx context.Context, prefix string) (*restoreRe
 	if err != nil {
 		return nil, nil, err
 	}
-	p, rr, err := h.startProcessor(ctx, "restore", prefix, h.runID+"-restore", true, "")
+	// The copied states carry the versions of the run that wrote them, but
+	// the restore's changes topic is empty: for the processor that is a
+	// changes topic re-created, which it accepts under a higher
+	// processor.version_epoch (docs/processor.md).
+	p, rr, err := h.startProcessorEpoch(ctx, "restore", prefix, h.runID+"-restore", true, "", 1)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -588,79 +598,41 @@ func (h *harness) runFreshness(ctx context.Context) (*freshResult, error) {
 	}
 	defer p.stop(30 * time.Second)
 
-	var mu sync.Mutex
-	arrived := map[string]time.Time{}  // by key: when the first update arrived
-	produced := map[string]time.Time{} // by key: that update's record timestamp
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeTopics(prefix+"updates"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	updates, err := h.watchArrivals(ctx, prefix+"updates")
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	defer cl.Close()
-	cctx, stopConsumer := context.WithCancel(ctx)
-	consumed := make(chan struct{})
-	go func() {
-		defer close(consumed)
-		for cctx.Err() == nil {
-			fetches := cl.PollFetches(cctx)
-			now := time.Now()
-			mu.Lock()
-			fetches.EachRecord(func(r *kgo.Record) {
-				if _, ok := arrived[string(r.Key)]; !ok {
-					arrived[string(r.Key)] = now
-					produced[string(r.Key)] = r.Timestamp
-				}
-			})
-			mu.Unlock()
-		}
-	}()
-	defer func() { stopConsumer(); <-consumed }()
+	defer updates.stop()
 
-	accepted := map[string]time.Time{}
-	var amu sync.Mutex
+	accepted := newAcceptedSet()
 	t := newTarget("edge", "http://"+addr+lisaPath, h.o.concurrency)
 	defer t.close()
 	load, err := runLoad(ctx, t, loadSpec{phase: "fresh", rate: h.o.freshRate, duration: h.o.freshDuration, senders: h.o.concurrency,
-		work: workload{mix: []mixPart{{h.o.size, 1}}, seed: h.o.seed, unique: true},
-		accepted: func(id string, at time.Time) {
-			amu.Lock()
-			accepted[benchNamespace+":"+id] = at
-			amu.Unlock()
-		}}, nil)
+		work: workload{mix: []mixPart{{h.o.size, 1}}, seed: h.o.seed, unique: true}, accepted: accepted.add}, nil)
 	if err != nil {
 		return nil, err
 	}
 	// Wait for the updates: at most max_delay after the last change, plus
 	// the transaction; give it generous slack on a noisy machine.
-	deadline := time.Now().Add(10*h.o.maxDelay + 20*time.Second)
-	for {
-		mu.Lock()
-		seen := 0
-		for k := range accepted {
-			if _, ok := arrived[k]; ok {
-				seen++
+	acc := accepted.snapshot()
+	if _, err := waitUntil(ctx, time.Now().Add(10*h.o.maxDelay+20*time.Second), func() bool {
+		for k := range acc {
+			if _, ok := updates.get(k); !ok {
+				return false
 			}
 		}
-		mu.Unlock()
-		if seen == len(accepted) || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		return true
+	}); err != nil {
+		return nil, err
 	}
-	res := &freshResult{load: load, accepted: len(accepted)}
-	mu.Lock()
-	for k, at := range accepted {
-		if got, ok := arrived[k]; ok {
+	res := &freshResult{load: load, accepted: len(acc)}
+	for k, at := range acc {
+		if got, ok := updates.get(k); ok {
 			res.seen++
-			res.lat = append(res.lat, got.Sub(at))
-			res.produced = append(res.produced, produced[k].Sub(at))
+			res.lat = append(res.lat, got.at.Sub(at))
+			res.produced = append(res.produced, got.produced.Sub(at))
 		}
 	}
-	mu.Unlock()
 	slices.Sort(res.lat)
 	slices.Sort(res.produced)
 	return res, nil

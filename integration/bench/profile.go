@@ -32,15 +32,21 @@ type area struct {
 	share float64 // 0..1; NaN: not computed
 }
 
-// profileAreas are the parts reported for every profile: each a label and
-// the pprof -focus regexp whose samples it counts (a sample may count in
-// more than one).
-var profileAreas = [][2]string{
-	{"goavro (Avro decode and encode)", `github\.com/linkedin/goavro`},
-	{"franz-go (fetch, produce, group)", `github\.com/twmb/franz-go`},
-	{"state merge and JSON rendering (processor.apply, render; gjson)", `processor\.apply|processor\.\(\*entry\)\.render|github\.com/tidwall`},
-	{"garbage collector (background mark workers)", `runtime\.gcBgMarkWorker`},
-	{"system calls", `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
+// profileArea is a part of the code: the samples whose stack has a frame
+// matching focus (a pprof -focus regexp) and, when ignore is set, none
+// matching ignore.
+type profileArea struct {
+	label, focus, ignore string
+}
+
+// profileAreas are the parts reported for every processor profile (a
+// sample may count in more than one).
+var profileAreas = []profileArea{
+	{label: "goavro (Avro decode and encode)", focus: `github\.com/linkedin/goavro`},
+	{label: "franz-go (fetch, produce, group)", focus: `github\.com/twmb/franz-go`},
+	{label: "state merge and JSON rendering (processor.apply, render; gjson)", focus: `processor\.apply|processor\.\(\*entry\)\.render|github\.com/tidwall`},
+	{label: "garbage collector (background mark workers)", focus: `runtime\.gcBgMarkWorker`},
+	{label: "system calls", focus: `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
 }
 
 // cpuProfiles takes back-to-back CPU profiles of the process serving pprof
@@ -94,9 +100,9 @@ var (
 	durationRow = regexp.MustCompile(`^Duration: .*$`)
 )
 
-// summarize merges the profiles with `go tool pprof` and fills the areas
-// and the top of the flat listing.
-func summarize(ctx context.Context, root, bin string, pr *profileResult) error {
+// summarize merges the profiles with `go tool pprof` and fills the share
+// of each of areas and the top of the flat listing.
+func summarize(ctx context.Context, root, bin string, pr *profileResult, areas []profileArea) error {
 	if len(pr.files) == 0 {
 		return errors.New("no CPU profile was taken")
 	}
@@ -123,8 +129,12 @@ func summarize(ctx context.Context, root, bin string, pr *profileResult) error {
 	}
 	pr.total = total.Seconds()
 	pr.top = firstLines(durationRow.ReplaceAllString(top, ""), 40)
-	for _, a := range profileAreas {
-		out, err := pprof("-top", "-nodecount=0", "-nodefraction=0", "-edgefraction=0", "-focus="+a[1])
+	for _, a := range areas {
+		args := []string{"-top", "-nodecount=0", "-nodefraction=0", "-edgefraction=0", "-focus=" + a.focus}
+		if a.ignore != "" {
+			args = append(args, "-ignore="+a.ignore)
+		}
+		out, err := pprof(args...)
 		share := 0.0
 		switch m := totalLine.FindStringSubmatch(out); {
 		case err != nil && strings.Contains(err.Error(), "no matches found"):
@@ -134,7 +144,7 @@ func summarize(ctx context.Context, root, bin string, pr *profileResult) error {
 			v, _ := strconv.ParseFloat(m[1], 64)
 			share = v / 100
 		}
-		pr.areas = append(pr.areas, area{label: a[0], share: share})
+		pr.areas = append(pr.areas, area{label: a.label, share: share})
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,16 @@ func (g goal) verdict() string {
 	}
 }
 
+// ratioText is the ratio as the targets table shows it: two decimals,
+// three when two would show the target itself for a ratio that misses it.
+func (g goal) ratioText() string {
+	t := ratioText(g.ratio)
+	if !math.IsNaN(g.want) && t == ratioText(g.want) && g.ratio != g.want {
+		return strconv.FormatFloat(g.ratio, 'f', 3, 64)
+	}
+	return t
+}
+
 func ratioText(r float64) string {
 	if math.IsNaN(r) || math.IsInf(r, 0) {
 		return "—"
@@ -61,7 +72,8 @@ func div(a, b float64) float64 {
 	return a / b
 }
 
-// goals are the targets of issue 6 with this run's figures.
+// goals are the targets of issue 6 and of the sinks issue with this run's
+// figures.
 func goals(r *results) []goal {
 	ec, bc, b1 := r.closed[srvEdge], r.closed[srvB2], r.closed[srvB1]
 	eo, bo := r.open[srvEdge], r.open[srvB2]
@@ -70,7 +82,7 @@ func goals(r *results) []goal {
 	if r.b3consume != nil && r.b3consume.Seconds > 0 {
 		b3consume = float64(r.b3consume.Records) / r.b3consume.Seconds
 	}
-	return []goal{
+	gs := []goal{
 		{name: "Ingest throughput ≥ 0.8 × B2 (1 KB, closed loop)", figure: rateText(ec.rps()) + " req/s", baseline: rateText(bc.rps()) + " req/s",
 			ratio: div(ec.rps(), bc.rps()), want: 0.8},
 		{name: "Ingest throughput ≥ 0.35 × B1 (1 KB, closed loop)", figure: rateText(ec.rps()) + " req/s", baseline: rateText(b1.rps()) + " req/s",
@@ -86,6 +98,29 @@ func goals(r *results) []goal {
 			ratio: div(r.restore.rate(), b3consume), want: 0.7},
 		coalescerGoal(r.coalescer),
 	}
+	// The sinks issue: every sink at least 0.8 × its bare write.
+	var sinks []goal
+	if r.o.sections["sinks"] {
+		for _, kind := range r.o.sinkKinds {
+			g := goal{name: fmt.Sprintf("Sink throughput, %s ≥ %s × %s (the bare write)", kind, ratioText(sinkTarget), baselineName(kind)),
+				figure: "—", baseline: "—", ratio: math.NaN(), want: sinkTarget}
+			if s := r.sinkResult(kind); s != nil {
+				g.figure, g.baseline, g.ratio = rateText(s.sink.median())+" records/s (median round)", rateText(s.base.median())+" records/s", s.ratio()
+			}
+			sinks = append(sinks, g)
+		}
+	}
+	return append(gs, sinks...)
+}
+
+// sinkResult returns kind's result, nil when not measured.
+func (r *results) sinkResult(kind string) *sinkResult {
+	for _, s := range r.sinks {
+		if s.kind == kind {
+			return s
+		}
+	}
+	return nil
 }
 
 // coalescerTarget is the coalescer's budget per pending key, in bytes.
@@ -200,10 +235,11 @@ func renderMarkdown(r *results) string {
 		r.runID, r.started.UTC().Format("2006-01-02 15:04 MST"), r.elapsed.Round(time.Second))
 	b.WriteString("```sh\n" + o.command + "\n```\n\n")
 
-	b.WriteString("## Targets (issue 6)\n\n")
+	b.WriteString("## Targets\n\n")
+	b.WriteString("Issue 6 (ingest, processor, restore, coalescer) and the sinks issue (each sink beside its bare write).\n\n")
 	var rows [][]string
 	for _, g := range goals(r) {
-		rows = append(rows, []string{g.name, g.figure, g.baseline, ratioText(g.ratio), g.wantText(), g.verdict()})
+		rows = append(rows, []string{g.name, g.figure, g.baseline, g.ratioText(), g.wantText(), g.verdict()})
 	}
 	table(&b, []string{"target", "productstream", "baseline", "ratio", "target ratio", "result"}, rows)
 
@@ -211,6 +247,11 @@ func renderMarkdown(r *results) string {
 	rows = rows[:0]
 	for _, kv := range r.machine {
 		rows = append(rows, []string{kv[0], kv[1]})
+	}
+	for _, kind := range []string{"opensearch", "postgres", "redis", "webhook"} {
+		if bi, ok := r.backends[kind]; ok {
+			rows = append(rows, []string{kind + " backend", bi.name + " at " + bi.where})
+		}
 	}
 	table(&b, []string{"", ""}, rows)
 
@@ -240,6 +281,9 @@ func renderMarkdown(r *results) string {
 			thousands(in.n), thousands(in.small), o.procMaxValue, thousands(in.edgeRecords), thousands(int64(o.procMaxChanges)), in.rounds, float64(in.valueBytes)/float64(max(in.n, 1)))})
 	}
 	settings = append(settings, restoreSetting(r))
+	if o.sections["sinks"] {
+		settings = append(settings, sinkSettings(r)...)
+	}
 	table(&b, []string{"setting", "value"}, settings)
 
 	if len(r.closed) > 0 {
@@ -250,6 +294,12 @@ func renderMarkdown(r *results) string {
 	}
 	if r.fresh != nil {
 		renderFresh(&b, r)
+	}
+	if len(r.sinks) > 0 {
+		renderSinks(&b, r)
+	}
+	if r.sinkFresh != nil {
+		renderSinkFresh(&b, r)
 	}
 	renderErrors(&b, r)
 	renderNotes(&b, r)
@@ -362,6 +412,15 @@ func renderErrors(b *strings.Builder, r *results) {
 	if f := r.fresh; f != nil && f.load.errors() > 0 {
 		errRows = append(errRows, errorRow(srvEdge, "freshness", f.load))
 	}
+	if si := r.sinkIn; si != nil && si.load.errors() > 0 {
+		errRows = append(errRows, errorRow(srvEdge, "sinks input", si.load))
+	}
+	if f := r.sinkFresh; f != nil && f.load.errors() > 0 {
+		errRows = append(errRows, errorRow(srvEdge, "freshness to OpenSearch", f.load))
+	}
+	if f := r.sinkFresh; f != nil && len(f.visible) < f.accepted {
+		errRows = append(errRows, []string{srvEdge + " + processor + OpenSearch sink", "freshness to OpenSearch", fmt.Sprintf("%d accepted products were not visible within the wait", f.accepted-len(f.visible)), ""})
+	}
 	if r.fresh != nil && r.fresh.seen < r.fresh.accepted {
 		errRows = append(errRows, []string{srvEdge + " + processor", "freshness", fmt.Sprintf("%d accepted products had no update within the wait", r.fresh.accepted-r.fresh.seen), ""})
 	}
@@ -382,6 +441,9 @@ func renderNotes(b *strings.Builder, r *results) {
 		"Latency percentiles are exact (every latency kept and sorted, nearest rank).",
 		"Coalescer memory: after the last phase (so its compile and its million-key heap disturb no timed phase), the harness runs `go test -run '^" + coalescerTest + "$' -count=1 -v ./processor/`, which adds 1,000,000 pending keys to a coalescer and logs the growth of the live heap per key, key strings excluded (they belong to the state); the ratio is that figure over the 512 B target.",
 		"CPU: utime+stime of each process from /proc/<pid>/stat (all threads, 10 ms ticks) before and after each phase; the harness (load generator) through getrusage. The load generator shares the machine with the servers and Kafka.",
+	}
+	if r.o.sections["sinks"] {
+		notes = append(notes, "Sinks: B4-<kind> is the sinks' baseline, a plain franz-go consumer doing the bare write (integration/bench/bare.go); the sinks and their baselines run in the harness process, one at a time, while no other role runs. The backends (started by integration/backends/backends.sh) may serve other clients during the run; their CPU figures then include that work.")
 	}
 	if r.kafkaCPU {
 		notes = append(notes, "Kafka's CPU is its JVM's, found through realbroker.sh's state dir; the schema registry is not counted (the roles only use it at start and for decoding new schema ids).")
@@ -433,7 +495,7 @@ func summary(r *results) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "productstream bench %s (%s)\n\n", r.runID, r.elapsed.Round(time.Second))
 	for _, g := range goals(r) {
-		fmt.Fprintf(&b, "%-8s %-90s ratio %-5s (want %s)\n", strings.Trim(g.verdict(), "*"), g.name, ratioText(g.ratio), g.wantText())
+		fmt.Fprintf(&b, "%-8s %-90s ratio %-5s (want %s)\n", strings.Trim(g.verdict(), "*"), g.name, g.ratioText(), g.wantText())
 	}
 	b.WriteString("\n")
 	for _, name := range servers {
@@ -456,6 +518,14 @@ func summary(r *results) string {
 		fmt.Fprintf(&b, "freshness: p50 %s p99 %s (%d of %d products; produced after p50 %s p99 %s)\n", durText(quantile(f.lat, 0.5)), durText(quantile(f.lat, 0.99)), f.seen, f.accepted,
 			durText(quantile(f.produced, 0.5)), durText(quantile(f.produced, 0.99)))
 	}
+	for _, s := range r.sinks {
+		fmt.Fprintf(&b, "sink %-10s %8s records/s vs %s %8s records/s (median rounds): %s (all rounds: %s)\n", s.kind, rateText(s.sink.median()), baselineName(s.kind), rateText(s.base.median()), ratioText(s.ratio()), ratioText(s.totalRatio()))
+	}
+	if f := r.sinkFresh; f != nil {
+		fmt.Fprintf(&b, "freshness to OpenSearch: visible p50 %s p95 %s p99 %s (%d of %d products; on products p50 %s, written p50 %s)\n",
+			durText(quantile(f.visible, 0.5)), durText(quantile(f.visible, 0.95)), durText(quantile(f.visible, 0.99)), len(f.visible), f.accepted,
+			durText(quantile(f.onKafka, 0.5)), durText(quantile(f.written, 0.5)))
+	}
 	return b.String()
 }
 
@@ -466,25 +536,133 @@ func renderProfiles(b *strings.Builder, r *results) {
 	}
 	b.WriteString("## Where the processor's CPU goes\n\n")
 	b.WriteString("An extra run of the processor in each mode, after the measured ones and over another copy of the same input, with `ops.listen` set; the harness took back-to-back 1 s CPU profiles through it for the whole run and merged them with `go tool pprof`. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
+	renderProfileTable(b, r.profiles, profileAreas, "change")
+}
+
+// renderProfileTable writes the share of each area in each profile, and
+// the top of each; unit names what a profile's changes count.
+func renderProfileTable(b *strings.Builder, profiles []*profileResult, areas []profileArea, unit string) {
 	head := []string{"area"}
-	for _, p := range r.profiles {
+	for _, p := range profiles {
 		head = append(head, p.name)
 	}
 	rows := [][]string{}
-	row := []string{"CPU sampled (µs per change)"}
-	for _, p := range r.profiles {
+	row := []string{"CPU sampled (µs per " + unit + ")"}
+	for _, p := range profiles {
 		row = append(row, fmt.Sprintf("%.2f s (%.1f µs)", p.total, p.total/float64(max(p.changes, 1))*1e6))
 	}
 	rows = append(rows, row)
-	for i, a := range profileAreas {
-		row := []string{a[0]}
-		for _, p := range r.profiles {
+	for i, a := range areas {
+		row := []string{a.label}
+		for _, p := range profiles {
 			row = append(row, fmt.Sprintf("%.0f %%", 100*p.areas[i].share))
 		}
 		rows = append(rows, row)
 	}
 	table(b, head, rows)
-	for _, p := range r.profiles {
+	for _, p := range profiles {
 		fmt.Fprintf(b, "<details><summary>%s: <code>go tool pprof -top</code></summary>\n\n```text\n%s\n```\n\n</details>\n\n", p.name, p.top)
 	}
+}
+
+// sinkWriters say what each sink and each baseline does per batch.
+var sinkWriters = map[string][2]string{
+	"opensearch": {"one `_bulk` request of the documents with `version_type=external_gte`, every item's answer checked (applied, stale, dead letter, retry)",
+		"one plain `_bulk` index request of the same documents (no version), into an index with the sink's settings and mappings; fails on `errors: true`"},
+	"postgres": {"one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE ... WHERE version < EXCLUDED.version` that also returns each record's outcome (rows sorted by key)",
+		"one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE` without the version guard, into a table of the same columns"},
+	"redis": {"one pipeline of `EVALSHA` calls, one per key: a Lua script compares the version held and `HSET`s the five fields if newer",
+		"one pipeline of `HSET`s of the same five fields (version, deleted, state, updated_at, generation)"},
+	"webhook": {"one signed POST per record (Standard Webhooks headers, an in-memory last-delivered version per key), -webhook-concurrency at once, the batch waited for",
+		"one unsigned POST per record of the same body, -webhook-concurrency at once, the batch waited for"},
+}
+
+// sinkSettings are the Settings rows of the sinks section.
+func sinkSettings(r *results) [][]string {
+	o := r.o
+	in := "products sent once each"
+	if si := r.sinkIn; si != nil {
+		in = fmt.Sprintf("%s products (%s accepted), each sent once with a %s body through an edge and a transactional processor (quiet_period %s) on a prefix of their own, as fast as the edge answers; the processor wrote %s state records to `products` (%.0f bytes per value on average) in %s",
+			thousands(int64(si.sent)), thousands(int64(si.accepted)), sizeLabel(o.size), o.quietPeriod, thousands(si.records), float64(si.valueBytes)/float64(max(si.records, 1)), si.took.Round(100*time.Millisecond))
+	}
+	return [][]string{
+		{"sinks input", in + " (`-sink-records`)"},
+		{"sinks", fmt.Sprintf("each of %s runs %d times beside its baseline, in alternating order (baseline, sink, sink, baseline, ...), each run into a fresh index, table or key prefix (dropped after it) with a fresh consumer group; batch.max_records %d, batch.linger %s, batch.max_bytes %s, webhook concurrency %d",
+			strings.Join(o.sinkKinds, ", "), max(1, o.sinkRounds), o.sinkBatch, o.sinkLinger, thousands(config.DefaultSinkBatchBytes)+" bytes", o.webhookConcurrency)},
+		{"freshness to OpenSearch", fmt.Sprintf("%s at %s req/s, one request per product, quiet_period %s, exactly once, with an OpenSearch sink (batch.linger %s) running; OpenSearch polled every %s",
+			o.sinkFreshDuration, rateText(o.freshRate), o.quietPeriod, o.sinkFreshLinger, o.sinkFreshPoll)},
+	}
+}
+
+// renderSinks writes the sinks' throughput beside their bare writes, and
+// where the CPU of those below their target goes.
+func renderSinks(b *strings.Builder, r *results) {
+	b.WriteString("## Sinks: throughput vs the bare write\n\n")
+	var rows [][]string
+	for _, s := range r.sinks {
+		bi := r.backends[s.kind]
+		for i, run := range []*sinkRun{s.base, s.sink} {
+			name, ratio, total, retries := baselineName(s.kind), "1.00", "1.00", "—"
+			if i == 1 {
+				name, ratio, total, retries = "`productstream sink` ("+s.kind+")", "**"+goal{ratio: s.ratio(), want: sinkTarget}.ratioText()+"**", ratioText(s.totalRatio()), thousands(run.retries)
+			}
+			backend := cpuText(run.per1k(run.backendCPU), bi.cpu != nil)
+			each := make([]string, len(run.perRound))
+			for i, v := range run.perRound {
+				each[i] = rateText(v)
+			}
+			rows = append(rows, []string{name, fmt.Sprintf("%s (%.0f)", thousands(run.batches), run.meanBatch()), strings.Join(each, " / "),
+				rateText(run.median()), ratio, fmt.Sprintf("%s in %s: %s", thousands(run.records), durText(run.elapsed), rateText(run.rate())), total, retries,
+				cpuText(run.per1k(run.cpu), true), backend, cpuText(run.per1k(run.kafkaCPU), r.kafkaCPU)})
+		}
+	}
+	table(b, []string{"writer", "writes (mean records)", "records/s, each round", "median round", "× baseline", "all rounds: records in time: records/s", "× baseline", "retries", "CPU s / 1k records: harness", "backend", "Kafka"}, rows)
+	b.WriteString("What each writes per batch:\n\n")
+	for _, s := range r.sinks {
+		w := sinkWriters[s.kind]
+		fmt.Fprintf(b, "- **%s**: the sink does %s; %s does %s.\n", s.kind, w[0], baselineName(s.kind), w[1])
+	}
+	b.WriteString("\nThe sink runs in the harness process as `productstream sink` runs it: a `sink.Runner` (decode with `schemas.Serde.DecodeJSON` and a version per record, highest version per key, write with retries, dead letters, commit) over the real writer of `sink/<kind>`, built from its configuration (`New`), with its metrics. The baseline is a plain franz-go consumer in the harness process that does what a user would write: poll (what one poll returns, at most the batch size), decode the values the same way, do the bare write of the batch, commit. Both read the same products topic, read_committed, in a consumer group of their own, and are timed alike: from the group's assignment until its committed offsets reach the end of the topic (polled every " + commitPoll.String() + "), in rounds run in the order baseline, sink, sink, baseline, ... The target is checked on the median round of each (a burst of other work on the machine during one round moves it little); the totals over all rounds are beside it. After each run the harness checks that the backend holds every record (the receiver: got one request per record), then drops what the run wrote. CPU is the harness process's (getrusage: the sink or the baseline, and for webhooks the receiver too), the backend's (its processes' /proc times: the OpenSearch JVM, Redis, the PostgreSQL postmaster with its children, which serve other clients of the server too) and Kafka's, per 1,000 records.\n\n")
+	if s := r.sinkResult("opensearch"); s != nil {
+		fmt.Fprintf(b, "OpenSearch's own indexing time for the run's index (index stats, `index_time_in_millis` of the primaries: the time its indexing threads spent on these documents, other clients' indexes excluded): %s ms per 1,000 documents for the sink, %s for %s.\n\n",
+			strconv.FormatFloat(s.sink.per1k(s.sink.osIndexing)*1000, 'f', 1, 64), strconv.FormatFloat(s.base.per1k(s.base.osIndexing)*1000, 'f', 1, 64), baselineName("opensearch"))
+	}
+	fmt.Fprintf(b, "The machine's load average (1, 5, 15 min) was %s before these runs and %s after them; with %d cores, a load above that means other work (other tenants of the machine, or other clients of the backends) took CPU from the runs, and the rounds' spread shows how much the figures moved.\n\n",
+		r.sinkLoad[0], r.sinkLoad[1], runtime.NumCPU())
+	for _, kind := range []string{"opensearch", "postgres", "redis", "webhook"} {
+		if bi, ok := r.backends[kind]; ok && bi.cpu == nil && bi.note != "" && r.sinkResult(kind) != nil {
+			fmt.Fprintf(b, "The %s backend's CPU is not measured: %s.\n\n", kind, bi.note)
+		}
+	}
+	var profiled []*profileResult
+	for _, s := range r.sinks {
+		profiled = append(profiled, s.profiles...)
+	}
+	if len(profiled) > 0 {
+		b.WriteString("## Where a sink's time goes\n\n")
+		b.WriteString("For each sink below its target, one more run of the sink and of its baseline, after the measured ones, each with the harness process CPU-profiled (`runtime/pprof`) from the assignment to the last commit, summarized with `go tool pprof`. Both run in the harness process, so a profile holds the writer, the consumer and, for webhooks, the receiver; the backend's own CPU is in the table above. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
+		renderProfileTable(b, profiled, sinkProfileAreas, "record")
+	}
+}
+
+// renderSinkFresh writes the freshness run to OpenSearch.
+func renderSinkFresh(b *strings.Builder, r *results) {
+	f, o := r.sinkFresh, r.o
+	b.WriteString("## Freshness to OpenSearch\n\n")
+	row := func(label string, d []time.Duration) []string {
+		return []string{label, fmt.Sprintf("%s of %s", thousands(int64(len(d))), thousands(int64(f.accepted))),
+			durText(quantile(d, 0.5)), durText(quantile(d, 0.95)), durText(quantile(d, 0.99)), durText(quantile(d, 1))}
+	}
+	table(b, []string{"from the 202 to", "products", "p50", "p95", "p99", "max"}, [][]string{
+		row("the product's state record on `products` at a read_committed consumer (what the sink reads)", f.onKafka),
+		row("written: the answer to the sink's bulk request that applied it", f.written),
+		row("**visible to a search of the alias**", f.visible),
+		row("*from the state record on `products` to visible to a search (per product: the sink's share, refresh included)*", f.kafkaToVisible),
+	})
+	fmt.Fprintf(b, "An edge, a transactional processor (quiet_period %s, max_delay %s) and an OpenSearch sink (in the harness process, batch.linger %s) run together, at %s req/s for %s; every request is a new product. \"Visible\" is what readers see: the first search of the sink's alias (an `ids` query, the alias's filter applied) that returns the product; OpenSearch makes a document searchable at the index's next refresh (`index.refresh_interval`, here the default, 1 s), so this is the figure that counts. The harness searches every %s for the products not yet found, and a product's time is the arrival of the first answer that found it: up to one poll interval plus the search's own time late. \"Written\" is when the sink's `_bulk` request that applied the product was answered, noted in the harness by a thin wrapper around the sink's writer (the runner still sees a `sink.Generations` and writes through `At`, as it does to the sink itself). %d searches answered",
+		o.quietPeriod, o.maxDelay, o.sinkFreshLinger, rateText(o.freshRate), o.sinkFreshDuration, o.sinkFreshPoll, f.polls)
+	if f.pollErrs > 0 {
+		fmt.Fprintf(b, ", %d failed (first: %s)", f.pollErrs, strings.ReplaceAll(f.firstPollErr, "|", `\|`))
+	}
+	b.WriteString(".\n\n")
 }

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# run.sh - run the load harness of issue 6 (integration/bench) against a real
-# Apache Kafka and schema registry, and write integration/bench/RESULTS.md.
+# run.sh - run the load harness (integration/bench) against a real Apache
+# Kafka and schema registry, and real sink backends (PostgreSQL, Redis,
+# OpenSearch), and write integration/bench/RESULTS.md.
 #
 #   bash integration/bench/run.sh [harness flags]     e.g. -duration 20s
+#   bash integration/bench/run.sh -sections sinks -out /tmp/sinks.md   the sinks alone
 #
 # With PRODUCTSTREAM_KAFKA_BROKERS (and PRODUCTSTREAM_SCHEMA_REGISTRY_URL) set,
 # it uses that broker and registry. Otherwise it starts Kafka and Apicurio
 # Registry with integration/realbroker/realbroker.sh on ports and a state dir
 # of its own (so a broker on the default ports is left alone), and stops them
 # when it is done, whatever happens.
+#
+# Likewise for the sinks section's backends: each of PRODUCTSTREAM_POSTGRES_DSN,
+# PRODUCTSTREAM_REDIS_ADDR and PRODUCTSTREAM_OPENSEARCH_URL that is set is
+# used; for the others it runs integration/backends/backends.sh (its ports and
+# state dir, see there), reusing a backend already running (left running) and
+# stopping at the end only those it started. With -sections lacking sinks, no
+# backend is needed.
 #
 # Environment (all optional), for the broker it starts:
 #   BENCH_KAFKA_PORT                 (39092)
@@ -30,15 +39,57 @@ rb() {
     bash integration/realbroker/realbroker.sh "$@"
 }
 
+stop_broker=0
+started_backends=()
+cleanup() {
+  if ((${#started_backends[@]} > 0)); then
+    bash integration/backends/backends.sh stop "${started_backends[@]}" >/dev/null || true
+  fi
+  if ((stop_broker)); then
+    rb stop || true
+  fi
+}
+trap cleanup EXIT
+
 if [[ -z ${PRODUCTSTREAM_KAFKA_BROKERS:-} ]]; then
   export REALBROKER_DIR=${BENCH_REALBROKER_DIR:-/tmp/productstream-bench-realbroker}
   if rb status >/dev/null 2>&1; then
     echo "[bench] reusing the broker already running in $REALBROKER_DIR (left running)" >&2
   else
-    trap 'rb stop' EXIT
+    stop_broker=1
     rb start >/dev/null
   fi
   eval "$(rb env)"
+fi
+
+# The sinks section needs the backends; it runs unless -sections leaves it out.
+sections=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in
+    -sections | --sections) sections=${args[i + 1]:-} ;;
+    -sections=* | --sections=*) sections=${args[i]#*=} ;;
+  esac
+done
+if [[ -z $sections || ,${sections// /}, == *,sinks,* ]]; then
+  declare -A env_of=([postgres]=PRODUCTSTREAM_POSTGRES_DSN [redis]=PRODUCTSTREAM_REDIS_ADDR [opensearch]=PRODUCTSTREAM_OPENSEARCH_URL)
+  missing=()
+  for name in postgres redis opensearch; do
+    [[ -n ${!env_of[$name]:-} ]] && continue
+    missing+=("$name")
+    if bash integration/backends/backends.sh status "$name" >/dev/null 2>&1; then
+      echo "[bench] reusing the $name already running (left running)" >&2
+    else
+      started_backends+=("$name")
+    fi
+  done
+  if ((${#started_backends[@]} > 0)); then
+    echo "[bench] starting ${started_backends[*]} (integration/backends/backends.sh)" >&2
+    bash integration/backends/backends.sh start "${started_backends[@]}" >/dev/null
+  fi
+  if ((${#missing[@]} > 0)); then
+    eval "$(bash integration/backends/backends.sh env "${missing[@]}")"
+  fi
 fi
 
 # The command RESULTS.md names.

@@ -292,6 +292,7 @@ type psConfig struct {
 	quiet       time.Duration
 	maxDelay    time.Duration
 	debug       string // ops.listen, for profiles; empty: none
+	epoch       int    // processor.version_epoch; 0: the default
 }
 
 // writeConfig writes a productstream config (the format of
@@ -327,6 +328,9 @@ processor:
 `, strings.Join(brokers, ", "), c.prefix, c.partitions, c.registry, c.listen,
 		benchSource, benchPluginID, benchNamespace, benchSecret, benchAPIKey, c.maxBody,
 		c.group, c.quiet, c.maxDelay, c.exactlyOnce)
+	if c.epoch != 0 {
+		text += fmt.Sprintf("  version_epoch: %d\n", c.epoch)
+	}
 	if c.debug != "" {
 		text += fmt.Sprintf("ops:\n  listen: %q\n", c.debug)
 	}
