@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -282,23 +283,19 @@ func (r *Runner) record(ctx context.Context, kr *kgo.Record) (Record, error) {
 			return Record{}, fmt.Errorf("decode value: %w", err)
 		}
 		rec.Doc = doc
-		var flags struct {
-			Deleted bool   `json:"deleted"`
-			Version *int64 `json:"version"`
-		}
-		if err := json.Unmarshal(doc, &flags); err != nil {
-			return Record{}, fmt.Errorf("decode value: %w", err)
-		}
+		// Two top-level fields of a document the decoder rendered, read
+		// in one pass without decoding the rest.
+		flags := gjson.GetManyBytes(doc, "deleted", "version")
 		// An update that deletes carries its document; the sink keeps the
 		// delete marker only. A history keeps the change that deletes.
-		if flags.Deleted {
+		if flags[0].Bool() {
 			rec.Deleted = true
 			if !r.cfg.History {
 				rec.Doc = nil
 			}
 		}
-		if flags.Version != nil {
-			rec.Version, versioned = *flags.Version, true
+		if flags[1].Type == gjson.Number {
+			rec.Version, versioned = flags[1].Int(), true
 		}
 	} else {
 		rec.Deleted = true
