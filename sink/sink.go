@@ -32,8 +32,9 @@ type Record struct {
 	// Deleted marks a tombstone: the backend keeps a deleted marker holding
 	// Version (a soft delete), so no older write can bring the key back.
 	Deleted bool
-	// Doc is the value as JSON (what `productstream tail` prints); nil when
-	// Deleted.
+	// Doc is the value as JSON (what `productstream tail` prints), valid
+	// JSON as the runner's decoder renders it, so a sink may store it as it
+	// is; nil when Deleted.
 	Doc json.RawMessage
 	// UpdatedAt is when the processor produced the value (the record
 	// timestamp), for freshness.

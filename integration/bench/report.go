@@ -571,7 +571,7 @@ var sinkWriters = map[string][2]string{
 		"one plain `_bulk` index request of the same documents (no version), into an index with the sink's settings and mappings; fails on `errors: true`"},
 	"postgres": {"one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE ... WHERE version < EXCLUDED.version` that also returns each record's outcome (rows sorted by key)",
 		"one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE` without the version guard, into a table of the same columns"},
-	"redis": {"one pipeline of `EVALSHA` calls, one per key: a Lua script compares the version held and `HSET`s the five fields if newer",
+	"redis": {"one pipeline of `EVALSHA` calls, one per 200 keys: a Lua script compares each version held and `HSET`s the fields where newer",
 		"one pipeline of `HSET`s of the same five fields (version, deleted, state, updated_at, generation)"},
 	"webhook": {"one signed POST per record (Standard Webhooks headers, an in-memory last-delivered version per key), -webhook-concurrency at once, the batch waited for",
 		"one unsigned POST per record of the same body, -webhook-concurrency at once, the batch waited for"},

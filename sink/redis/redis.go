@@ -41,15 +41,19 @@
 //
 // # Writes
 //
-// Each record is applied by a Lua script that compares the version held
-// (exactly, as decimal strings) and writes all five fields only when the
-// record's is higher. Every script call touches only the one key it is
-// given in KEYS, as Redis Cluster requires of a script; a batch is one
-// pipeline of EVALSHA calls. (The sink itself speaks to the one server at
-// addr.) A key holding something this sink did not write (a string, a hash
-// without a decimal version) or another generation's hash fails its record
-// with a permanent error; the rest of the batch applies. When Redis has lost the script (a restart,
-// SCRIPT FLUSH) the sink loads it again and retries those calls once.
+// Records are applied by a Lua script, one call per chunk of up to 200
+// keys, the calls of a batch in one pipeline. For each key the script
+// compares the version held (exactly, as decimal strings) and writes all
+// five fields only when the record's is higher. A call touches all its
+// chunk's keys, which Redis Cluster allows a script only when they hash to
+// one slot: the sink runs against a single Redis server, the one at addr,
+// or a cluster only with keys of one slot, which it does not arrange. A
+// key holding something this sink did not write (a string, a hash without
+// a decimal version) or another generation's hash fails its record with a
+// permanent error; the rest of the batch, the rest of its chunk included,
+// applies. When Redis has lost the script (a restart, SCRIPT FLUSH, even
+// between two calls of a batch) the sink loads it again and makes the
+// calls that found it missing once more.
 package redis
 
 import (
@@ -68,9 +72,12 @@ import (
 
 // Errors the sink returns.
 var (
-	// ErrInvalidDoc is wrapped (as permanent) in the Result of a record whose
-	// Doc is not valid JSON; Write refuses it before sending anything.
-	ErrInvalidDoc = errors.New("record value is not valid JSON")
+	// ErrInvalidDoc is wrapped (as permanent) in the Result of a record that
+	// is not deleted but has no Doc; Write refuses it before sending
+	// anything. A Doc is stored as it is: it is JSON by sink.Record's
+	// contract, and checking 2 KB of it again per record cost a fifth of
+	// the sink's throughput.
+	ErrInvalidDoc = errors.New("record has no value")
 	// ErrForeignValue is wrapped (as permanent) in the Result of a record
 	// whose key holds a value this sink did not write: not a hash (Redis's
 	// WRONGTYPE), a hash without a decimal version, or another generation's

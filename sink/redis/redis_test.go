@@ -2,11 +2,12 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,12 +165,14 @@ func TestWrongTypeIsPermanentAndForeign(t *testing.T) {
 	}
 }
 
-// A Doc that is not JSON is refused before anything is sent.
-func TestInvalidDocIsPermanent(t *testing.T) {
+// A record that is not deleted but carries no value is refused before
+// anything is sent. (A Doc is JSON by the Record contract, rendered by the
+// runner's decoder, and stored as it is.)
+func TestMissingDocIsPermanent(t *testing.T) {
 	addr, c := backend(t)
 	s := open(t, addr, uniquePrefix(t, c, ""))
 	bad := sinktest.Product("2", 1, "1.00")
-	bad.Doc = json.RawMessage(`{"price": 1.00`)
+	bad.Doc = nil
 	res, err := s.Write(ctxFor(t), []sink.Record{sinktest.Product("1", 1, "1.00"), bad})
 	if err != nil {
 		t.Fatalf("Write: %v", err)
@@ -298,6 +301,207 @@ func TestNoScriptRecovery(t *testing.T) {
 		}
 	}
 	if ok, _ := c.ScriptExists(ctxFor(t), s.scripts.write.Hash()).Result(); len(ok) != 1 || !ok[0] {
+		t.Fatal("the write script was not loaded again")
+	}
+}
+
+// One batch of 450 records, three script calls: every record gets its own
+// outcome, whatever its neighbours in the call, at the edges of a call too:
+// new keys, equal and lower versions, newer writes and deletes, values that
+// are not hashes, and hashes not this sink's.
+func TestBatchAcrossChunks(t *testing.T) {
+	addr, c := backend(t)
+	s := open(t, addr, uniquePrefix(t, c, ""))
+	ctx := ctxFor(t)
+	const n = 450
+	if n <= 2*chunkKeys {
+		t.Fatalf("chunkKeys is %d: the batch must take three calls", chunkKeys)
+	}
+	id := strconv.Itoa
+	var first []sink.Record
+	for i := range n {
+		if i%3 != 0 {
+			first = append(first, sinktest.Product(id(i), 100, "1.00"))
+		}
+	}
+	if _, err := s.Write(ctx, first); err != nil {
+		t.Fatalf("first Write: %v", err)
+	}
+	// Keys not this sink's to write, each with what it holds: at the first
+	// and last key of a call, and inside one.
+	foreign := map[int]map[string]string{
+		// another generation's hash
+		0: {"version": "5", "deleted": "0", "state": "{}", "generation": "7"},
+		// hashes without a version
+		199: {"colour": "red"},
+		401: {"colour": "blue", "size": "L"},
+		// a version that is not a decimal
+		449: {"version": "v1", "generation": "1"},
+	}
+	notHashes := map[int]string{200: "a string", 333: "another string"} // WRONGTYPE
+	for i, fields := range foreign {
+		key := s.prefix + "ns:" + id(i)
+		if err := c.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.HSet(ctx, key, fields).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range notHashes {
+		if err := c.Set(ctx, s.prefix+"ns:"+id(i), v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	batch := make([]sink.Record, n)
+	want := make([]sink.Outcome, n)
+	held := make([]sink.Record, n) // what each key should hold after
+	for i := range batch {
+		old := sinktest.Product(id(i), 100, "1.00")
+		switch {
+		case i%3 == 0: // a new key
+			batch[i], want[i], held[i] = sinktest.Product(id(i), 1, "2.00"), sink.Applied, sinktest.Product(id(i), 1, "2.00")
+		case i%6 == 1: // the version held, another value: applied, unchanged
+			batch[i], want[i], held[i] = sinktest.Product(id(i), 100, "3.00"), sink.Applied, old
+		case i%6 == 4: // an older version
+			batch[i], want[i], held[i] = sinktest.Product(id(i), 99, "4.00"), sink.Stale, old
+		case i%4 == 1: // a newer delete
+			batch[i], want[i], held[i] = sinktest.Deleted(id(i), 101), sink.Applied, sinktest.Deleted(id(i), 101)
+		default: // a newer value
+			batch[i], want[i], held[i] = sinktest.Product(id(i), 1<<62, "5.00"), sink.Applied, sinktest.Product(id(i), 1<<62, "5.00")
+		}
+	}
+	res, err := s.Write(ctx, batch)
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if len(res) != n {
+		t.Fatalf("%d results for %d records", len(res), n)
+	}
+	for i, r := range res {
+		key := s.prefix + batch[i].Key
+		if _, isForeign := foreign[i]; isForeign || notHashes[i] != "" {
+			if r.Outcome != sink.Failed || !sink.IsPermanent(r.Err) || !errors.Is(r.Err, ErrForeignValue) {
+				t.Fatalf("record %d (%s): %v %v, want a permanent ErrForeignValue", i, key, r.Outcome, r.Err)
+			}
+			continue
+		}
+		if r.Outcome != want[i] || r.Err != nil {
+			t.Fatalf("record %d: %v (%v), want %v", i, r.Outcome, r.Err, want[i])
+		}
+		h, found := heldAt(t, c, key)
+		if !found || h.Version != held[i].Version || h.Deleted != held[i].Deleted || (!h.Deleted && !sinktest.SameJSON(h.Doc, held[i].Doc)) {
+			t.Fatalf("%s holds %+v (found %v), want version %d deleted %v %s", key, h, found, held[i].Version, held[i].Deleted, held[i].Doc)
+		}
+	}
+	for i, fields := range foreign {
+		if got, err := c.HGetAll(ctx, s.prefix+"ns:"+id(i)).Result(); err != nil || !maps.Equal(got, fields) {
+			t.Fatalf("the foreign hash ns:%d holds %v (%v), want %v unchanged", i, got, err, fields)
+		}
+	}
+	for i, v := range notHashes {
+		if got, err := c.Get(ctx, s.prefix+"ns:"+id(i)).Result(); err != nil || got != v {
+			t.Fatalf("the string ns:%d holds %q (%v), want %q unchanged", i, got, err, v)
+		}
+	}
+}
+
+// flushMidPipeline is a go-redis hook that splits the first pipeline of
+// script calls after its first call and flushes Redis's scripts there, as
+// a restart between two calls would; it notes the size of every pipeline
+// of script calls.
+type flushMidPipeline struct {
+	flush func(context.Context) error
+
+	mu        sync.Mutex
+	flushed   bool
+	pipelines []int
+}
+
+func (h *flushMidPipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *flushMidPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h *flushMidPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "evalsha" {
+			return next(ctx, cmds)
+		}
+		h.mu.Lock()
+		h.pipelines = append(h.pipelines, len(cmds))
+		split := !h.flushed && len(cmds) > 1
+		h.flushed = h.flushed || split
+		h.mu.Unlock()
+		if !split {
+			return next(ctx, cmds)
+		}
+		firstErr := next(ctx, cmds[:1])
+		if err := h.flush(ctx); err != nil {
+			return err
+		}
+		return errors.Join(firstErr, next(ctx, cmds[1:]))
+	}
+}
+
+// Redis loses the script between two calls of one batch (written to two
+// generations, 900 keys in five calls): the calls made before keep their
+// answers, the script is loaded again and only the calls that found it
+// missing are made again, and every record gets its outcome.
+func TestNoScriptMidBatch(t *testing.T) {
+	addr, c := backend(t)
+	s := open(t, addr, uniquePrefix(t, c, ""))
+	ctx := ctxFor(t)
+	const n = 450
+	id := strconv.Itoa
+	var first []sink.Record
+	for i := 0; i < n; i += 2 {
+		first = append(first, sinktest.Product(id(i), 10, "1.00"))
+	}
+	if _, err := s.Write(ctx, first); err != nil {
+		t.Fatalf("first Write: %v", err)
+	}
+	if err := s.Begin(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	hook := &flushMidPipeline{flush: func(ctx context.Context) error { return c.ScriptFlush(ctx).Err() }}
+	s.client.AddHook(hook)
+
+	batch := make([]sink.Record, n)
+	want := make([]sink.Outcome, n)
+	for i := range batch {
+		switch {
+		case i%2 == 1: // new in both generations
+			batch[i], want[i] = sinktest.Product(id(i), 5, "2.00"), sink.Applied
+		case i%4 == 0: // newer in generation 1, new in 2
+			batch[i], want[i] = sinktest.Product(id(i), 11, "2.00"), sink.Applied
+		default: // stale in generation 1 (the live one, which speaks), new in 2
+			batch[i], want[i] = sinktest.Product(id(i), 9, "2.00"), sink.Stale
+		}
+	}
+	res, err := s.Write(ctx, batch)
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	calls := (2*n + chunkKeys - 1) / chunkKeys
+	if !hook.flushed || !slices.Equal(hook.pipelines, []int{calls, calls - 1}) {
+		t.Fatalf("pipelines of script calls: %v (flushed %v), want %d calls then the %d that found no script", hook.pipelines, hook.flushed, calls, calls-1)
+	}
+	for i, r := range res {
+		if r.Outcome != want[i] || r.Err != nil {
+			t.Fatalf("record %d: %v (%v), want %v", i, r.Outcome, r.Err, want[i])
+		}
+		wantLive := batch[i].Version
+		if want[i] == sink.Stale {
+			wantLive = 10
+		}
+		if h, found := heldAt(t, c, s.prefix+batch[i].Key); !found || h.Version != wantLive {
+			t.Fatalf("generation 1's %s holds %+v, want version %d", batch[i].Key, h, wantLive)
+		}
+		if h, found := heldAt(t, c, s.genPrefix(2)+batch[i].Key); !found || h.Version != batch[i].Version {
+			t.Fatalf("generation 2's %s holds %+v, want version %d", batch[i].Key, h, batch[i].Version)
+		}
+	}
+	if ok, _ := c.ScriptExists(ctx, s.scripts.write.Hash()).Result(); len(ok) != 1 || !ok[0] {
 		t.Fatal("the write script was not loaded again")
 	}
 }
