@@ -379,62 +379,9 @@ func osJSON(ctx context.Context, method, u string, body, out any) error {
 }
 
 // postgresReader reads the sink's generation-1 table (deleted markers
-// included) and its view <table>_live.
-func postgresReader(dsn, table string) backendReader {
-	return func(ctx context.Context, want map[string]product) (map[string]held, []string, error) {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer conn.Close(ctx)
-		visible := map[string]bool{}
-		rows, err := conn.Query(ctx, "SELECT key FROM "+pgx.Identifier{table + "_live"}.Sanitize())
-		if err != nil {
-			return nil, nil, err
-		}
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, k := range keys {
-			visible[k] = true
-		}
-		got := map[string]held{}
-		var extra []string
-		rows, err = conn.Query(ctx, "SELECT key, version, deleted, state->'fields'->>'price' FROM "+pgx.Identifier{table}.Sanitize())
-		if err != nil {
-			return nil, nil, err
-		}
-		var (
-			key     string
-			version int64
-			deleted bool
-			price   *string
-		)
-		_, err = pgx.ForEachRow(rows, []any{&key, &version, &deleted, &price}, func() error {
-			h := held{found: true, version: version, deleted: deleted, visible: visible[key]}
-			if price != nil {
-				h.price = *price
-			}
-			if _, ok := want[key]; !ok {
-				extra = append(extra, key)
-			}
-			got[key] = h
-			return nil
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		for k := range visible {
-			if _, ok := got[k]; !ok {
-				extra = append(extra, k+" (in the view only)")
-			}
-		}
-		return got, extra, nil
-	}
-}
+// included) and its view <table>_live, in one snapshot.
+func postgresReader(dsn, table string) backendReader { return pgGenerationReader(dsn, table, 1) }
 
-// redisReader reads the hash <prefix><key> of every key, and finds the
 // keys under prefix that want does not name.
 func redisReader(rdb *goredis.Client, prefix string) backendReader {
 	return func(ctx context.Context, want map[string]product) (map[string]held, []string, error) {

@@ -215,7 +215,10 @@ func (r *Runner) handle(ctx context.Context, polled []*kgo.Record) error {
 	if err := r.deadLetter(ctx, dead); err != nil {
 		return err
 	}
-	if err := r.cl.CommitRecords(ctx, polled...); err != nil {
+	// What was written is committed even when a shutdown began meanwhile.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.cl.CommitRecords(cctx, polled...); err != nil {
 		// The batch is applied; a rebalance or an unreachable coordinator
 		// leaves the offsets behind, and the next owner writes it again,
 		// which the version guard makes harmless.
