@@ -29,6 +29,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/sink"
+	"github.com/productstream/productstream/sink/opensearch"
 )
 
 // bareRecord is one decoded record of the input.
@@ -172,7 +174,7 @@ func (w *osBare) write(ctx context.Context, batch []bareRecord) error {
 		if err := enc.Encode(action); err != nil {
 			return err
 		}
-		if err := enc.Encode(osDocument(r)); err != nil {
+		if err := enc.Encode(opensearch.Document(sink.Record{Key: r.key, Namespace: r.namespace, ID: r.id, Version: r.version, UpdatedAt: r.updatedAt, Doc: r.doc})); err != nil {
 			return err
 		}
 	}
@@ -200,64 +202,6 @@ func (w *osBare) write(ctx context.Context, batch []bareRecord) error {
 }
 
 func (w *osBare) close() {}
-
-// osDoc is the document the OpenSearch sink indexes for a record (the
-// typed fields its mapping indexes, copied from the value's "fields", and
-// the value itself as state), field for field.
-type osDoc struct {
-	Key          string          `json:"key"`
-	Namespace    string          `json:"namespace"`
-	ProductID    string          `json:"product_id"`
-	Version      int64           `json:"version"`
-	Deleted      bool            `json:"deleted"`
-	UpdatedAt    *int64          `json:"updated_at,omitempty"`
-	Title        json.RawMessage `json:"title,omitempty"`
-	Description  json.RawMessage `json:"description,omitempty"`
-	Brand        json.RawMessage `json:"brand,omitempty"`
-	Currency     json.RawMessage `json:"currency,omitempty"`
-	Availability json.RawMessage `json:"availability,omitempty"`
-	SKU          json.RawMessage `json:"sku,omitempty"`
-	GTIN         json.RawMessage `json:"gtin,omitempty"`
-	Price        json.RawMessage `json:"price,omitempty"`
-	SalePrice    json.RawMessage `json:"sale_price,omitempty"`
-	URL          json.RawMessage `json:"url,omitempty"`
-	ImageURL     json.RawMessage `json:"image_url,omitempty"`
-	State        json.RawMessage `json:"state,omitempty"`
-}
-
-func osDocument(r bareRecord) osDoc {
-	ms := r.updatedAt.UnixMilli()
-	d := osDoc{Key: r.key, Namespace: r.namespace, ProductID: r.id, Version: r.version, UpdatedAt: &ms, State: r.doc}
-	var v struct {
-		Fields struct {
-			Title        json.RawMessage `json:"title"`
-			Description  json.RawMessage `json:"description"`
-			Brand        json.RawMessage `json:"brand"`
-			Currency     json.RawMessage `json:"currency"`
-			Availability json.RawMessage `json:"availability"`
-			SKU          json.RawMessage `json:"sku"`
-			GTIN         json.RawMessage `json:"gtin"`
-			Price        json.RawMessage `json:"price"`
-			SalePrice    json.RawMessage `json:"sale_price"`
-			URL          json.RawMessage `json:"url"`
-			ImageURL     json.RawMessage `json:"image_url"`
-		} `json:"fields"`
-	}
-	if json.Unmarshal(r.doc, &v) != nil {
-		return d
-	}
-	f := v.Fields
-	for _, p := range []struct{ dst, src *json.RawMessage }{
-		{&d.Title, &f.Title}, {&d.Description, &f.Description}, {&d.Brand, &f.Brand}, {&d.Currency, &f.Currency},
-		{&d.Availability, &f.Availability}, {&d.SKU, &f.SKU}, {&d.GTIN, &f.GTIN}, {&d.Price, &f.Price},
-		{&d.SalePrice, &f.SalePrice}, {&d.URL, &f.URL}, {&d.ImageURL, &f.ImageURL},
-	} {
-		if len(*p.src) > 0 && string(*p.src) != "null" {
-			*p.dst = *p.src
-		}
-	}
-	return d
-}
 
 // pgBare is B4-postgres: one INSERT ... SELECT FROM unnest(...) ON
 // CONFLICT (key) DO UPDATE per batch, without the version guard, into a

@@ -89,6 +89,10 @@ type document struct {
 	State json.RawMessage `json:"state,omitempty"`
 }
 
+// Document is the JSON document the sink indexes for rec (what a bare
+// bulk write of the same data must send, for the load harness).
+func Document(rec sink.Record) any { return newDocument(rec) }
+
 // newDocument builds rec's document. rec.Doc must be valid JSON unless
 // rec.Deleted.
 func newDocument(rec sink.Record) document {
