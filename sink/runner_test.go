@@ -273,7 +273,7 @@ func TestRunnerAppliesFiltersAndDeadLetters(t *testing.T) {
 // until the backend is back, never exits, and then applies everything.
 func TestRunnerRidesOutABackendOutage(t *testing.T) {
 	outage := 20 * time.Second
-	if v := os.Getenv("PRODUCTSTREAM_SINK_OUTAGE"); v != "" {
+	if v := os.Getenv(sinktest.OutageEnv); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			t.Fatal(err)

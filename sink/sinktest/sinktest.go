@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +61,7 @@ func Run(t *testing.T, b Backend) {
 		{"NewerWriteAfterDeleteRestores", newerAfterDelete},
 		{"PartialFailureSpeaksPerRecord", partialFailure},
 		{"OutageFailsTheBatchAndRecovers", outage},
+		{"StreamRidesOutAnOutage", streamAcrossOutage},
 		{"RepeatAfterCrashIsHarmless", repeatAfterCrash},
 		{"CanceledContextReturnsPromptly", canceled},
 	}
@@ -268,6 +271,73 @@ func outage(t *testing.T, c *suite) {
 	}
 	c.expectOutcomes(t, res, sink.Applied)
 	c.expectHeld(t, Product("1", 2, "2.00"))
+}
+
+// OutageEnv names the environment variable that sets how long
+// StreamRidesOutAnOutage keeps the backend down (a Go duration; default
+// 20s).
+const OutageEnv = "PRODUCTSTREAM_SINK_OUTAGE"
+
+// streamAcrossOutage writes a stream of batches, as the runner does
+// (a failed batch is tried again until it succeeds), while the backend is
+// down for a while in the middle: no batch fails for good, and at the end
+// the backend holds every key at its last version.
+func streamAcrossOutage(t *testing.T, c *suite) {
+	outage := 20 * time.Second
+	if v := os.Getenv(OutageEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s: %v", OutageEnv, err)
+		}
+		outage = d
+	}
+	const keys, batches = 20, 30
+	ctx, cancel := context.WithTimeout(context.Background(), outage+2*time.Minute)
+	defer cancel()
+	var failures int
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		c.proxy.Down()
+		time.Sleep(outage)
+		c.proxy.Up()
+	}()
+	for b := range batches {
+		batch := make([]sink.Record, keys)
+		for k := range keys {
+			batch[k] = Product(strconv.Itoa(k), int64(b+1), fmt.Sprintf("%d.%02d", b, k))
+		}
+		for {
+			res, err := c.sink.Write(ctx, batch)
+			if err == nil {
+				for i, r := range res {
+					if r.Outcome == sink.Failed && sink.IsPermanent(r.Err) {
+						t.Fatalf("batch %d record %d failed for good: %v", b, i, r.Err)
+					}
+					if r.Outcome == sink.Failed {
+						err = r.Err // tried again, whole: the guard makes it harmless
+					}
+				}
+			}
+			if err == nil {
+				break
+			}
+			if sink.IsPermanent(err) {
+				t.Fatalf("batch %d: the outage is reported as permanent: %v", b, err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("batch %d: still failing after the outage: %v", b, err)
+			}
+			failures++
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if failures == 0 {
+		t.Fatal("no write failed: the outage fell outside the stream")
+	}
+	for k := range keys {
+		c.expectHeld(t, Product(strconv.Itoa(k), batches, fmt.Sprintf("%d.%02d", batches-1, k)))
+	}
 }
 
 func repeatAfterCrash(t *testing.T, c *suite) {
