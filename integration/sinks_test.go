@@ -1096,11 +1096,18 @@ sinks:
 		ids[p] = fmt.Sprintf("p%03d", p)
 		keys[p] = config.DemoSource + ":" + ids[p]
 	}
-	lastPrice := map[string]string{}
-	for p := range products {
-		lastPrice[keys[p]] = fmt.Sprintf("%d.%d%d", p+1, rounds, 1+btoi(p%4 == 0))
+	// lastPrice is each key's price in the last round sent.
+	lastPrice := func(round int) map[string]string {
+		out := map[string]string{}
+		for p := range products {
+			out[keys[p]] = fmt.Sprintf("%d.%d%d", p+1, round, 1+btoi(p%4 == 0))
+		}
+		return out
 	}
 	var (
+		// The sender goes on past rounds until the kill cycles are over,
+		// so every cycle has writes to kill (at most 60 rounds).
+		cyclesDone atomic.Bool
 		roundsSent atomic.Int32
 		sent       atomic.Int32
 		sendErr    = make(chan error, 1)
@@ -1108,7 +1115,7 @@ sinks:
 	)
 	go func() {
 		defer close(sendDone)
-		for r := 1; r <= rounds; r++ {
+		for r := 1; r <= 60 && (r <= rounds || !cyclesDone.Load()); r++ {
 			var wg sync.WaitGroup
 			var failed atomic.Pointer[error]
 			for w := range 4 {
@@ -1161,7 +1168,7 @@ sinks:
 	// Kill cycles: start the sink, SIGKILL it once Redis shows its writes
 	// (some new versions since it started), and compare what it wrote with
 	// what it committed. A kill lands at a random point of the sink's
-	// cycle of fetch, write, commit; the cycles repeat (at most 15, each
+	// cycle of fetch, write, commit; the cycles repeat (at most 30, each
 	// one a fraction of a second) until one lands between a write and its
 	// commit.
 	var (
@@ -1170,7 +1177,7 @@ sinks:
 		firstKillMidSend bool
 		committedNotHeld []string
 	)
-	for cycle := 1; cycle <= 15 && inFlight == 0; cycle++ {
+	for cycle := 1; cycle <= 30 && inFlight == 0; cycle++ {
 		if cycle == 1 {
 			// A backlog first: the sink starts behind, as after an outage.
 			for roundsSent.Load() < 1 {
@@ -1250,6 +1257,7 @@ sinks:
 		}
 		evictMembers(t, dev.kafka, group)
 	}
+	cyclesDone.Store(true)
 	if !firstKillMidSend {
 		t.Errorf("the first SIGKILL came after the last notification was sent: not mid-stream")
 	}
@@ -1261,12 +1269,13 @@ sinks:
 	// price on products, the end of products committed.
 	startSinkRole(t, sinkCfg, sinkName, logs)
 	stopSending()
+	lastPrices := lastPrice(int(roundsSent.Load()))
 	var want map[string]product
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		want = readProducts(t, dev.kafka, serde)
 		var behind []string
-		for key, price := range lastPrice {
+		for key, price := range lastPrices {
 			if p := want[key]; p.deleted || p.price != price {
 				behind = append(behind, fmt.Sprintf("%s(%v, want price %s)", key, p, price))
 			}
