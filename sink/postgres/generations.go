@@ -117,15 +117,7 @@ func (s *Sink) Generations(ctx context.Context) (live, building int, err error) 
 // as well as to the live one. It refuses the live generation
 // (ErrLiveGeneration) and a second build (ErrBuilding).
 func (s *Sink) Begin(ctx context.Context, n int) error {
-	if err := s.checkGeneration(n); err != nil {
-		return err
-	}
-	var g generations
-	err := s.ddl(ctx, func(tx pgx.Tx) error {
-		var err error
-		if g, err = readGenerations(ctx, tx, s.table, "FOR UPDATE"); err != nil {
-			return err
-		}
+	g, err := s.changeGenerations(ctx, n, func(tx pgx.Tx, g *generations) error {
 		switch {
 		case n == g.live:
 			return fmt.Errorf("cannot begin generation %d: %w", n, ErrLiveGeneration)
@@ -142,10 +134,7 @@ func (s *Sink) Begin(ctx context.Context, n int) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("postgres sink %q: %w", s.table, err)
-	}
-	if s.fixed == 0 {
-		s.store(g)
+		return err
 	}
 	s.log.Info("postgres sink generation begun", "table", s.table, "generation", n, "live", g.live)
 	return nil
@@ -164,15 +153,7 @@ func (s *Sink) At(n int) sink.Sink {
 // Switching to a generation whose table does not exist fails with
 // ErrNoGeneration.
 func (s *Sink) Switch(ctx context.Context, n int) error {
-	if err := s.checkGeneration(n); err != nil {
-		return err
-	}
-	var g generations
-	err := s.ddl(ctx, func(tx pgx.Tx) error {
-		var err error
-		if g, err = readGenerations(ctx, tx, s.table, "FOR UPDATE"); err != nil {
-			return err
-		}
+	_, err := s.changeGenerations(ctx, n, func(tx pgx.Tx, g *generations) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", ident(s.genTable(n))).Scan(&exists); err != nil {
 			return fmt.Errorf("looking for generation %d: %w", n, err)
@@ -193,10 +174,7 @@ func (s *Sink) Switch(ctx context.Context, n int) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("postgres sink %q: %w", s.table, err)
-	}
-	if s.fixed == 0 {
-		s.store(g)
+		return err
 	}
 	s.log.Info("postgres sink switched", "table", s.table, "view", s.viewName(), "live", n)
 	return nil
@@ -206,15 +184,7 @@ func (s *Sink) Switch(ctx context.Context, n int) error {
 // built. It refuses the live generation (ErrLiveGeneration); dropping a
 // generation that does not exist does nothing.
 func (s *Sink) Drop(ctx context.Context, n int) error {
-	if err := s.checkGeneration(n); err != nil {
-		return err
-	}
-	var g generations
-	err := s.ddl(ctx, func(tx pgx.Tx) error {
-		var err error
-		if g, err = readGenerations(ctx, tx, s.table, "FOR UPDATE"); err != nil {
-			return err
-		}
+	_, err := s.changeGenerations(ctx, n, func(tx pgx.Tx, g *generations) error {
 		if n == g.live {
 			return fmt.Errorf("cannot drop generation %d: %w", n, ErrLiveGeneration)
 		}
@@ -230,13 +200,34 @@ func (s *Sink) Drop(ctx context.Context, n int) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("postgres sink %q: %w", s.table, err)
+		return err
+	}
+	s.log.Info("postgres sink generation dropped", "table", s.table, "generation", n)
+	return nil
+}
+
+// changeGenerations checks n, then runs change in a DDL transaction with
+// the sink's generations row read and locked (change updates g as it
+// updates the row), and keeps the result for the next Write.
+func (s *Sink) changeGenerations(ctx context.Context, n int, change func(tx pgx.Tx, g *generations) error) (generations, error) {
+	if err := s.checkGeneration(n); err != nil {
+		return generations{}, err
+	}
+	var g generations
+	err := s.ddl(ctx, func(tx pgx.Tx) error {
+		var err error
+		if g, err = readGenerations(ctx, tx, s.table, "FOR UPDATE"); err != nil {
+			return err
+		}
+		return change(tx, &g)
+	})
+	if err != nil {
+		return g, fmt.Errorf("postgres sink %q: %w", s.table, err)
 	}
 	if s.fixed == 0 {
 		s.store(g)
 	}
-	s.log.Info("postgres sink generation dropped", "table", s.table, "generation", n)
-	return nil
+	return g, nil
 }
 
 // checkGeneration refuses generation numbers below 1 and those whose table
