@@ -31,6 +31,7 @@ type Config struct {
 	Processor      Processor `yaml:"processor"`
 	Sinks          []Sink    `yaml:"sinks"`
 	Ops            Ops       `yaml:"ops"`
+	Console        Console   `yaml:"console"`
 	Debug          Debug     `yaml:"debug"`
 
 	// Deprecations name the deprecated keys the file used, each with its
@@ -320,7 +321,11 @@ const (
 	DefaultListen = "127.0.0.1:8080"
 	// DefaultDevOpsListen is where `dev` serves the operations listener
 	// when ops.listen is not set (the roles serve none by default).
-	DefaultDevOpsListen      = "127.0.0.1:9464"
+	DefaultDevOpsListen = "127.0.0.1:9464"
+	// DefaultDevConsoleListen is where dev serves the console when
+	// console.listen is not set (other roles serve none by default).
+	DefaultDevConsoleListen  = "127.0.0.1:9465"
+	DefaultTimelineWindow    = 24 * time.Hour
 	DefaultShutdownTimeout   = 15 * time.Second
 	DefaultReadHeaderTimeout = 5 * time.Second
 	// DefaultReadTimeout is AWS SNS's own limit: it gives up on an HTTP/S
@@ -468,6 +473,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
 	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
 	c.applySinkDefaults()
+	setDefault(&c.Console.TimelineWindow, DefaultTimelineWindow)
 }
 
 // setDefault sets *field to def when it holds its zero value.
@@ -506,6 +512,7 @@ func (c *Config) Validate(n Needs) error {
 	c.Processor.validate(&errs)
 	c.validateSinks(&errs)
 	c.Ops.validate(&errs) // debug.listen and processor.metrics_listen are folded into it
+	c.Console.validate(&errs)
 	return errors.Join(errs...)
 }
 

@@ -476,6 +476,8 @@ func TestConfigurationDocDefaults(t *testing.T) {
 	}
 	// And one sink with every backend block present.
 	cfg.Sinks = []Sink{{Name: "probe", OpenSearch: &SinkOpenSearch{}, Postgres: &SinkPostgres{}, Redis: &SinkRedis{}, Webhook: &SinkWebhook{}}}
+	// And one console user and token.
+	cfg.Console.Users, cfg.Console.Tokens = []ConsoleUser{{}}, []ConsoleToken{{}}
 	cfg.applyDefaults()
 	if p, err := Parse([]byte("sources: [{name: probe, provider: lisa}]"), env(nil)); err != nil {
 		t.Fatal(err)

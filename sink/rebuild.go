@@ -175,3 +175,7 @@ func (r *Runner) DropGeneration(ctx context.Context, n int) error {
 // ErrGenerationInUse surfaces from DropGeneration for the live generation
 // and the one being built.
 var ErrGenerationInUse = errors.New("the generation is in use")
+
+// Close closes the runner's sink, once nothing uses the runner any more
+// (Run leaves it open).
+func (r *Runner) Close() error { return r.cfg.Sink.Close() }
