@@ -93,7 +93,7 @@ type Kafka struct {
 var Compressions = []string{"lz4", "snappy", "zstd", "gzip", "none"}
 
 // TopicFamilies are the keys TopicConfigs accepts.
-var TopicFamilies = []string{"changes", "products", "updates", "events", "dlq", "pending"}
+var TopicFamilies = []string{"changes", "products", "updates", "events", "dlq", "pending", "deliveries", "audit"}
 
 // Registry locates the Confluent-API schema registry.
 type Registry struct {

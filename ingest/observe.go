@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,6 +38,46 @@ type Delivery struct {
 	Records int
 	// Elapsed is the time from the request's arrival to its answer.
 	Elapsed time.Duration
+	// At is when the request arrived.
+	At time.Time
+	// Bytes is how many body bytes were read; for a request refused
+	// before its body was read, its Content-Length when it gave one,
+	// else 0.
+	Bytes int64
+	// DeliveryID is the verified delivery's id (Verified.Identity.ID),
+	// cut to 200 bytes since the sender chose it; "" when the delivery
+	// was not verified or has no id.
+	DeliveryID string
+	// Written lists the records the delivery wrote, in the order
+	// produced, once Kafka acknowledged them all; empty for a refusal
+	// and for a duplicate.
+	Written []Written
+}
+
+// Written is one Kafka record a delivery wrote.
+type Written struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	// Key is the record's key ("<namespace>:<id>").
+	Key string
+	// EventID is the event id the record carries (its event-id header).
+	EventID string
+}
+
+// maxDeliveryID bounds Delivery.DeliveryID, which the sender chose.
+const maxDeliveryID = 200
+
+// truncate cuts s to at most n bytes, at the start of a rune so that valid
+// UTF-8 stays valid.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Outcome is what became of a request.

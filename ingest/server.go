@@ -175,7 +175,8 @@ func (s *Server) routes() *gin.Engine {
 		return func(c *gin.Context) {
 			start := time.Now()
 			c.JSON(status, gin.H{"error": msg})
-			s.observe(Delivery{Route: "unmatched", Status: status, Outcome: Refused, Reason: ReasonNoRoute, Elapsed: time.Since(start)})
+			s.observe(Delivery{Route: "unmatched", Status: status, Outcome: Refused, Reason: ReasonNoRoute, Elapsed: time.Since(start),
+				At: start, Bytes: max(c.Request.ContentLength, 0)})
 		}
 	}
 	r.NoRoute(unrouted(http.StatusNotFound, "no such route"))
@@ -214,7 +215,11 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 	n := a.records
 	status := http.StatusAccepted
 	defer func() {
-		d := Delivery{Route: c.FullPath(), Status: c.Writer.Status(), Outcome: Accepted, Records: n, Elapsed: time.Since(start)}
+		d := Delivery{Route: c.FullPath(), Status: c.Writer.Status(), Outcome: Accepted, Records: n, Elapsed: time.Since(start),
+			At: start, Bytes: max(c.Request.ContentLength, 0), DeliveryID: a.deliveryID, Written: a.written}
+		if a.read {
+			d.Bytes = a.bytes
+		}
 		if src != nil {
 			d.Source = src.Name
 		}
@@ -280,6 +285,13 @@ type acceptance struct {
 	verified bool
 	// duplicate says it was a retry or a replay, answered without writing.
 	duplicate bool
+	// read says the body was read, and bytes is its length.
+	read  bool
+	bytes int64
+	// deliveryID is the verified delivery's id, bounded; "" until verified.
+	deliveryID string
+	// written lists the records written, once Kafka acknowledged them.
+	written []Written
 }
 
 // accept reads, verifies and writes one delivery.
@@ -291,16 +303,18 @@ func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 	if err != nil {
 		return acceptance{}, err
 	}
+	a := acceptance{read: true, bytes: int64(len(body))}
 	if err := checkBasicAuth(src, req); err != nil {
-		return acceptance{}, err
+		return a, err
 	}
 	r := &Request{Header: req.Header, Body: body, Received: s.now().UTC()}
 	v, err := src.Adapter.Verify(req.Context(), r)
 	if err != nil {
-		return acceptance{}, err
+		return a, err
 	}
+	a.verified, a.deliveryID = true, truncate(v.Identity.ID, maxDeliveryID)
 	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
-		return acceptance{verified: true}, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
+		return a, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
 	}
 	var replayKey, dedupeKey string
 	replays, seen := s.replays[src.Name], s.seen[src.Name]
@@ -308,7 +322,8 @@ func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 		if replayKey = v.ReplayKey; replayKey != "" {
 			if n, dup := replays.Get(replayKey); dup {
 				s.log.Info("replayed delivery answered without writing", "source", src.Name)
-				return acceptance{records: n, verified: true, duplicate: true}, nil
+				a.records, a.duplicate = n, true
+				return a, nil
 			}
 		}
 	}
@@ -317,24 +332,26 @@ func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 		if dedupeKey = id.key(body); dedupeKey != "" {
 			if n, dup := seen.Get(dedupeKey); dup {
 				s.log.Info("duplicate delivery answered without writing", "source", src.Name, "delivery_id", id.ID)
-				return acceptance{records: n, verified: true, duplicate: true}, nil
+				a.records, a.duplicate = n, true
+				return a, nil
 			}
 		}
 	}
 	batch, err := src.Adapter.Normalize(req.Context(), v)
 	if err != nil {
-		return acceptance{verified: true}, err
+		return a, err
 	}
 	records, err := s.records(src, batch)
 	if err != nil {
-		return acceptance{verified: true}, err
+		return a, err
 	}
 	if len(records) > 0 {
 		ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
 		defer cancel()
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
-			return acceptance{verified: true}, err
+			return a, err
 		}
+		a.written = written(records)
 	}
 	if replayKey != "" {
 		replays.Add(replayKey, len(records))
@@ -342,7 +359,24 @@ func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 	if dedupeKey != "" {
 		seen.Add(dedupeKey, len(records))
 	}
-	return acceptance{records: len(records), verified: true}, nil
+	a.records = len(records)
+	return a, nil
+}
+
+// written lists what records, acknowledged by Kafka, were written: the
+// producer has set each one's partition and offset by then.
+func written(records []*kgo.Record) []Written {
+	out := make([]Written, len(records))
+	for i, r := range records {
+		out[i] = Written{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key)}
+		for _, h := range r.Headers {
+			if h.Key == "event-id" {
+				out[i].EventID = string(h.Value)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // key is what the dedupe memory remembers the delivery by: its id alone

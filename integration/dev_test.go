@@ -47,6 +47,7 @@ type devProc struct {
 	kafka    string
 	registry string
 	ingest   string
+	console  string // the console's base URL
 	stderr   *bytes.Buffer
 }
 
@@ -76,7 +77,7 @@ func writeConfig(t *testing.T, dir string) string {
 func startDev(t *testing.T, dataDir string, args ...string) *devProc {
 	t.Helper()
 	args = append([]string{"dev", "--data-dir", dataDir, "--kafka-addr", "127.0.0.1:0",
-		"--registry-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0"}, args...)
+		"--registry-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--console-addr", "127.0.0.1:0"}, args...)
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -109,6 +110,8 @@ func startDev(t *testing.T, dataDir string, args ...string) *devProc {
 					p.registry = f[1]
 				case "ingest":
 					p.ingest = f[1]
+				case "console":
+					p.console = f[1]
 				case "topics":
 					close(ready)
 				}

@@ -22,6 +22,12 @@ type Names struct {
 	Updates  string // the collapsed stream of product updates
 	Events   string // analytics events that are not catalog changes
 	DLQ      string // records the processor could not decode or apply
+	// Deliveries is the JSON log of what the edge decided about every
+	// webhook delivery (package deliveries): metadata only, never a body.
+	Deliveries string
+	// Audit is the JSON audit trail of what operators do (the console
+	// writes it).
+	Audit string
 	// Compacted latest state of the other catalog resources, by key.
 	Collections, Categories, Options, Groups, Pos string
 	prefix                                        string
@@ -42,10 +48,12 @@ func (n Names) Pending(group string) string { return n.prefix + group + "-pendin
 func For(prefix string) Names {
 	return Names{Changes: prefix + "changes", Products: prefix + "products", Updates: prefix + "updates",
 		Events: prefix + "events", DLQ: prefix + "dlq", Collections: prefix + "collections", Categories: prefix + "categories",
-		Options: prefix + "options", Groups: prefix + "groups", Pos: prefix + "pos", prefix: prefix}
+		Options: prefix + "options", Groups: prefix + "groups", Pos: prefix + "pos",
+		Deliveries: prefix + "deliveries", Audit: prefix + "audit", prefix: prefix}
 }
 
-// ByKind maps each schema kind to the topics carrying it.
+// ByKind maps each schema kind to the topics carrying it. The JSON topics
+// (Deliveries, Audit) carry no schema and are not listed.
 func (n Names) ByKind() map[schemas.Kind][]string {
 	return map[schemas.Kind][]string{schemas.KindChange: {n.Changes}, schemas.KindState: {n.Products}, schemas.KindUpdate: {n.Updates},
 		schemas.KindEvent: {n.Events}, schemas.KindResource: {n.Collections, n.Categories, n.Options, n.Groups, n.Pos}}
@@ -59,10 +67,17 @@ type Spec struct {
 	// broker's default).
 	MinInsyncReplicas int
 	// Configs are extra topic configs by family ("changes", "products",
-	// "updates"); products is always created with cleanup.policy=compact.
-	// The products family's configs apply to every state topic.
+	// "updates", "events", "dlq", "pending", "deliveries", "audit");
+	// products is always created with cleanup.policy=compact. The
+	// products family's configs apply to every state topic. deliveries
+	// keeps DeliveriesRetention unless its configs set retention.ms;
+	// audit keeps the broker's retention unless its configs set one.
 	Configs map[string]map[string]string
 }
+
+// DeliveriesRetention is the deliveries topic's retention.ms when its
+// family's configs set none: a week of what the edge decided.
+const DeliveriesRetention = 7 * 24 * time.Hour
 
 // configs returns the creation configs of one topic family.
 func (s Spec) configs(family string) map[string]*string {
@@ -75,6 +90,9 @@ func (s Spec) configs(family string) map[string]*string {
 	}
 	if family == "products" || family == "pending" {
 		out["cleanup.policy"] = kadm.StringPtr("compact")
+	}
+	if _, set := out["retention.ms"]; family == "deliveries" && !set {
+		out["retention.ms"] = kadm.StringPtr(strconv.FormatInt(DeliveriesRetention.Milliseconds(), 10))
 	}
 	return out
 }
@@ -106,14 +124,17 @@ func EnsurePending(ctx context.Context, adm *kadm.Client, n Names, group string,
 var ErrPartitionMismatch = errors.New("changes and state topics have different partition counts")
 
 // Ensure creates any missing topic with its configuration and checks that
-// the changes topic and every state topic are co-partitioned. Existing
-// topics are left as they are.
+// the changes topic and every state topic are co-partitioned (the JSON
+// topics, keyed otherwise, need not be). Existing topics are left as they
+// are.
 func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 	configs := map[string]map[string]*string{
-		n.Changes: spec.configs("changes"),
-		n.Updates: spec.configs("updates"),
-		n.Events:  spec.configs("events"),
-		n.DLQ:     spec.configs("dlq"),
+		n.Changes:    spec.configs("changes"),
+		n.Updates:    spec.configs("updates"),
+		n.Events:     spec.configs("events"),
+		n.DLQ:        spec.configs("dlq"),
+		n.Deliveries: spec.configs("deliveries"),
+		n.Audit:      spec.configs("audit"),
 	}
 	state := []string{n.Changes}
 	for _, topic := range n.Resources() {

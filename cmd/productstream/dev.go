@@ -24,6 +24,7 @@ func runDev(ctx context.Context, args []string) error {
 	registryAddr := fs.String("registry-addr", "127.0.0.1:8081", "embedded schema registry listen address")
 	httpAddr := fs.String("http-addr", "", "ingest listen address (default: the config's http.listen, 127.0.0.1:8080)")
 	opsAddr := fs.String("ops-addr", "", "operations listen address: /metrics, /healthz, /readyz, /debug/pprof/ (default: the config's ops.listen, else "+config.DefaultDevOpsListen+")")
+	consoleAddr := fs.String("console-addr", "", "console listen address (default: the config's console.listen, else "+config.DefaultDevConsoleListen+"); \"off\" serves none")
 	syncWrites := fs.Bool("sync-writes", false, "fsync every write of the embedded broker (survives a machine crash, not only a killed process)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -74,8 +75,24 @@ func runDev(ctx context.Context, args []string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	consoleListen := cmp.Or(*consoleAddr, cfg.Console.Listen, config.DefaultDevConsoleListen)
+	if consoleListen == "off" {
+		consoleListen = ""
+	}
+	consoleBound := make(chan string, 1)
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
+	if consoleListen != "" {
+		wg.Go(func() {
+			err := serveConsole(ctx, r, serde, names, consoleListen, func(addr string) { consoleBound <- addr })
+			if err != nil && ctx.Err() == nil {
+				errs <- err
+				cancel()
+			}
+		})
+	} else {
+		consoleBound <- ""
+	}
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -94,7 +111,12 @@ func runDev(ctx context.Context, args []string) error {
 	go func() {
 		defer wg.Done()
 		errs <- serveIngest(ctx, r, sources, serde, names, listen, func(addr string) {
-			printBanner(cfg, *dataDir, stack, addr, r.ops.addr)
+			var consoleAt string
+			select {
+			case consoleAt = <-consoleBound:
+			case <-ctx.Done():
+			}
+			printBanner(cfg, *dataDir, stack, addr, r.ops.addr, consoleAt)
 		})
 		cancel()
 	}()
@@ -103,12 +125,15 @@ func runDev(ctx context.Context, args []string) error {
 	return joinErrors(errs)
 }
 
-func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr, opsAddr string) {
+func printBanner(cfg *config.Config, dataDir string, stack *devstack.Stack, httpAddr, opsAddr, consoleAddr string) {
 	fmt.Printf("productstream dev is running (data in %s); Ctrl-C stops it\n", dataDir)
 	fmt.Printf("  kafka     %s\n", stack.KafkaAddr)
 	fmt.Printf("  registry  %s\n", stack.RegistryURL)
 	fmt.Printf("  ingest    http://%s\n", httpAddr)
 	fmt.Printf("  ops       http://%s (/metrics /healthz /readyz /debug/pprof/)\n", opsAddr)
+	if consoleAddr != "" {
+		fmt.Printf("  console   http://%s\n", consoleAddr)
+	}
 	for _, s := range cfg.Sources {
 		fmt.Printf("  source    %s (%s): POST http://%s/webhooks/%s\n", s.Name, s.Provider, httpAddr, s.Name)
 	}

@@ -23,13 +23,15 @@ import (
 const usage = `productstream: product-change webhooks to Kafka streams and catalog state
 
 Usage:
-  productstream dev [--config FILE] [--data-dir DIR] [--kafka-addr ADDR] [--registry-addr ADDR] [--http-addr ADDR]
+  productstream dev [--config FILE] [--data-dir DIR] [--kafka-addr ADDR] [--registry-addr ADDR] [--http-addr ADDR] [--console-addr ADDR]
   productstream ingest --config FILE
   productstream process --config FILE
   productstream sink --config FILE [--name NAME]
+  productstream console --config FILE
   productstream sink explain|replay-dlq|rebuild|drop-generation NAME [KEY|N] --config FILE [--brokers ADDR] [--registry URL]
   productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]
   productstream sign --source NAME [--config FILE] [--file BODY]
+  productstream hash-password < PASSWORD_FILE
 
 Run 'productstream COMMAND -h' for a command's flags.
 `
@@ -40,12 +42,14 @@ func main() {
 		os.Exit(2)
 	}
 	commands := map[string]func(ctx context.Context, args []string) error{
-		"dev":     runDev,
-		"ingest":  runIngestRole,
-		"process": runProcessRole,
-		"sink":    runSinkCommand,
-		"tail":    runTail,
-		"sign":    runSign,
+		"dev":           runDev,
+		"ingest":        runIngestRole,
+		"process":       runProcessRole,
+		"sink":          runSinkCommand,
+		"console":       runConsoleRole,
+		"hash-password": runHashPassword,
+		"tail":          runTail,
+		"sign":          runSign,
 	}
 	cmd, ok := commands[os.Args[1]]
 	if !ok {

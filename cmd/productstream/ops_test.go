@@ -122,15 +122,17 @@ func TestRolesServeOpsOnlyOnOpsListen(t *testing.T) {
 		ingest    bool     // has a public ingest listener
 		processor string   // the broker of its processor; "": it has none
 		metrics   []string // series its /metrics must hold
+		console   bool     // serves the console on console.listen
 	}{
 		{"dev", runDev, []string{"--data-dir", t.TempDir(), "--kafka-addr", devKafka, "--registry-addr", "127.0.0.1:0"}, true, devKafka,
-			[]string{`productstream_ingest_deliveries_total{outcome="accepted",reason="",source="lisa-main"} 0`, "productstream_processor_assigned_partitions 2"}},
-		{"ingest", runIngestRole, nil, true, "", []string{`productstream_ingest_deliveries_total{outcome="accepted",reason="",source="lisa-main"} 0`}},
-		{"process", runProcessRole, nil, false, stack.KafkaAddr, []string{"productstream_processor_assigned_partitions 2"}},
+			[]string{`productstream_ingest_deliveries_total{outcome="accepted",reason="",source="lisa-main"} 0`, "productstream_processor_assigned_partitions 2"}, true},
+		{"ingest", runIngestRole, nil, true, "", []string{`productstream_ingest_deliveries_total{outcome="accepted",reason="",source="lisa-main"} 0`}, false},
+		{"process", runProcessRole, nil, false, stack.KafkaAddr, []string{"productstream_processor_assigned_partitions 2"}, false},
+		{"console", runConsoleRole, nil, false, "", nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			opsAddr, ingestAddr := freeAddr(t), freeAddr(t)
+			opsAddr, ingestAddr, consoleAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 			path := filepath.Join(t.TempDir(), "config.yaml")
 			cfg := fmt.Sprintf(`
 kafka: {brokers: [%q], partitions: 2}
@@ -138,7 +140,8 @@ schema_registry: {url: %q}
 http: {listen: %q}
 sources: [{name: lisa-main, provider: lisa, id: plugin-42, secrets: [s1], api_keys: [k1]}]
 ops: {listen: %q}
-`, stack.KafkaAddr, stack.RegistryURL, ingestAddr, opsAddr)
+console: {listen: %q}
+`, stack.KafkaAddr, stack.RegistryURL, ingestAddr, opsAddr, consoleAddr)
 			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -195,6 +198,13 @@ ops: {listen: %q}
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			if tc.console {
+				if code := getOnceUp(t, "http://"+consoleAddr+"/api/overview"); code != http.StatusOK {
+					t.Fatalf("console /api/overview: %d, want 200", code)
+				}
+			} else if code, _, err := get("http://" + consoleAddr + "/"); err == nil {
+				t.Fatalf("%s serves a console (%d) it was not asked for", tc.name, code)
+			}
 			if tc.ingest {
 				if code := getOnceUp(t, "http://"+ingestAddr+"/openapi.json"); code != http.StatusOK {
 					t.Fatalf("ingest /openapi.json: %d, want 200", code)
@@ -212,6 +222,9 @@ ops: {listen: %q}
 
 			stopRole()
 			assertReleased(t, opsAddr)
+			if tc.console {
+				assertReleased(t, consoleAddr)
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/productstream/productstream/config"
+	"github.com/productstream/productstream/deliveries"
 	"github.com/productstream/productstream/ingest"
 	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/processor"
@@ -192,8 +194,9 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 }
 
 // serveIngest runs the HTTP edge on listen until ctx ends, then stops
-// accepting, lets requests in flight finish and flushes the producer.
-// ready is called with the bound address once it accepts connections.
+// accepting, lets requests in flight finish and flushes the producer, then
+// the delivery log's. ready is called with the bound address once it
+// accepts connections.
 func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *schemas.Serde, names topics.Names, listen string, ready func(addr string)) error {
 	cfg, log := r.cfg, r.log
 	cl, err := kgo.NewClient(append(append(kafka.ClientOptions(r.svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), r.compression.ProducerOpt())...)
@@ -209,10 +212,26 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *
 	if err != nil {
 		return fmt.Errorf("ingest metrics: %w", err)
 	}
+	// The delivery log has a client of its own: a slow deliveries topic
+	// never delays an answer.
+	logClient, err := kgo.NewClient(append(append(kafka.ClientOptions(r.svc.brokers, log), deliveries.ProducerOptions()...), r.compression.ProducerOpt())...)
+	if err != nil {
+		return fmt.Errorf("delivery log kafka client: %w", err)
+	}
+	defer logClient.Close()
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	recorder, err := deliveries.NewRecorder(logClient, names.Deliveries, fmt.Sprintf("%s:%d", host, os.Getpid()),
+		log.With("component", "deliveries"), r.ops.reg)
+	if err != nil {
+		return fmt.Errorf("delivery log: %w", err)
+	}
 	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
 		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout),
 		ingest.WithRefusalBudget(cfg.HTTP.UnverifiedLimit.PerSecond, cfg.HTTP.UnverifiedLimit.Burst),
-		ingest.WithTrustedProxies(proxies), ingest.WithObserver(m))
+		ingest.WithTrustedProxies(proxies), ingest.WithObserver(m), ingest.WithObserver(recorder))
 	hs, ln, err := ingest.Listen(listen, edge.Handler(), ingest.ListenerConfig{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
@@ -239,6 +258,9 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *
 	}
 	if err := cl.Flush(sctx); err != nil {
 		log.Warn("producer flush", "err", err)
+	}
+	if err := logClient.Flush(sctx); err != nil {
+		log.Warn("delivery log flush", "err", err)
 	}
 	return nil
 }
