@@ -49,6 +49,9 @@ const maxScrapeBytes = 16 << 20
 // NewSampler samples local and the /metrics URLs every interval once Run
 // runs.
 func NewSampler(local prometheus.Gatherer, urls []string, every time.Duration, log *slog.Logger) *Sampler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Sampler{local: local, urls: urls, every: every, log: log,
 		client: &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
