@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		backendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_backend_up",
 			Help: "1 while the sink's last write succeeded, 0 while it is retrying."}, []string{"sink"}),
 		lagGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_lag_records",
-			Help: "Offsets between the next record to consume and the last stable offset, per partition, as of the last fetch (on a transactional topic a trailing commit marker counts as one)."}, []string{"sink", "partition"}),
+			Help: "Records the group has yet to read on each partition this process owns, from its committed offset to the last stable offset, measured every 10s; transaction markers and aborted records are not counted."}, []string{"sink", "partition"}),
 		fresh: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_last_applied_timestamp_seconds",
 			Help: "Record time of the last applied record (freshness = now - this)."}, []string{"sink"}),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "productstream_sink_oldest_unapplied_timestamp_seconds",
@@ -78,6 +78,14 @@ func (m *Metrics) up(sink string, up bool) {
 func (m *Metrics) lag(sink string, partition int32, records int64) {
 	if m != nil {
 		m.lagGauge.WithLabelValues(sink, strconv.Itoa(int(partition))).Set(float64(max(records, 0)))
+	}
+}
+
+// forgetLag drops a partition's lag series once this process no longer
+// owns it.
+func (m *Metrics) forgetLag(sink string, partition int32) {
+	if m != nil {
+		m.lagGauge.DeleteLabelValues(sink, strconv.Itoa(int(partition)))
 	}
 }
 

@@ -10,10 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/productstream/productstream/kafka"
 )
 
 // Decoder renders a record value (Confluent wire format Avro) as JSON;
@@ -68,6 +71,8 @@ type Config struct {
 	// DropAfter is how long a generation replaced by a rebuild is kept
 	// (for readers still on it) before the runner drops it (default 1m).
 	DropAfter time.Duration
+	// LagEvery is how often the lag metric is measured (default 10s).
+	LagEvery time.Duration
 }
 
 // ErrConfig surfaces from NewRunner when a required field is missing.
@@ -85,6 +90,11 @@ type Runner struct {
 	live, building int
 	retired        map[int]time.Time
 	failing        bool // the backend is failing: we are retrying
+
+	// owned are the partitions this member is assigned, for the lag
+	// metric, kept by the group's assign and revoke callbacks.
+	ownedMu sync.Mutex
+	owned   map[int32]bool
 }
 
 // Version headers: the processor writes the record's version in this
@@ -108,6 +118,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.DropAfter <= 0 {
 		cfg.DropAfter = time.Minute
 	}
+	if cfg.LagEvery <= 0 {
+		cfg.LagEvery = 10 * time.Second
+	}
 	return &Runner{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics}, nil
 }
 
@@ -125,11 +138,20 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], true) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], false) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], false) }),
 	)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	r.cl = cl
+	if r.metrics != nil {
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); r.watchLag(lctx) }()
+		defer func() { stop(); <-done }()
+	}
 	if gens, ok := r.cfg.Sink.(Generations); ok {
 		wctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -181,11 +203,6 @@ func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if n := len(p.Records); n > 0 {
-				r.metrics.lag(r.cfg.Name, p.Partition, p.LastStableOffset-p.Records[n-1].Offset-1)
 			}
 		})
 		for _, rec := range fetches.Records() {
@@ -374,6 +391,55 @@ func (r *Runner) write(ctx context.Context, batch []Record) ([]deadRecord, error
 		batch = again
 	}
 	return dead, nil
+}
+
+// own marks parts as assigned to this member or not; a partition no
+// longer owned loses its lag series.
+func (r *Runner) own(parts []int32, owned bool) {
+	r.ownedMu.Lock()
+	defer r.ownedMu.Unlock()
+	if r.owned == nil {
+		r.owned = map[int32]bool{}
+	}
+	for _, p := range parts {
+		if owned {
+			r.owned[p] = true
+		} else {
+			delete(r.owned, p)
+			r.metrics.forgetLag(r.cfg.Name, p)
+		}
+	}
+}
+
+// watchLag measures the group's lag on the partitions this member owns
+// every LagEvery, as kafka.GroupLag does: from the committed offset to the
+// last stable one, transaction markers and aborted records not counted.
+func (r *Runner) watchLag(ctx context.Context) {
+	t := time.NewTicker(r.cfg.LagEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		mctx, cancel := context.WithTimeout(ctx, r.cfg.LagEvery)
+		lags, err := kafka.GroupLag(mctx, r.cl, r.cfg.Group, r.cfg.Topic)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Debug("measuring lag", "err", err)
+			}
+			continue
+		}
+		r.ownedMu.Lock()
+		for _, l := range lags {
+			if r.owned[l.Partition] {
+				r.metrics.lag(r.cfg.Name, l.Partition, l.Records)
+			}
+		}
+		r.ownedMu.Unlock()
+	}
 }
 
 // watchGenerations reads a Generations sink's state every

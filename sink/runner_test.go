@@ -680,3 +680,104 @@ func TestRunnerHistoryKeepsEveryChange(t *testing.T) {
 		t.Fatalf("Rebuild of a history sink = %v, want ErrNoGenerations", err)
 	}
 }
+
+// The lag metric reads 0 for a sink caught up on a transactional topic,
+// whose last offset is a commit marker no consumer ever reads, and counts
+// the records of a committed transaction the sink has not written yet.
+func TestRunnerLagReadsPastTransactionMarkers(t *testing.T) {
+	f := newFixture(t)
+	r, err := sink.NewRunner(sink.Config{Name: "cache", Sink: f.sink,
+		Client: []kgo.Opt{kgo.SeedBrokers(f.cluster.ListenAddrs()...)}, Topic: topic, Group: group, DLQ: dlq,
+		MaxRecords: 50, MaxBytes: 1 << 20, Linger: 20 * time.Millisecond,
+		RetryInitial: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, Decoder: f.serde,
+		Metrics: f.metrics, Log: quiet(), LagEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.TransactionalID("lag"), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	key := "shop:lag"
+	transaction := func(from, to int64) {
+		t.Helper()
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for v := from; v <= to; v++ {
+			ns, id, _ := strings.Cut(key, ":")
+			price := "p" + strconv.FormatInt(v, 10)
+			value, err := f.serde.EncodeState(&schemas.State{Namespace: ns, ProductID: id, Source: "s", Provider: "lisa",
+				Version: v, UpdatedAt: time.Now(), Fields: schemas.Fields{Price: &price}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &kgo.Record{Key: []byte(key), Value: value, Headers: []kgo.RecordHeader{{Key: "version", Value: []byte(strconv.FormatInt(v, 10))}}}
+			if err := tx.ProduceSync(f.ctx, rec).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.EndTransaction(f.ctx, kgo.TransactionEndTry(kgo.TryCommit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// lagIs waits until the key's partition's lag series reads want.
+	lagIs := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		var got map[string]float64
+		for time.Now().Before(deadline) {
+			got = lagSeries(t, f.reg)
+			if len(got) > 0 {
+				total := 0.0
+				for _, v := range got {
+					total += v
+				}
+				if total == want {
+					return
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("lag series %v, want a total of %v", got, want)
+	}
+	transaction(1, 3)
+	f.start(r)
+	lagIs(0)
+	if h := f.held(key); h["version"] != "3" {
+		t.Fatalf("%s holds %v, want version 3", key, h)
+	}
+	// Stays 0: a marker after the last record is not lag.
+	time.Sleep(500 * time.Millisecond)
+	lagIs(0)
+
+	f.proxy.Down()
+	transaction(4, 5)
+	lagIs(2)
+	f.proxy.Up()
+	lagIs(0)
+}
+
+// lagSeries is every productstream_sink_lag_records series, by partition.
+func lagSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "productstream_sink_lag_records" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "partition" {
+					out[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
