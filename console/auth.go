@@ -23,9 +23,11 @@ type principal struct {
 func (p principal) can(scope string) bool { return slices.Contains(p.Scopes, scope) }
 
 // anonymous is the principal of a console without users or tokens, which
-// serves loopback only (config and New refuse any other address): what
-// the machine's own user may see and do.
-var anonymousScopes = []string{config.ScopeView, config.ScopePayloads, config.ScopeAct}
+// serves loopback only (config and New refuse any other address): the
+// machine's own user, who may see and do everything.
+func anonymous() principal {
+	return principal{Name: "anonymous", Scopes: []string{config.ScopeView, config.ScopePayloads, config.ScopeAct}}
+}
 
 // authenticator checks basic-auth users (bcrypt) and bearer tokens.
 type authenticator struct {
@@ -78,7 +80,7 @@ func (a *authenticator) open() bool { return len(a.users) == 0 && len(a.tokens) 
 // are missing or wrong.
 func (a *authenticator) authenticate(r *http.Request) (principal, bool) {
 	if a.open() {
-		return principal{Name: "anonymous", Scopes: anonymousScopes}, true
+		return anonymous(), true
 	}
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		return a.bearer(strings.TrimSpace(h[7:]))

@@ -41,7 +41,7 @@ type SinkStatus struct {
 }
 
 // sinkOutcomes are the outcomes a sink counts records by.
-var sinkOutcomes = []string{"applied", "deleted", "stale", "dlq", "filtered"}
+func sinkOutcomes() []string { return []string{"applied", "deleted", "stale", "dlq", "filtered"} }
 
 func (s *Server) sinks(ctx context.Context, _ *http.Request, _ principal) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, kafkaTimeout)
@@ -51,7 +51,7 @@ func (s *Server) sinks(ctx context.Context, _ *http.Request, _ principal) (any, 
 	for _, sk := range s.d.Sinks {
 		st := SinkStatus{Name: sk.Name, Type: sk.Type, From: sk.From, Topic: sk.Topic,
 			Rates: map[string]float64{}, Totals: map[string]float64{}}
-		for _, o := range sinkOutcomes {
+		for _, o := range sinkOutcomes() {
 			st.Totals[o], st.Rates[o] = s.d.Metrics.Sum("productstream_sink_records_total", map[string]string{"sink": sk.Name, "outcome": o})
 		}
 		if ups := s.d.Metrics.Series("productstream_sink_backend_up", map[string]string{"sink": sk.Name}); len(ups) > 0 {
