@@ -160,7 +160,7 @@ func New(d Deps) (*Server, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	p, err := newPages()
+	p, err := newPages(d.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/deliveries"
+	"github.com/productstream/productstream/ingest"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/timeline"
 	"github.com/productstream/productstream/topics"
@@ -462,5 +463,55 @@ func TestConsoleOpenRefusesForeignHostNames(t *testing.T) {
 	}
 	if calls := s.actions.called(); len(calls) != 0 {
 		t.Fatalf("actions done for a foreign host: %v", calls)
+	}
+}
+
+// Every page renders with refusals counted by reason (a reason is not a
+// plain string, and the Sources page links each one).
+func TestConsolePagesRenderWithRefusals(t *testing.T) {
+	s := newStack(t, secured(t))
+	rec, err := deliveries.NewRecorder(s.kafka, s.names.Deliveries, "host:1", slogDiscard(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Observe(ingest.Delivery{Source: "shop", Route: "/webhooks/:name", Status: 401, Outcome: ingest.Refused,
+		Reason: ingest.ReasonBadSignature, At: time.Now()})
+	if err := s.kafka.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, _, body := s.request(t, http.MethodGet, "/sources", payloadsToken, nil, nil)
+		if code != http.StatusOK {
+			t.Fatalf("GET /sources: %d %s", code, body)
+		}
+		if strings.Contains(body, "reason=bad_signature") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the refusal is not on the Sources page:\n%s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range everyGet() {
+		if p == "/no-such-page" {
+			continue
+		}
+		if code, _, body := s.request(t, http.MethodGet, p, payloadsToken, nil, nil); code != http.StatusOK {
+			t.Errorf("GET %s: %d %s", p, code, body)
+		}
+	}
+}
+
+// JSON is shown indented, with Avro's "\/" escapes shown as "/" and every
+// other escape kept.
+func TestJSONTextUnescapesSlashesOnly(t *testing.T) {
+	got := jsonText(json.RawMessage(`{"url":"https:\/\/shop.example\/p","q":"a\\\/b \"c\" \u003c"}`))
+	want := "{\n  \"url\": \"https://shop.example/p\",\n  \"q\": \"a\\\\/b \\\"c\\\" \\u003c\"\n}"
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	if got := jsonText(json.RawMessage(`not json \/`)); got != `not json \/` {
+		t.Fatalf("not JSON: got %q", got)
 	}
 }

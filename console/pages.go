@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 // the view's own file.
 type pages struct {
 	byView map[string]*template.Template
+	log    *slog.Logger
 }
 
 // page is what every template is given.
@@ -61,12 +63,12 @@ func templateOf(path string) string {
 	return strings.TrimPrefix(path, "/")
 }
 
-func newPages() (*pages, error) {
+func newPages(log *slog.Logger) (*pages, error) {
 	base, err := template.New("").Funcs(funcs()).ParseFS(files, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("console templates: %w", err)
 	}
-	p := &pages{byView: map[string]*template.Template{}}
+	p := &pages{byView: map[string]*template.Template{}, log: log}
 	names, err := fs.Glob(files, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -115,6 +117,7 @@ func (p *pages) write(w http.ResponseWriter, r *http.Request, name string, pg pa
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, which, pg); err != nil {
+		p.log.Error("console: a page could not be rendered", "page", name, "err", err)
 		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
 		return
 	}
@@ -132,7 +135,7 @@ func funcs() template.FuncMap {
 		"secs":       secs,
 		"rate":       func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 		"bytes":      byteSize,
-		"query":      func(kv ...string) string { return query(kv...) },
+		"query":      query,
 		"spark":      sparkline,
 		"deref":      func(f *float64) float64 { return *f },
 		"deref_bool": func(b *bool) bool { return *b },
@@ -199,25 +202,47 @@ func percent(a, b int64) string {
 	return strconv.FormatFloat(100*float64(a)/float64(b), 'f', 0, 64) + " %"
 }
 
-// query builds a URL query from key, value pairs, leaving out empty
-// values.
-func query(kv ...string) string {
+// query builds a URL query from key, value pairs (values of any string
+// type), leaving out empty values. It is a template.URL, so that a
+// template puts it after a "?" as it is: url.Values has escaped every
+// key and value.
+func query(kv ...any) template.URL {
 	q := url.Values{}
 	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i+1] != "" {
-			q.Set(kv[i], kv[i+1])
+		if v := fmt.Sprint(kv[i+1]); v != "" {
+			q.Set(fmt.Sprint(kv[i]), v)
 		}
 	}
-	return q.Encode()
+	return template.URL(q.Encode())
 }
 
-// jsonText is JSON indented for reading, or as it is when it is not JSON.
+// jsonText is JSON indented for reading, "\/" in its strings shown as
+// "/" (Avro's JSON escapes every slash), or the bytes as they are when
+// they are not JSON.
 func jsonText(b json.RawMessage) string {
 	var out bytes.Buffer
 	if err := json.Indent(&out, b, "", "  "); err != nil {
 		return string(b)
 	}
-	return out.String()
+	return unescapeSlashes(out.Bytes())
+}
+
+// unescapeSlashes turns every "\/" escape in b's strings into "/",
+// leaving every other escape as it is.
+func unescapeSlashes(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == '\\' && i+1 < len(b) {
+			if b[i+1] != '/' {
+				out = append(out, b[i])
+			}
+			out = append(out, b[i+1])
+			i++
+			continue
+		}
+		out = append(out, b[i])
+	}
+	return string(out)
 }
 
 // perMinute picks one count of each minute: "accepted" or "refused".
