@@ -92,7 +92,7 @@ const (
 // from directly (no group), every partition from the start of the window.
 // The caller closes cl after Run returned.
 func NewFeed(cl *kgo.Client, topic string, opts ...FeedOption) (*Feed, error) {
-	cfg := feedConfig{keep: 10_000, window: 15 * time.Minute, now: time.Now, idle: 5 * time.Second}
+	cfg := feedConfig{keep: 10_000, window: 15 * time.Minute, now: time.Now, idle: 15 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -115,7 +115,7 @@ func NewFeed(cl *kgo.Client, topic string, opts ...FeedOption) (*Feed, error) {
 
 // Ready says the feed has read the topic up to the end offsets it had when
 // Run started: until then a console should say it is still loading. A
-// partition that gives nothing for 5s while short of its end (its last
+// partition that gives nothing for 15s while short of its end (its last
 // offsets are transaction markers) is taken as read.
 func (f *Feed) Ready() bool { return f.ready.Load() }
 
