@@ -19,14 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/deliveries"
 	"github.com/productstream/productstream/ingest"
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/schemas/schemastest"
 	"github.com/productstream/productstream/timeline"
 	"github.com/productstream/productstream/topics"
 )
@@ -91,16 +90,7 @@ func newStack(t *testing.T, c config.Console) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	fakeReg := srfake.New()
-	t.Cleanup(fakeReg.Close)
-	reg, err := sr.NewClient(sr.URLs(fakeReg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(reg)
-	if err := serde.Register(ctx, names.ByKind()); err != nil {
-		t.Fatal(err)
-	}
+	serde := schemastest.Serde(t, names.ByKind())
 	opts := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
 	newClient := func(extra ...kgo.Opt) *kgo.Client {
 		cl, err := kgo.NewClient(append(slices.Clone(opts), extra...)...)

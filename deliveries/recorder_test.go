@@ -14,12 +14,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/ingest"
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/schemas/schemastest"
 )
 
 // A Record's JSON has the documented snake_case fields, and nothing else.
@@ -124,16 +123,7 @@ func TestObserveNeverBlocks(t *testing.T) {
 func TestRecordCarriesNoBodyOrCredentials(t *testing.T) {
 	const changes, events = "p.changes", "p.events"
 	c := newCluster(t, testTopic, changes, events)
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	rcl, err := sr.NewClient(sr.URLs(reg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(rcl)
-	if err := serde.Register(context.Background(), map[schemas.Kind][]string{schemas.KindChange: {changes}, schemas.KindEvent: {events}}); err != nil {
-		t.Fatal(err)
-	}
+	serde := schemastest.Serde(t, map[schemas.Kind][]string{schemas.KindChange: {changes}, schemas.KindEvent: {events}})
 	const secret, apiKey = "secret-marker-5d1f", "apikey-marker-9c2e"
 	sources, err := ingest.NewSources([]config.Source{{Name: "lisa-main", Provider: "lisa", ID: "plugin-42", Namespace: "shop",
 		Secrets: []string{secret}, APIKeys: []string{apiKey}, MaxBodyBytes: 4096}}, ingest.Deps{Log: discard})

@@ -19,11 +19,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/schemas/schemastest"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/sink/postgres"
 	"github.com/productstream/productstream/sink/redis"
@@ -63,16 +62,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	fakeReg := srfake.New()
-	t.Cleanup(fakeReg.Close)
-	reg, err := sr.NewClient(sr.URLs(fakeReg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(reg)
-	if err := serde.Register(ctx, map[schemas.Kind][]string{schemas.KindState: {topic}}); err != nil {
-		t.Fatal(err)
-	}
+	serde := schemastest.Serde(t, map[schemas.Kind][]string{schemas.KindState: {topic}})
 	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(topic))
 	if err != nil {
 		t.Fatal(err)
@@ -484,16 +474,7 @@ func TestRunnerHistoryKeepsEveryChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
-	fakeReg := srfake.New()
-	t.Cleanup(fakeReg.Close)
-	regCl, err := sr.NewClient(sr.URLs(fakeReg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(regCl)
-	if err := serde.Register(ctx, map[schemas.Kind][]string{schemas.KindChange: {changes}}); err != nil {
-		t.Fatal(err)
-	}
+	serde := schemastest.Serde(t, map[schemas.Kind][]string{schemas.KindChange: {changes}})
 	client := []kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...)}
 	prod, err := kgo.NewClient(append(client, kgo.DefaultProduceTopic(changes))...)
 	if err != nil {

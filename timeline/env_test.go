@@ -12,10 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/schemas/schemastest"
 	"github.com/productstream/productstream/topics"
 )
 
@@ -40,17 +39,7 @@ type env struct {
 // Once registered, the serde encodes and decodes without the registry.
 func newSerde(t testing.TB, names topics.Names) *schemas.Serde {
 	t.Helper()
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	rcl, err := sr.NewClient(sr.URLs(reg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(rcl)
-	if err := serde.Register(context.Background(), names.ByKind()); err != nil {
-		t.Fatal(err)
-	}
-	return serde
+	return schemastest.Serde(t, names.ByKind())
 }
 
 // newEnv is a cluster of three brokers on TCP, so that partitions have

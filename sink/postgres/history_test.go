@@ -11,11 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/schemas"
+	"github.com/productstream/productstream/schemas/schemastest"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/sink/sinktest"
 )
@@ -24,17 +23,7 @@ import (
 // in-process registry.
 func changeSerde(t *testing.T) *schemas.Serde {
 	t.Helper()
-	fake := srfake.New()
-	t.Cleanup(fake.Close)
-	reg, err := sr.NewClient(sr.URLs(fake.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serde := schemas.NewSerde(reg)
-	if err := serde.Register(context.Background(), map[schemas.Kind][]string{schemas.KindChange: {"changes"}}); err != nil {
-		t.Fatal(err)
-	}
-	return serde
+	return schemastest.Serde(t, map[schemas.Kind][]string{schemas.KindChange: {"changes"}})
 }
 
 // changeRecord is c as the runner in history mode hands it to the sink:
