@@ -19,8 +19,9 @@ type PartitionLag struct {
 	Topic     string `json:"topic"`
 	Partition int32  `json:"partition"`
 	// Owner is the member consuming the partition ("client-id host"), ""
-	// when no member holds it.
-	Owner string `json:"owner"`
+	// when no member holds it; Member is that member's id.
+	Owner  string `json:"owner"`
+	Member string `json:"member,omitempty"`
 	// Committed is the group's committed offset, -1 when it committed none
 	// (it then starts at the partition's start).
 	Committed int64 `json:"committed"`
@@ -81,7 +82,8 @@ func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...strin
 	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return nil, fmt.Errorf("offsets of group %s: %w", group, err)
 	}
-	owners := map[string]map[int32]string{}
+	type member struct{ owner, id string }
+	owners := map[string]map[int32]member{}
 	described, err := adm.DescribeGroups(ctx, group)
 	if err != nil {
 		return nil, fmt.Errorf("describe group %s: %w", group, err)
@@ -93,10 +95,10 @@ func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...strin
 		}
 		for _, t := range c.Topics {
 			if owners[t.Topic] == nil {
-				owners[t.Topic] = map[int32]string{}
+				owners[t.Topic] = map[int32]member{}
 			}
 			for _, p := range t.Partitions {
-				owners[t.Topic][p] = m.ClientID + " " + m.ClientHost
+				owners[t.Topic][p] = member{m.ClientID + " " + m.ClientHost, m.MemberID}
 			}
 		}
 	}
@@ -104,7 +106,8 @@ func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...strin
 	var lags []PartitionLag
 	for _, t := range meta.Topics.Sorted() {
 		for _, p := range t.Partitions.Sorted() {
-			l := PartitionLag{Topic: t.Topic, Partition: p.Partition, Owner: owners[t.Topic][p.Partition], Committed: -1}
+			o := owners[t.Topic][p.Partition]
+			l := PartitionLag{Topic: t.Topic, Partition: p.Partition, Owner: o.owner, Member: o.id, Committed: -1}
 			if o, ok := stable.Lookup(t.Topic, p.Partition); ok {
 				if o.Err != nil {
 					return nil, fmt.Errorf("last stable offset of %s/%d: %w", t.Topic, p.Partition, o.Err)

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -90,11 +89,6 @@ type Runner struct {
 	live, building int
 	retired        map[int]time.Time
 	failing        bool // the backend is failing: we are retrying
-
-	// owned are the partitions this member is assigned, for the lag
-	// metric, kept by the group's assign and revoke callbacks.
-	ownedMu sync.Mutex
-	owned   map[int32]bool
 }
 
 // Version headers: the processor writes the record's version in this
@@ -138,9 +132,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], true) }),
-		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], false) }),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { r.own(m[r.cfg.Topic], false) }),
 	)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -393,27 +384,11 @@ func (r *Runner) write(ctx context.Context, batch []Record) ([]deadRecord, error
 	return dead, nil
 }
 
-// own marks parts as assigned to this member or not; a partition no
-// longer owned loses its lag series.
-func (r *Runner) own(parts []int32, owned bool) {
-	r.ownedMu.Lock()
-	defer r.ownedMu.Unlock()
-	if r.owned == nil {
-		r.owned = map[int32]bool{}
-	}
-	for _, p := range parts {
-		if owned {
-			r.owned[p] = true
-		} else {
-			delete(r.owned, p)
-			r.metrics.forgetLag(r.cfg.Name, p)
-		}
-	}
-}
-
 // watchLag measures the group's lag on the partitions this member owns
 // every LagEvery, as kafka.GroupLag does: from the committed offset to the
-// last stable one, transaction markers and aborted records not counted.
+// last stable one, transaction markers and aborted records not counted. A
+// partition another member owns has no series here. (The client's
+// partition callbacks are left to Config.Client.)
 func (r *Runner) watchLag(ctx context.Context) {
 	t := time.NewTicker(r.cfg.LagEvery)
 	defer t.Stop()
@@ -432,13 +407,14 @@ func (r *Runner) watchLag(ctx context.Context) {
 			}
 			continue
 		}
-		r.ownedMu.Lock()
+		me, _ := r.cl.GroupMetadata()
 		for _, l := range lags {
-			if r.owned[l.Partition] {
+			if me != "" && l.Member == me {
 				r.metrics.lag(r.cfg.Name, l.Partition, l.Records)
+			} else {
+				r.metrics.forgetLag(r.cfg.Name, l.Partition)
 			}
 		}
-		r.ownedMu.Unlock()
 	}
 }
 

@@ -33,11 +33,13 @@
 #   BACKENDS_LOCK_TIMEOUT     how long to wait for another start  (900)
 #   BACKENDS_USER             unprivileged user for OpenSearch    (productstream; created when missing)
 #   BACKENDS_MVN_ARGS         extra arguments for every mvn call  (empty)
-#   POSTGRES_PORT             PostgreSQL port                     (35432)
+#   The default ports are below the kernel's ephemeral range (32768 and
+#   up), so that no outgoing connection of a test can hold one of them.
+#   POSTGRES_PORT             PostgreSQL port                     (25432)
 #   POSTGRES_BIN              dir with initdb, pg_ctl, pg_isready (newest /usr/lib/postgresql/*/bin)
-#   REDIS_PORT                Redis port                          (36379)
-#   OPENSEARCH_PORT           OpenSearch HTTP port                (39200)
-#   OPENSEARCH_TRANSPORT_PORT OpenSearch transport port           (39300)
+#   REDIS_PORT                Redis port                          (26379)
+#   OPENSEARCH_PORT           OpenSearch HTTP port                (29200)
+#   OPENSEARCH_TRANSPORT_PORT OpenSearch transport port           (29300)
 #   OPENSEARCH_VERSION        org.opensearch:opensearch version   (3.9.0)
 #   OPENSEARCH_LOG4J_VERSION  log4j-core, matching the log4j-api
 #                             that opensearch depends on          (2.25.5)
@@ -57,11 +59,11 @@ BACKENDS_TIMEOUT="${BACKENDS_TIMEOUT:-120}"
 BACKENDS_LOCK_TIMEOUT="${BACKENDS_LOCK_TIMEOUT:-900}"
 BACKENDS_USER="${BACKENDS_USER:-productstream}"
 BACKENDS_MVN_ARGS="${BACKENDS_MVN_ARGS:-}"
-POSTGRES_PORT="${POSTGRES_PORT:-35432}"
+POSTGRES_PORT="${POSTGRES_PORT:-25432}"
 POSTGRES_BIN="${POSTGRES_BIN:-}"
-REDIS_PORT="${REDIS_PORT:-36379}"
-OPENSEARCH_PORT="${OPENSEARCH_PORT:-39200}"
-OPENSEARCH_TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-39300}"
+REDIS_PORT="${REDIS_PORT:-26379}"
+OPENSEARCH_PORT="${OPENSEARCH_PORT:-29200}"
+OPENSEARCH_TRANSPORT_PORT="${OPENSEARCH_TRANSPORT_PORT:-29300}"
 OPENSEARCH_VERSION="${OPENSEARCH_VERSION:-3.9.0}"
 OPENSEARCH_LOG4J_VERSION="${OPENSEARCH_LOG4J_VERSION:-2.25.5}"
 OPENSEARCH_JAVA_HOME="${OPENSEARCH_JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
