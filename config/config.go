@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -37,6 +38,12 @@ type Config struct {
 	// Deprecations name the deprecated keys the file used, each with its
 	// replacement, for the role to log at start.
 	Deprecations []string `yaml:"-"`
+	// Path is the file Load read; "" for a configuration that Parse or
+	// Demo made.
+	Path string `yaml:"-"`
+	// Files are the absolute paths of the ${file:PATH} references the
+	// file made, sorted, for a role that reloads when one changes.
+	Files []string `yaml:"-"`
 }
 
 // Ops configures the operations listener: /metrics, /healthz, /readyz and
@@ -87,6 +94,10 @@ type Kafka struct {
 	// for example min.insync.replicas, retention.ms, or segment.ms and
 	// delete.retention.ms to tune compaction of products.
 	TopicConfigs map[string]map[string]string `yaml:"topic_configs"`
+	// TLS connects to the brokers over TLS (default: off).
+	TLS KafkaTLS `yaml:"tls"`
+	// SASL authenticates to the brokers (default: no mechanism, none).
+	SASL SASL `yaml:"sasl"`
 }
 
 // Compressions are the codecs kafka.compression accepts.
@@ -99,6 +110,16 @@ var TopicFamilies = []string{"changes", "products", "updates", "events", "dlq", 
 type Registry struct {
 	// URL of the registry; `dev` ignores it and uses its embedded registry.
 	URL string `yaml:"url"`
+	// TLS verifies an https registry (default: the system roots).
+	TLS TLS `yaml:"tls"`
+	// BasicAuth is sent with every request (default: none).
+	BasicAuth *Credentials `yaml:"basic_auth"`
+	// BearerToken is sent with every request as "Authorization: Bearer"
+	// (default: none).
+	BearerToken string `yaml:"bearer_token"`
+	// BearerTokenFile holds the bearer token, read again for every
+	// request, so whatever renews it is picked up (default: none).
+	BearerTokenFile string `yaml:"bearer_token_file"`
 }
 
 // HTTP configures the ingest edge's listener.
@@ -299,6 +320,11 @@ type Processor struct {
 	// keeps versions growing after the changes topic is re-created
 	// (default 0; at most 32767).
 	VersionEpoch int `yaml:"version_epoch"`
+	// DedupeEventIDs is how many of the changes applied to a product (or
+	// other resource) its state remembers, so that a retry of one that
+	// another ingest replica wrote again is not merged or counted twice
+	// (default 16, at most 256; 0: off).
+	DedupeEventIDs *int `yaml:"dedupe_event_ids"`
 }
 
 // Debug is the former home of the profiling listener.
@@ -349,11 +375,16 @@ const (
 	DefaultGroup          = "productstream-processor"
 	DefaultExactlyOnce    = true
 	DefaultMaxPendingKeys = 1_000_000
+	DefaultDedupeEventIDs = 16
 )
 
 // MaxVersionEpoch is the highest processor.version_epoch: the epoch takes
 // the bits of a version above the 48 of the offset.
 const MaxVersionEpoch = 1<<15 - 1
+
+// MaxDedupeEventIDs is the highest processor.dedupe_event_ids: each one
+// remembered adds 16 bytes to every state and update record.
+const MaxDedupeEventIDs = 256
 
 // FieldError is a validation failure of one configuration field. Field is the
 // path as it is written in the file, such as "sources[1].secrets".
@@ -379,29 +410,48 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	cfg.Path = path
 	return cfg, nil
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// ref is a reference in a value: ${NAME}, an environment variable
+// (submatch 2), or ${file:PATH}, a file's content (submatch 1).
+var ref = regexp.MustCompile(`\$\{(?:file:([^}]*)|([A-Za-z_][A-Za-z0-9_]*))\}`)
 
-// Parse expands ${NAME} references in values with lookup (comments are left
-// alone), decodes the YAML strictly (unknown keys are errors) and fills in
-// defaults.
+// Parse expands the references in values (comments are left alone): ${NAME}
+// with lookup, and ${file:PATH} with the file's content (readFileRef). It
+// then decodes the YAML strictly (unknown keys are errors) and fills in
+// defaults. A file that cannot be read is a *FileRefError naming the key
+// and the path. What a reference expands to is not expanded again.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("parse yaml: %w", err)
 	}
 	var missing []string
-	expand(&doc, func(name string) string {
-		v, ok := lookup(name)
-		if !ok {
-			missing = append(missing, name)
+	var unread []error
+	files := map[string]bool{}
+	expand(&doc, "", func(key string, m []string) string {
+		if name := m[2]; name != "" {
+			v, ok := lookup(name)
+			if !ok {
+				missing = append(missing, name)
+			}
+			return v
+		}
+		path := m[1]
+		files[path] = true
+		v, err := readFileRef(path)
+		if err != nil {
+			unread = append(unread, &FileRefError{Key: key, Path: path, Err: err})
 		}
 		return v
 	})
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrMissingEnv, strings.Join(missing, ", "))
+		unread = append([]error{fmt.Errorf("%w: %s", ErrMissingEnv, strings.Join(missing, ", "))}, unread...)
+	}
+	if len(unread) > 0 {
+		return nil, errors.Join(unread...)
 	}
 	var cfg Config
 	if len(doc.Content) > 0 {
@@ -416,18 +466,38 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	cfg.applyDefaults()
+	cfg.Files = slices.Sorted(maps.Keys(files))
 	return &cfg, nil
 }
 
-// expand replaces ${NAME} in every scalar value below n.
-func expand(n *yaml.Node, value func(name string) string) {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
-		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-			return value(envRef.FindStringSubmatch(ref)[1])
-		})
-	}
-	for _, c := range n.Content {
-		expand(c, value)
+// expand replaces every reference in the scalars below n, at the key at
+// ("sources[0].secrets[1]"), with what value returns for the key and the
+// reference's submatches.
+func expand(n *yaml.Node, at string, value func(key string, m []string) string) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if strings.Contains(n.Value, "${") {
+			n.Value = ref.ReplaceAllStringFunc(n.Value, func(r string) string {
+				return value(at, ref.FindStringSubmatch(r))
+			})
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			expand(n.Content[i], at, value)
+			if at != "" {
+				key = at + "." + key
+			}
+			expand(n.Content[i+1], key, value)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			expand(c, fmt.Sprintf("%s[%d]", at, i), value)
+		}
+	default:
+		for _, c := range n.Content {
+			expand(c, at, value)
+		}
 	}
 }
 
@@ -472,6 +542,7 @@ func (c *Config) applyDefaults() {
 	setDefaultPtr(&c.Processor.ExactlyOnce, DefaultExactlyOnce)
 	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
 	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
+	setDefaultPtr(&c.Processor.DedupeEventIDs, DefaultDedupeEventIDs)
 	c.applySinkDefaults()
 	setDefault(&c.Console.TimelineWindow, DefaultTimelineWindow)
 }
@@ -561,11 +632,13 @@ func (k *Kafka) validate(n Needs, errs *fieldErrors) {
 	if k.ProduceTimeout < time.Second {
 		bad("kafka.produce_timeout", "must be at least 1s, got %s", k.ProduceTimeout)
 	}
+	k.validateSecurity(errs)
 }
 
 // validate checks the schema_registry section, which only roles that talk
 // to a registry of their own need.
 func (r *Registry) validate(n Needs, errs *fieldErrors) {
+	r.validateSecurity(errs)
 	if !n.Registry {
 		return
 	}
@@ -677,6 +750,9 @@ func (p *Processor) validate(errs *fieldErrors) {
 	}
 	if p.VersionEpoch < 0 || p.VersionEpoch > MaxVersionEpoch {
 		bad("processor.version_epoch", "must be between 0 and %d, got %d", MaxVersionEpoch, p.VersionEpoch)
+	}
+	if n := p.DedupeEventIDs; n != nil && (*n < 0 || *n > MaxDedupeEventIDs) {
+		bad("processor.dedupe_event_ids", "must be between 0 and %d (0: off), got %d", MaxDedupeEventIDs, *n)
 	}
 	if p.MaxDelay < p.QuietPeriod {
 		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", p.MaxDelay, p.QuietPeriod)

@@ -19,12 +19,12 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/time/rate"
 )
 
 // openAPI is the OpenAPI 3 document of every route, served at /openapi.json.
@@ -34,11 +34,9 @@ var openAPI []byte
 
 // Server routes webhook requests to their sources. Build it with New.
 type Server struct {
-	byName     map[string]*Source
-	byProvider map[string]map[string]*Source // provider -> id -> source
-	limits     map[string]*rate.Limiter      // source name -> limiter
-	seen       map[string]*expirable.LRU[string, int]
-	replays    map[string]*expirable.LRU[string, int]
+	// sources are served now; each request loads them once (SetSources).
+	sources    atomic.Pointer[sourceSet]
+	swap       sync.Mutex     // serializes SetSources
 	refusals   *refusalBudget // nil: refusals are not charged to clients
 	proxies    []netip.Prefix
 	observers  []Observer
@@ -109,11 +107,6 @@ const dedupeCapacity = 100_000
 // New builds the edge for sources, writing what they accept to out.
 func New(sources []*Source, out Output, opts ...Option) *Server {
 	s := &Server{
-		byName:     map[string]*Source{},
-		byProvider: map[string]map[string]*Source{},
-		limits:     map[string]*rate.Limiter{},
-		seen:       map[string]*expirable.LRU[string, int]{},
-		replays:    map[string]*expirable.LRU[string, int]{},
 		out:        out,
 		log:        slog.Default(),
 		timeout:    10 * time.Second,
@@ -123,29 +116,7 @@ func New(sources []*Source, out Output, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	for _, src := range sources {
-		s.byName[src.Name] = src
-		if s.byProvider[src.Provider] == nil {
-			s.byProvider[src.Provider] = map[string]*Source{}
-		}
-		s.byProvider[src.Provider][src.ID] = src
-		if rl := src.RateLimit; rl.PerSecond > 0 {
-			s.limits[src.Name] = rate.NewLimiter(rate.Limit(rl.PerSecond), rl.Burst)
-		}
-		// A delivery without an identity (Verified.Identity) is never
-		// looked up or remembered, so a source whose deliveries have none
-		// keeps this memory empty.
-		if src.DedupeWindow > 0 {
-			s.seen[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, src.DedupeWindow)
-		}
-		// Replay memory is not a convenience like dedupe_window: it is on
-		// for every source whose signatures bind a time.
-		if g, ok := src.Adapter.(ReplayGuard); ok {
-			if window := g.ReplayWindow(); window > 0 {
-				s.replays[src.Name] = expirable.NewLRU[string, int](dedupeCapacity, nil, window)
-			}
-		}
-	}
+	s.sources.Store(newSourceSet(sources, nil))
 	s.engine = s.routes()
 	return s
 }
@@ -183,22 +154,29 @@ func (s *Server) routes() *gin.Engine {
 	r.NoMethod(unrouted(http.StatusMethodNotAllowed, "method not allowed"))
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 
-	r.POST("/webhooks/:name", func(c *gin.Context) { s.serve(c, s.byName[c.Param("name")]) })
+	r.POST("/webhooks/:name", func(c *gin.Context) {
+		set := s.sources.Load()
+		s.serve(c, set, set.byName[c.Param("name")])
+	})
 	// The built-in providers' own routes, served whatever the
 	// configuration (the OpenAPI document lists them); the registry has
 	// made sure no two claim one route.
 	for _, p := range providers() {
 		for _, route := range p.Routes {
-			r.POST(route, func(c *gin.Context) { s.serve(c, s.byProvider[p.Name][c.Param("id")]) })
+			r.POST(route, func(c *gin.Context) {
+				set := s.sources.Load()
+				s.serve(c, set, set.byProvider[p.Name][c.Param("id")])
+			})
 		}
 	}
 	return r
 }
 
 // serve is the whole request pipeline: refusal budget -> raw bytes ->
-// verify -> rate limit -> replay and dedupe -> normalize -> produce. src is
-// nil when the route named no configured source.
-func (s *Server) serve(c *gin.Context, src *Source) {
+// verify -> rate limit -> replay and dedupe -> normalize -> produce, all
+// with the sources of set, loaded when the request arrived. src is nil
+// when the route named no configured source.
+func (s *Server) serve(c *gin.Context, set *sourceSet, src *Source) {
 	start := time.Now()
 	client, budgeted := clientPrefix(c.ClientIP())
 	budgeted = budgeted && s.refusals != nil
@@ -207,7 +185,7 @@ func (s *Server) serve(c *gin.Context, src *Source) {
 	if budgeted && s.refusals.exhausted(client, s.now()) {
 		err = errTooManyRefusals
 	} else {
-		a, err = s.accept(c.Request, src)
+		a, err = s.accept(c.Request, set, src)
 		if err != nil && !a.verified && budgeted {
 			s.refusals.charge(client, s.now())
 		}
@@ -294,8 +272,8 @@ type acceptance struct {
 	written []Written
 }
 
-// accept reads, verifies and writes one delivery.
-func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
+// accept reads, verifies and writes one delivery of src, one of set.
+func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (acceptance, error) {
 	if src == nil {
 		return acceptance{}, ErrUnknownSource
 	}
@@ -313,11 +291,11 @@ func (s *Server) accept(req *http.Request, src *Source) (acceptance, error) {
 		return a, err
 	}
 	a.verified, a.deliveryID = true, truncate(v.Identity.ID, maxDeliveryID)
-	if lim := s.limits[src.Name]; lim != nil && !lim.Allow() {
+	if lim := set.limits[src.Name]; lim != nil && !lim.Allow() {
 		return a, fmt.Errorf("%w for source %s", ErrRateLimited, src.Name)
 	}
 	var replayKey, dedupeKey string
-	replays, seen := s.replays[src.Name], s.seen[src.Name]
+	replays, seen := set.replays[src.Name], set.seen[src.Name]
 	if replays != nil {
 		if replayKey = v.ReplayKey; replayKey != "" {
 			if n, dup := replays.Get(replayKey); dup {

@@ -31,20 +31,32 @@ const (
 
 // eachBackend runs fn against every backend of this run:
 //   - with PRODUCTSTREAM_KAFKA_BROKERS (and PRODUCTSTREAM_SCHEMA_REGISTRY_URL)
-//     set: that broker and registry only;
-//   - otherwise: an embedded broker (kfake) and registry (srfake) in this
-//     process, and Redpanda through testcontainers-go when a Docker engine
-//     is reachable (skipped, and said so, when none is).
+//     set: that broker and registry;
+//   - with PRODUCTSTREAM_SECURED_KAFKA_BROKERS (and the other
+//     PRODUCTSTREAM_SECURED_* variables, see secured_test.go) set: the
+//     "secured" backend, a SASL_SSL listener and the registry behind a TLS
+//     proxy with basic auth. The roles' configuration files (startRole)
+//     and the suite's own clients (readAll, newSerde, kcatRead) get its
+//     security, so the tests are the same on every backend;
+//   - with neither: an embedded broker (kfake) and registry (srfake) in
+//     this process, and Redpanda through testcontainers-go when a Docker
+//     engine is reachable (skipped, and said so, when none is).
 //
 // The tests share nothing but the backend: each uses its own topic prefix
 // and consumer group.
 func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
-	if brokers := os.Getenv(envBrokers); brokers != "" {
+	brokers, secured := os.Getenv(envBrokers), os.Getenv(envSecuredBrokers) != ""
+	if brokers != "" {
 		reg := os.Getenv(envRegistry)
 		if reg == "" {
 			t.Fatalf("%s is set but %s is not", envBrokers, envRegistry)
 		}
 		t.Run("external", func(t *testing.T) { fn(t, backend{name: "external", brokers: brokers, registry: reg}) })
+	}
+	if secured {
+		t.Run("secured", func(t *testing.T) { fn(t, securedBackend(t)) })
+	}
+	if brokers != "" || secured {
 		return
 	}
 	t.Run("embedded", func(t *testing.T) { fn(t, embeddedBackend(t)) })

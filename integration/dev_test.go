@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/sr"
-
 	"github.com/productstream/productstream/schemas"
 )
 
@@ -182,11 +180,7 @@ func post(url string, h http.Header, body []byte) (int, error) {
 
 func newSerde(t *testing.T, registry string) *schemas.Serde {
 	t.Helper()
-	cl, err := sr.NewClient(sr.URLs(registry))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return schemas.NewSerde(cl)
+	return schemas.NewSerde(registryClient(t, registry))
 }
 
 // The README quickstart: a signed notification gets 202, `tail` shows the
@@ -295,7 +289,8 @@ func kcatRead(t *testing.T, brokers, topic string) (string, bool) {
 		t.Log("kcat not installed: skipping the kcat read")
 		return "", false
 	}
-	out, err := exec.Command(kcat, "-b", brokers, "-C", "-t", topic, "-e", "-q", "-f", "%k %p\n").Output()
+	args := append([]string{"-b", brokers, "-C", "-t", topic, "-e", "-q", "-f", "%k %p\n"}, kcatSecurity(brokers)...)
+	out, err := exec.Command(kcat, args...).Output()
 	if err != nil {
 		t.Fatalf("kcat: %v", err)
 	}

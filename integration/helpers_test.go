@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +28,7 @@ func hmacHex(secret string, body []byte) string {
 func readAll(t *testing.T, brokers, topic string) []*kgo.Record {
 	t.Helper()
 	var out []*kgo.Record
-	_, err := kafka.ReadToEnd(context.Background(), []kgo.Opt{kgo.SeedBrokers(strings.Split(brokers, ",")...)}, []string{topic},
+	_, err := kafka.ReadToEnd(context.Background(), clientOpts(t, brokers), []string{topic},
 		func(r *kgo.Record) error {
 			out = append(out, r)
 			return nil

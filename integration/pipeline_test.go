@@ -112,7 +112,7 @@ func (s *roleSetup) deleteProduct(t *testing.T, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(s.b.brokers, ",")...), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	cl, err := kgo.NewClient(append(clientOpts(t, s.b.brokers), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,9 +254,10 @@ func TestBackendPipeline(t *testing.T) {
 			}
 		}
 
-		// `productstream tail` decodes every record through the registry.
+		// `productstream tail` decodes every record through the registry,
+		// connecting as the roles' configuration file says.
 		out, err := exec.Command(binary, "tail", s.names.Products, "--from-beginning", "--exit-at-end",
-			"--brokers", b.brokers, "--registry", b.registry).Output()
+			"--config", s.cfg, "--brokers", b.brokers, "--registry", b.registry).Output()
 		if err != nil {
 			t.Fatalf("tail: %v", err)
 		}

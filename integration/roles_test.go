@@ -23,9 +23,11 @@ func freeAddr(t *testing.T) string {
 }
 
 // startRole runs `productstream ROLE --config FILE` and stops it (SIGTERM)
-// when the test ends.
+// when the test ends. A file for the secured backend gets its security
+// first (secureConfigFile).
 func startRole(t *testing.T, role, cfg string) *exec.Cmd {
 	t.Helper()
+	secureConfigFile(t, cfg)
 	cmd := exec.Command(binary, role, "--config", cfg)
 	stderr := &lockedWriter{w: &strings.Builder{}}
 	cmd.Stderr = stderr

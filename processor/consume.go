@@ -41,6 +41,7 @@ type decoded struct {
 	rec *kgo.Record
 	ch  schemas.Change
 	err error
+	fp  int64 // the change's fingerprint; 0 without an event id or with dedupe off
 }
 
 // ErrRawTooDeep is the dlq-error of a change whose raw JSON nests deeper
@@ -48,13 +49,16 @@ type decoded struct {
 // and sinks whose parsers refuse it.
 var ErrRawTooDeep = errors.New("raw JSON nests too deep")
 
-// decodeChange decodes a record's value into d.ch, and refuses a change
-// whose raw nests too deep. It needs no processor state, so decoding
-// goroutines may call it concurrently.
+// decodeChange decodes a record's value into d.ch, refuses a change whose
+// raw nests too deep, and takes the change's fingerprint. It needs no
+// processor state, so decoding goroutines may call it concurrently.
 func (p *Processor) decodeChange(d *decoded) {
 	d.ch, d.err = p.cfg.Serde.DecodeChange(context.Background(), d.rec.Value)
 	if d.err == nil && jsondepth.Exceeds(d.ch.Raw, p.cfg.MaxJSONDepth) {
 		d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
+	}
+	if d.err == nil && d.ch.EventID != "" && p.cfg.DedupeEventIDs > 0 {
+		d.fp = fingerprint(&d.ch)
 	}
 }
 
@@ -140,12 +144,17 @@ func (p *Processor) consume(d *decoded) {
 		return // applied before a restart
 	}
 	p.load(e)
+	if e != nil && d.fp != 0 && applied(&e.state, ch.EventID, d.fp) {
+		p.metrics.changesDuplicate.Inc()
+		return // a retry, written again by another ingest replica
+	}
 	if stale(e, ch) {
 		p.metrics.changesStale.Inc()
 		return // older than what the state already reflects
 	}
 	p.metrics.changesApplied.Inc()
 	e = apply(e, ch, version, p.derive)
+	remember(&e.state, d.fp, p.cfg.DedupeEventIDs)
 	pt.states[key] = e
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
 		pt.queue = append(pt.queue, np)

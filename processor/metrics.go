@@ -27,8 +27,8 @@ type Metrics struct {
 	// The children of changes and emitted, looked up once: consume counts
 	// every record, and written every record emitted. (transactions' appear
 	// with the first transaction.)
-	changesApplied, changesReplayed, changesStale, changesNoState prometheus.Counter
-	emittedStates, emittedTombstones, emittedUpdates              prometheus.Counter
+	changesApplied, changesReplayed, changesStale, changesDuplicate, changesNoState prometheus.Counter
+	emittedStates, emittedTombstones, emittedUpdates                                prometheus.Counter
 }
 
 // NewMetrics builds the processor's collectors and registers them with
@@ -97,6 +97,7 @@ func (m *Metrics) lookUpChildren() {
 	m.changesApplied = m.changes.WithLabelValues("applied")
 	m.changesReplayed = m.changes.WithLabelValues("replayed")
 	m.changesStale = m.changes.WithLabelValues("stale")
+	m.changesDuplicate = m.changes.WithLabelValues("duplicate")
 	m.changesNoState = m.changes.WithLabelValues("no_state_topic")
 
 	m.emittedStates = m.emitted.WithLabelValues("state")
@@ -109,7 +110,7 @@ func (m *Metrics) lookUpChildren() {
 func newCollectors() *Metrics {
 	return &Metrics{
 		changes: counterVec("changes_total", "outcome",
-			"Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); no_state_topic (a resource without a state topic)."),
+			"Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); duplicate (a retry of a change already applied to the key, written again by another ingest replica, skipped); no_state_topic (a resource without a state topic)."),
 		derived: counter("derived_changes_total",
 			"Collection membership changes derived from product and POS changes and written to the changes topic."),
 		deadLetters: counter("dead_letters_total",

@@ -18,9 +18,10 @@ import (
 // changesTotal is productstream_processor_changes_total as a registry
 // exposes it with applied at n and the other outcomes at 0.
 func changesTotal(applied int) string {
-	return fmt.Sprintf(`# HELP productstream_processor_changes_total Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); no_state_topic (a resource without a state topic).
+	return fmt.Sprintf(`# HELP productstream_processor_changes_total Records read from the changes topic, by outcome: applied; replayed (at or below the key's version, skipped); stale (older than the key's state, skipped); duplicate (a retry of a change already applied to the key, written again by another ingest replica, skipped); no_state_topic (a resource without a state topic).
 # TYPE productstream_processor_changes_total counter
 productstream_processor_changes_total{outcome="applied"} %d
+productstream_processor_changes_total{outcome="duplicate"} 0
 productstream_processor_changes_total{outcome="no_state_topic"} 0
 productstream_processor_changes_total{outcome="replayed"} 0
 productstream_processor_changes_total{outcome="stale"} 0
@@ -77,10 +78,10 @@ func TestNewMetrics(t *testing.T) {
 		if _, err := NewMetrics(reg); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := testutil.GatherAndCount(reg); err != nil || n != 16 {
-			// 12 collectors: changes has 4 children, emitted 3,
+		if n, err := testutil.GatherAndCount(reg); err != nil || n != 17 {
+			// 12 collectors: changes has 5 children, emitted 3,
 			// transactions none before the first transaction.
-			t.Fatalf("gathered %d series (%v), want 16", n, err)
+			t.Fatalf("gathered %d series (%v), want 17", n, err)
 		}
 		if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 			t.Fatalf("lint: %v %v", problems, err)

@@ -69,6 +69,9 @@ func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
 	if e.deleted && e.deletedAt != 0 {
 		headers = append(headers, kgo.RecordHeader{Key: deletedAtHeader, Value: []byte(strconv.FormatInt(e.deletedAt, 10))})
 	}
+	if e.deleted && len(e.state.DedupeFingerprints) > 0 {
+		headers = append(headers, kgo.RecordHeader{Key: dedupeHeader, Value: []byte(schemas.FingerprintsText(e.state.DedupeFingerprints))})
+	}
 	stateRec := &kgo.Record{Topic: p.stateTopics[e.state.Resource], Key: key, Headers: headers}
 	out[0] = stateRec
 	var st *schemas.State

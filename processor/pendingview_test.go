@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ func TestPendingViewDecodesWhatTheProcessorWrites(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	title := "Trail shoe"
 	e := &entry{state: schemas.State{Namespace: "shop", ProductID: "42", Version: 17, Fields: schemas.Fields{Title: &title},
-		FieldTimes: map[string]int64{"fields.title": 1000}}, deleted: true, deletedAt: t0.UnixMilli()}
+		FieldTimes: map[string]int64{"fields.title": 1000}, DedupeFingerprints: []int64{-3, 1<<62 + 1}}, deleted: true, deletedAt: t0.UnixMilli()}
 	pe := &pending{key: "pshop:42", first: 15, count: 3, firstSeen: t0, lastSeen: t0.Add(time.Second),
 		firstRecv: t0.Add(-time.Second), lastRecv: t0.Add(time.Millisecond)}
 	v, err := encodePending(e, pe)
@@ -26,7 +27,7 @@ func TestPendingViewDecodesWhatTheProcessorWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.State.Version != 17 || got.State.Key() != "shop:42" || got.State.Fields.Title == nil || *got.State.Fields.Title != title ||
-		got.State.FieldTimes["fields.title"] != 1000 {
+		got.State.FieldTimes["fields.title"] != 1000 || !slices.Equal(got.State.DedupeFingerprints, e.state.DedupeFingerprints) {
 		t.Errorf("state %+v", got.State)
 	}
 	if !got.Deleted || !got.DeletedAt.Equal(t0) || got.FirstOffset != 15 || got.Count != 3 {

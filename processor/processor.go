@@ -27,11 +27,12 @@
 //
 // The files follow the path of a change: loop.go (the cycle loop and the
 // deliveryMode it drives), consume.go (decoding and applying a poll),
-// coalesce.go (when a key is due), state.go (merging), output.go (the
-// records of due keys), exactlyonce.go and atleastonce.go (the two modes),
-// rebalance.go (assignment, revoke, loss; Assigned and Ready), restore.go
-// (reading state back), partitioner.go (where records land), metrics.go
-// (the Prometheus collectors, built by NewMetrics).
+// dedupe.go (recognising a retry already applied), coalesce.go (when a key
+// is due), state.go (merging), output.go (the records of due keys),
+// exactlyonce.go and atleastonce.go (the two modes), rebalance.go
+// (assignment, revoke, loss; Assigned and Ready), restore.go (reading state
+// back), partitioner.go (where records land), metrics.go (the Prometheus
+// collectors, built by NewMetrics).
 package processor
 
 import (
@@ -57,7 +58,11 @@ import (
 // defaults of the settings an operator configures live in package config,
 // which applies them once; New applies none of them.
 type Config struct {
-	Brokers     []string
+	Brokers []string
+	// Security secures the connections of every Kafka client the
+	// processor makes: TLS and SASL (kafka.NewSecurity). The zero value:
+	// plaintext, no authentication.
+	Security    kafka.Security
 	Topics      topics.Names
 	Group       string
 	QuietPeriod time.Duration
@@ -94,6 +99,12 @@ type Config struct {
 	// processor writes (see Version); 0 to MaxEpoch. Raise it after the
 	// changes topic was re-created. Config's processor.version_epoch.
 	VersionEpoch int
+	// DedupeEventIDs is how many of the changes applied to a key its
+	// state remembers, so that a retry of one of them (the same event id
+	// and raw, written again by another ingest replica) is neither merged
+	// nor counted again; a retry of an older one is. 0 (the zero value)
+	// remembers none. Config's processor.dedupe_event_ids.
+	DedupeEventIDs int
 	// RestoreIdle ends a partition's restore when a state topic has sent
 	// nothing (and no error) for this long before its end offset was
 	// reached: records at the end removed by compaction, which is rare
@@ -217,7 +228,7 @@ func newProcessor(cfg Config) *Processor {
 // clientOptions are the options every Kafka client of the processor
 // starts from: the group member's, and restore's.
 func (p *Processor) clientOptions() []kgo.Opt {
-	opts := kafka.ClientOptions(p.cfg.Brokers, p.cfg.Log)
+	opts := kafka.Connection{Brokers: p.cfg.Brokers, Security: p.cfg.Security, Log: p.cfg.Log}.Options()
 	if p.cfg.Dialer != nil {
 		opts = append(opts, kgo.Dialer(p.cfg.Dialer))
 	}
@@ -244,6 +255,8 @@ func validate(cfg *Config) error {
 		return &ConfigError{"MaxJSONDepth", fmt.Errorf("%d: want > 0 (config's processor.max_json_depth has the default)", cfg.MaxJSONDepth)}
 	case cfg.VersionEpoch < 0 || cfg.VersionEpoch > MaxEpoch:
 		return &ConfigError{"VersionEpoch", fmt.Errorf("%d: want 0 to %d", cfg.VersionEpoch, MaxEpoch)}
+	case cfg.DedupeEventIDs < 0:
+		return &ConfigError{"DedupeEventIDs", fmt.Errorf("%d: want >= 0 (0: off)", cfg.DedupeEventIDs)}
 	}
 	// A Compression that is no codec can only come from a conversion; its
 	// name round-trips for every codec.

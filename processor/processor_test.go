@@ -622,6 +622,7 @@ func TestNewNamesTheMissingField(t *testing.T) {
 		{"zero max pending keys", func(c *Config) { c.MaxPendingKeys = 0 }, "MaxPendingKeys"},
 		{"negative max pending keys", func(c *Config) { c.MaxPendingKeys = -1 }, "MaxPendingKeys"},
 		{"zero max JSON depth", func(c *Config) { c.MaxJSONDepth = 0 }, "MaxJSONDepth"},
+		{"negative dedupe memory", func(c *Config) { c.DedupeEventIDs = -1 }, "DedupeEventIDs"},
 		{"compression that is no codec", func(c *Config) { c.Compression = kafka.Compression(200) }, "Compression"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

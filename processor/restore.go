@@ -105,10 +105,12 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 		e := &entry{version: headerInt(rec, versionHeader, -1)}
 		switch {
 		case rec.Value == nil:
-			// A delete: keep its version and time, so that replayed and
-			// older changes are still skipped.
+			// A delete: keep its version, time and memory of the changes
+			// applied, so that replayed, older and retried changes are
+			// still skipped.
 			e.deleted, e.deletedAt = true, headerInt(rec, deletedAtHeader, 0)
 			e.state.Version = e.version
+			e.state.DedupeFingerprints = headerFingerprints(rec)
 		case e.version < 0:
 			// Written without the header: decode now for the version.
 			st, err := p.cfg.Serde.DecodeState(ctx, rec.Value)
@@ -168,10 +170,13 @@ const settleLimit = 2*transactionTimeout + 10*time.Second
 
 // Headers of state records: versionHeader carries the record's version
 // (the offset on changes of the last change applied, on tombstones too),
-// deletedAtHeader a tombstone's delete time in ms when the delete said.
+// deletedAtHeader a tombstone's delete time in ms when the delete said,
+// dedupeHeader a tombstone's schemas.State.DedupeFingerprints (as
+// schemas.FingerprintsText), which a live state carries in its value.
 const (
 	versionHeader   = "version"
 	deletedAtHeader = "deleted-at"
+	dedupeHeader    = "dedupe-fingerprints"
 )
 
 // headerInt returns the integer in r's header key, or def.

@@ -87,7 +87,10 @@ func apply(e *entry, ch *schemas.Change, version int64, derive func(schemas.Chan
 	if e == nil || e.deleted {
 		fresh := &entry{state: schemas.State{Namespace: ch.Namespace, Resource: ch.Resource, ProductID: ch.ProductID}}
 		if e != nil {
+			// A deleted key keeps its delete time and its memory of the
+			// changes applied, so a late retry brings nothing back.
 			fresh.deletedAt = e.deletedAt
+			fresh.state.DedupeFingerprints = e.state.DedupeFingerprints
 		}
 		e = fresh
 	}

@@ -69,6 +69,7 @@ type hambaState struct {
 	OccurredAt    *time.Time       `avro:"occurred_at"`
 	CollectionIDs []string         `avro:"collection_ids"`
 	FieldTimes    map[string]int64 `avro:"field_times"`
+	Fingerprints  string           `avro:"dedupe_fingerprints"`
 }
 
 func hambaOptTime(t time.Time) *time.Time {
@@ -116,7 +117,7 @@ func stateToHamba(s *State) hambaState {
 		Namespace: s.Namespace, ProductID: s.ProductID, Source: s.Source, Provider: s.Provider,
 		Fields: hambaFields(s.Fields), Raw: s.Raw, Version: s.Version, ChangeCount: s.ChangeCount,
 		LastEventID: s.LastEventID, UpdatedAt: s.UpdatedAt, OccurredAt: hambaOptTime(s.OccurredAt),
-		CollectionIDs: s.CollectionIDs, FieldTimes: s.FieldTimes,
+		CollectionIDs: s.CollectionIDs, FieldTimes: s.FieldTimes, Fingerprints: FingerprintsText(s.DedupeFingerprints),
 	}
 }
 
@@ -127,6 +128,7 @@ func stateFromHamba(h *hambaState) State {
 		LastEventID: h.LastEventID, UpdatedAt: h.UpdatedAt, OccurredAt: hambaTime(h.OccurredAt),
 		CollectionIDs: nilIfEmpty(h.CollectionIDs), FieldTimes: h.FieldTimes,
 	}
+	st.DedupeFingerprints = ParseFingerprints(h.Fingerprints)
 	if len(st.FieldTimes) == 0 {
 		st.FieldTimes = nil
 	}

@@ -14,7 +14,8 @@ func TestEncodeStateAndUpdateMatchesEncodeUpdate(t *testing.T) {
 	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
 	st := State{Namespace: "ns", ProductID: "p1", Source: "s", Provider: "lisa", Fields: Fields{Title: str("Shoe"), Price: str("19.99")},
 		Raw: `{"productId":"p1"}`, Version: 42, ChangeCount: 3, UpdatedAt: now, OccurredAt: now.Add(-time.Minute),
-		CollectionIDs: []string{"c1", "c2"}, FieldTimes: map[string]int64{"fields.title": 5}} // one entry: Avro writes a map in Go's random order
+		CollectionIDs: []string{"c1", "c2"}, FieldTimes: map[string]int64{"fields.title": 5}, // one entry: Avro writes a map in Go's random order
+		DedupeFingerprints: []int64{-1, 42}}
 	for _, withState := range []bool{true, false} {
 		u := Update{Namespace: "ns", ProductID: "p1", Deleted: !withState, ChangeCount: 3, Version: 42,
 			FirstReceivedAt: now.Add(-time.Second), LastReceivedAt: now, EmittedAt: now}

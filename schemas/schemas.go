@@ -75,6 +75,9 @@ var Published = []Version{
 	{KindState, 2, 6},
 	{KindUpdate, 2, 7},
 	{KindResource, 1, 8},
+	{KindState, 3, 9},
+	{KindUpdate, 3, 10},
+	{KindResource, 2, 11},
 }
 
 // Current returns the schema text of kind as it is written now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,7 +65,8 @@ func TestRoundTripEveryKind(t *testing.T) {
 		t.Fatalf("event round trip: %+v %v", ge, err)
 	}
 
-	st := State{Namespace: "ns", ProductID: "p1", Fields: ch.Fields, Raw: ch.Raw, Version: 42, ChangeCount: 3, UpdatedAt: now}
+	st := State{Namespace: "ns", ProductID: "p1", Fields: ch.Fields, Raw: ch.Raw, Version: 42, ChangeCount: 3, UpdatedAt: now,
+		DedupeFingerprints: []int64{-7, 1 << 62, 0}}
 	up := Update{Namespace: "ns", ProductID: "p1", ChangeCount: 3, Version: 42, FirstReceivedAt: now, LastReceivedAt: now, EmittedAt: now, State: &st}
 	b, err = s.EncodeUpdate(&up)
 	if err != nil {
@@ -74,7 +76,8 @@ func TestRoundTripEveryKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gu.State == nil || gu.State.Version != 42 || gu.ChangeCount != 3 || *gu.State.Fields.Title != "Shoe" || !gu.State.OccurredAt.IsZero() {
+	if gu.State == nil || gu.State.Version != 42 || gu.ChangeCount != 3 || *gu.State.Fields.Title != "Shoe" || !gu.State.OccurredAt.IsZero() ||
+		!slices.Equal(gu.State.DedupeFingerprints, st.DedupeFingerprints) {
 		t.Fatalf("update round trip: %+v state %+v", gu, gu.State)
 	}
 	js, err := s.DecodeJSON(ctx, b)
@@ -193,5 +196,23 @@ func TestBackwardCheckCatchesBreakingChanges(t *testing.T) {
 	additive := strings.Replace(base, `"fields": [`, `"fields": [{"name":"x","type":["null","string"],"default":null},`, 1)
 	if err := backward(additive, base); err != nil {
 		t.Errorf("adding an optional field must stay compatible: %v", err)
+	}
+}
+
+// A state's dedupe fingerprints travel as one hex string: every value
+// round-trips, and text of another form reads as none.
+func TestFingerprintsText(t *testing.T) {
+	fps := []int64{0, 1, -1, 1 << 62, -7}
+	text := FingerprintsText(fps)
+	if len(text) != 16*len(fps) || strings.Trim(text, "0123456789abcdef") != "" {
+		t.Fatalf("text %q: want 16 lowercase hex digits per fingerprint", text)
+	}
+	if got := ParseFingerprints(text); !slices.Equal(got, fps) {
+		t.Fatalf("read back %v, want %v", got, fps)
+	}
+	for _, bad := range []string{"", "0123", text + "0", "000000000000000g"} {
+		if got := ParseFingerprints(bad); got != nil {
+			t.Errorf("ParseFingerprints(%q) = %v, want nil", bad, got)
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package schemas
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -180,6 +183,11 @@ type State struct {
 	// FieldTimes holds the occurred time (ms) of each field's value, for
 	// the newer-wins merge: "fields.<name>", "raw.<key>", "collection_ids".
 	FieldTimes map[string]int64
+	// DedupeFingerprints is the processor's memory of the last changes
+	// applied, oldest first: a hash of each one's event id and raw (0 for
+	// a change without an event id), by which it recognises a retry. A
+	// record holds it as FingerprintsText.
+	DedupeFingerprints []int64
 }
 
 // Key is the record key of the state.
@@ -208,17 +216,18 @@ func (s *State) resourceNative() map[string]any {
 // ResourceState record share.
 func (s *State) sharedNative() map[string]any {
 	return map[string]any{
-		"namespace":      s.Namespace,
-		"source":         s.Source,
-		"provider":       s.Provider,
-		"raw":            s.Raw,
-		"version":        s.Version,
-		"change_count":   s.ChangeCount,
-		"last_event_id":  s.LastEventID,
-		"updated_at":     s.UpdatedAt,
-		"occurred_at":    optTime(s.OccurredAt),
-		"collection_ids": stringArray(s.CollectionIDs),
-		"field_times":    times(s.FieldTimes),
+		"namespace":           s.Namespace,
+		"source":              s.Source,
+		"provider":            s.Provider,
+		"raw":                 s.Raw,
+		"version":             s.Version,
+		"change_count":        s.ChangeCount,
+		"last_event_id":       s.LastEventID,
+		"updated_at":          s.UpdatedAt,
+		"occurred_at":         optTime(s.OccurredAt),
+		"collection_ids":      stringArray(s.CollectionIDs),
+		"field_times":         times(s.FieldTimes),
+		"dedupe_fingerprints": FingerprintsText(s.DedupeFingerprints),
 	}
 }
 
@@ -233,22 +242,23 @@ func stateFromNative(v any) (State, error) {
 		return State{}, err
 	}
 	st := State{
-		Namespace:     getString(m, "namespace"),
-		Resource:      getString(m, "resource"),
-		ProductID:     getString(m, "product_id"),
-		Source:        getString(m, "source"),
-		Provider:      getString(m, "provider"),
-		Fields:        f,
-		Raw:           getString(m, "raw"),
-		Version:       getLong(m, "version"),
-		ChangeCount:   getLong(m, "change_count"),
-		LastEventID:   getString(m, "last_event_id"),
-		UpdatedAt:     getTime(m, "updated_at"),
-		OccurredAt:    getOptTime(m, "occurred_at"),
-		CollectionIDs: getStrings(m, "collection_ids"),
-		PosIDs:        getStrings(m, "pos_ids"),
-		ProductIDs:    getStrings(m, "product_ids"),
-		FieldTimes:    getTimes(m, "field_times"),
+		Namespace:          getString(m, "namespace"),
+		Resource:           getString(m, "resource"),
+		ProductID:          getString(m, "product_id"),
+		Source:             getString(m, "source"),
+		Provider:           getString(m, "provider"),
+		Fields:             f,
+		Raw:                getString(m, "raw"),
+		Version:            getLong(m, "version"),
+		ChangeCount:        getLong(m, "change_count"),
+		LastEventID:        getString(m, "last_event_id"),
+		UpdatedAt:          getTime(m, "updated_at"),
+		OccurredAt:         getOptTime(m, "occurred_at"),
+		CollectionIDs:      getStrings(m, "collection_ids"),
+		PosIDs:             getStrings(m, "pos_ids"),
+		ProductIDs:         getStrings(m, "product_ids"),
+		FieldTimes:         getTimes(m, "field_times"),
+		DedupeFingerprints: ParseFingerprints(getString(m, "dedupe_fingerprints")),
 	}
 	if _, ok := m["id"]; ok {
 		st.ProductID = getString(m, "id")
@@ -388,6 +398,35 @@ func getStrings(m map[string]any, k string) []string {
 		}
 	}
 	return out
+}
+
+// FingerprintsText is how a record holds State.DedupeFingerprints: 16
+// lowercase hex digits per fingerprint, concatenated. One string, where an
+// Avro array would box every element, and safe in any JSON rendering.
+func FingerprintsText(fps []int64) string {
+	b := make([]byte, 16*len(fps))
+	var word [8]byte
+	for i, fp := range fps {
+		binary.BigEndian.PutUint64(word[:], uint64(fp))
+		hex.Encode(b[16*i:], word[:])
+	}
+	return string(b)
+}
+
+// ParseFingerprints reads FingerprintsText; nil for text of another form.
+func ParseFingerprints(text string) []int64 {
+	if text == "" || len(text)%16 != 0 {
+		return nil
+	}
+	fps := make([]int64, len(text)/16)
+	for i := range fps {
+		n, err := strconv.ParseUint(text[16*i:16*i+16], 16, 64)
+		if err != nil {
+			return nil
+		}
+		fps[i] = int64(n)
+	}
+	return fps
 }
 
 // times is a map of times in native form (never null).

@@ -13,16 +13,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/productstream/productstream/kafka"
+	"github.com/productstream/productstream/registry"
 	"github.com/productstream/productstream/schemas"
 )
 
 // Options say what to read.
 type Options struct {
-	Brokers       []string
-	RegistryURL   string
+	// Kafka and Registry are how the broker and the registry are reached:
+	// their addresses, TLS and credentials.
+	Kafka         kafka.Connection
+	Registry      registry.Connection
 	Topic         string
 	FromBeginning bool // else only records produced from now on
 	ExitAtEnd     bool // stop at the end offsets the topic had at start
@@ -51,9 +53,9 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	reg, err := sr.NewClient(sr.URLs(o.RegistryURL))
+	reg, err := o.Registry.NewClient()
 	if err != nil {
-		return fmt.Errorf("registry client: %w", err)
+		return err
 	}
 	serde := schemas.NewSerde(reg)
 	enc := json.NewEncoder(w)
@@ -70,7 +72,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if o.FromBeginning {
 		start = kgo.NewOffset().AtStart()
 	}
-	cl, err := kgo.NewClient(append(kafka.ClientOptions(o.Brokers, o.Log),
+	cl, err := kgo.NewClient(append(o.kafkaOpts(),
 		kgo.ConsumeTopics(o.Topic), kgo.ConsumeResetOffset(start),
 		// Committed records only.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
@@ -106,7 +108,7 @@ func toEnd(ctx context.Context, o Options, emit func(*kgo.Record) error) error {
 	if !o.FromBeginning {
 		return exists(ctx, o)
 	}
-	read, err := kafka.ReadToEnd(ctx, kafka.ClientOptions(o.Brokers, o.Log), []string{o.Topic}, emit,
+	read, err := kafka.ReadToEnd(ctx, o.kafkaOpts(), []string{o.Topic}, emit,
 		// Nothing for Idle before the end offsets: the tail of a
 		// compacted topic can be gone.
 		kafka.WithIdleEnd(o.Idle), kafka.WithLogger(o.Log))
@@ -123,7 +125,7 @@ func toEnd(ctx context.Context, o Options, emit func(*kgo.Record) error) error {
 
 // exists returns an error if o.Topic does not exist.
 func exists(ctx context.Context, o Options) error {
-	cl, err := kgo.NewClient(kafka.ClientOptions(o.Brokers, o.Log)...)
+	cl, err := kgo.NewClient(o.kafkaOpts()...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -136,6 +138,13 @@ func exists(ctx context.Context, o Options) error {
 		return fmt.Errorf("end offsets of %s: %w", o.Topic, err)
 	}
 	return nil
+}
+
+// kafkaOpts are the options of o's Kafka clients, logging to o.Log.
+func (o Options) kafkaOpts() []kgo.Opt {
+	c := o.Kafka
+	c.Log = o.Log
+	return c.Options()
 }
 
 func line(ctx context.Context, serde *schemas.Serde, r *kgo.Record) Line {

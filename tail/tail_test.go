@@ -13,6 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/productstream/productstream/kafka"
+	"github.com/productstream/productstream/registry"
 )
 
 // --exit-at-end prints the committed records present at start, never an
@@ -48,7 +51,7 @@ func TestRunExitAtEnd(t *testing.T) {
 	}
 	run := func(topic string, fromBeginning bool) ([]Line, error) {
 		var out bytes.Buffer
-		err := Run(ctx, Options{Brokers: cluster.ListenAddrs(), RegistryURL: reg.URL(), Topic: topic,
+		err := Run(ctx, Options{Kafka: kafka.Connection{Brokers: cluster.ListenAddrs()}, Registry: registry.Plain(reg.URL()), Topic: topic,
 			FromBeginning: fromBeginning, ExitAtEnd: true, Idle: time.Minute}, &out)
 		var lines []Line
 		for sc := bufio.NewScanner(&out); sc.Scan(); {

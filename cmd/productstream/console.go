@@ -17,7 +17,6 @@ import (
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/console"
 	"github.com/productstream/productstream/deliveries"
-	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/timeline"
@@ -53,7 +52,7 @@ func serveConsole(ctx context.Context, r *role, serde *schemas.Serde, names topi
 	if err := console.Check(cc); err != nil {
 		return err
 	}
-	opts := kafka.ClientOptions(r.svc.brokers, log)
+	opts := r.svc.kafkaOpts(log)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)

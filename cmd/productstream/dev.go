@@ -40,13 +40,15 @@ func runDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if err := cfg.Validate(config.Needs{Sources: true}); err != nil {
+	needs := config.Needs{Sources: true}
+	if err := cfg.Validate(needs); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
+	reload := newReloader(cfg, needs, log)
 	listen := cfg.HTTP.Listen
 	if *httpAddr != "" {
 		listen = *httpAddr
@@ -61,7 +63,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stack.Close()
-	svc := services{brokers: []string{stack.KafkaAddr}, registryURL: stack.RegistryURL}
+	svc := plainServices([]string{stack.KafkaAddr}, stack.RegistryURL, log)
 	opsListen := cmp.Or(*opsAddr, cfg.Ops.Listen, config.DefaultDevOpsListen)
 	r, stopOps, err := newRole(ctx, cfg, svc, opsListen, log)
 	if err != nil {
@@ -110,7 +112,7 @@ func runDev(ctx context.Context, args []string) error {
 	}()
 	go func() {
 		defer wg.Done()
-		errs <- serveIngest(ctx, r, sources, serde, names, listen, func(addr string) {
+		errs <- serveIngest(ctx, r, sources, reload, serde, names, listen, func(addr string) {
 			var consoleAt string
 			select {
 			case consoleAt = <-consoleBound:

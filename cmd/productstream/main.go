@@ -29,7 +29,7 @@ Usage:
   productstream sink --config FILE [--name NAME]
   productstream console --config FILE
   productstream sink explain|replay-dlq|rebuild|drop-generation NAME [KEY|N] --config FILE [--brokers ADDR] [--registry URL]
-  productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]
+  productstream tail TOPIC [--from-beginning] [--exit-at-end] [--config FILE] [--brokers ADDR] [--registry URL]
   productstream sign --source NAME [--config FILE] [--file BODY]
   productstream hash-password < PASSWORD_FILE
 

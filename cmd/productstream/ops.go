@@ -7,9 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/productstream/productstream/ops"
+	"github.com/productstream/productstream/registry"
 )
 
 // opsListener is a role's operations listener: the registry its parts
@@ -49,12 +49,12 @@ func kafkaReady(cl *kgo.Client) ops.Check {
 	}
 }
 
-// registryReady is the readiness check of the schema registry at url: it
-// lists its subjects.
-func registryReady(url string) (ops.Check, error) {
-	reg, err := sr.NewClient(sr.URLs(url))
+// registryReady is the readiness check of the schema registry c reaches:
+// it lists its subjects.
+func registryReady(c registry.Connection) (ops.Check, error) {
+	reg, err := c.NewClient()
 	if err != nil {
-		return nil, fmt.Errorf("registry client: %w", err)
+		return nil, err
 	}
 	return func(ctx context.Context) error {
 		if _, err := reg.Subjects(ctx); err != nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/deliveries"
@@ -21,12 +20,6 @@ import (
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
 )
-
-// services are the addresses of the broker and registry a role talks to.
-type services struct {
-	brokers     []string
-	registryURL string
-}
 
 // role is what a running role builds from its configuration once and its
 // parts share: the services, the codec of every batch written, the log and
@@ -52,7 +45,7 @@ func newRole(ctx context.Context, cfg *config.Config, svc services, opsAddr stri
 		return nil, nil, err
 	}
 	r := &role{cfg: cfg, svc: svc, compression: compression, log: log, ops: o}
-	check, err := registryReady(svc.registryURL)
+	check, err := registryReady(svc.registry)
 	if err != nil {
 		stop()
 		return nil, nil, err
@@ -60,7 +53,7 @@ func newRole(ctx context.Context, cfg *config.Config, svc services, opsAddr stri
 	o.handler.AddCheck("registry", check)
 	// A client of its own answers the Kafka check, whatever the role's
 	// parts are doing with theirs.
-	cl, err := kgo.NewClient(kafka.ClientOptions(svc.brokers, log)...)
+	cl, err := kgo.NewClient(svc.kafkaOpts(log)...)
 	if err != nil {
 		stop()
 		return nil, nil, fmt.Errorf("kafka client: %w", err)
@@ -117,8 +110,9 @@ func runIngestRole(ctx context.Context, args []string) error {
 		if err != nil {
 			return nil, fmt.Errorf("invalid config:\n%w", err)
 		}
+		reload := newReloader(cfg, needs, log)
 		return func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
-			return serveIngest(ctx, r, sources, serde, names, cfg.HTTP.Listen, func(addr string) {
+			return serveIngest(ctx, r, sources, reload, serde, names, cfg.HTTP.Listen, func(addr string) {
 				log.Info("ingest listening", "addr", addr)
 			})
 		}, nil
@@ -148,7 +142,11 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 	if err != nil {
 		return err
 	}
-	r, stop, err := newRole(ctx, cfg, services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}, cfg.Ops.Listen, log)
+	svc, err := newServices(cfg, log)
+	if err != nil {
+		return err
+	}
+	r, stop, err := newRole(ctx, cfg, svc, cfg.Ops.Listen, log)
 	if err != nil {
 		return err
 	}
@@ -162,14 +160,20 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 
 // prepare creates missing topics and registers the schemas, retrying while
 // the broker or the registry is not reachable yet (they may start later).
+// It stops at once on a security error, which retrying does not fix:
+// credentials refused, an untrusted certificate, a mechanism the broker
+// does not enable, TLS on one side only.
 func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Logger) (*schemas.Serde, topics.Names, error) {
 	names := topics.For(cfg.Kafka.TopicPrefix)
-	reg, err := sr.NewClient(sr.URLs(svc.registryURL))
+	if err := svc.check(ctx); err != nil {
+		return nil, names, err
+	}
+	reg, err := svc.registry.NewClient()
 	if err != nil {
-		return nil, names, fmt.Errorf("registry client: %w", err)
+		return nil, names, err
 	}
 	serde := schemas.NewSerde(reg)
-	cl, err := kgo.NewClient(kafka.ClientOptions(svc.brokers, log)...)
+	cl, err := kgo.NewClient(svc.kafkaOpts(log)...)
 	if err != nil {
 		return nil, names, fmt.Errorf("kafka client: %w", err)
 	}
@@ -184,6 +188,9 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 		if err == nil || errors.Is(err, topics.ErrPartitionMismatch) {
 			return serde, names, err
 		}
+		if serr := svc.securityError(ctx, err); serr != nil {
+			return nil, names, serr
+		}
 		log.Warn("kafka or registry not ready; retrying", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
@@ -196,10 +203,11 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 // serveIngest runs the HTTP edge on listen until ctx ends, then stops
 // accepting, lets requests in flight finish and flushes the producer, then
 // the delivery log's. ready is called with the bound address once it
-// accepts connections.
-func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *schemas.Serde, names topics.Names, listen string, ready func(addr string)) error {
+// accepts connections. reload, when not nil, swaps in new sources when the
+// configuration changes.
+func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload *reloader, serde *schemas.Serde, names topics.Names, listen string, ready func(addr string)) error {
 	cfg, log := r.cfg, r.log
-	cl, err := kgo.NewClient(append(append(kafka.ClientOptions(r.svc.brokers, log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), r.compression.ProducerOpt())...)
+	cl, err := kgo.NewClient(append(append(r.svc.kafkaOpts(log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), r.compression.ProducerOpt())...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -214,7 +222,7 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *
 	}
 	// The delivery log has a client of its own: a slow deliveries topic
 	// never delays an answer.
-	logClient, err := kgo.NewClient(append(append(kafka.ClientOptions(r.svc.brokers, log), deliveries.ProducerOptions()...), r.compression.ProducerOpt())...)
+	logClient, err := kgo.NewClient(append(append(r.svc.kafkaOpts(log), deliveries.ProducerOptions()...), r.compression.ProducerOpt())...)
 	if err != nil {
 		return fmt.Errorf("delivery log kafka client: %w", err)
 	}
@@ -232,6 +240,13 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, serde *
 		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout),
 		ingest.WithRefusalBudget(cfg.HTTP.UnverifiedLimit.PerSecond, cfg.HTTP.UnverifiedLimit.Burst),
 		ingest.WithTrustedProxies(proxies), ingest.WithObserver(m), ingest.WithObserver(recorder))
+	if reload != nil {
+		stopReload, err := reload.start(ctx, r.ops.reg, edge.SetSources)
+		if err != nil {
+			return err
+		}
+		defer stopReload()
+	}
 	hs, ln, err := ingest.Listen(listen, edge.Handler(), ingest.ListenerConfig{
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
@@ -274,7 +289,8 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		return err
 	}
 	p, err := processor.New(processor.Config{
-		Brokers:        svc.brokers,
+		Brokers:        svc.kafka.Brokers,
+		Security:       svc.kafka.Security,
 		Topics:         names,
 		Group:          cfg.Processor.Group,
 		QuietPeriod:    cfg.Processor.QuietPeriod,
@@ -285,6 +301,7 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
 		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
 		VersionEpoch:   cfg.Processor.VersionEpoch,
+		DedupeEventIDs: *cfg.Processor.DedupeEventIDs,
 		TopicSpec:      topicSpec(cfg),
 		Compression:    r.compression,
 		Metrics:        pm,

@@ -16,10 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/productstream/productstream/config"
-	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/sink/opensearch"
@@ -79,7 +77,7 @@ func newSinkRunner(ctx context.Context, cfg *config.Config, s config.Sink, svc s
 	}
 	group, dlq := sinkNames(cfg, s.Name)
 	r, err := sink.NewRunner(sink.Config{
-		Name: s.Name, Sink: w, Client: kafka.ClientOptions(svc.brokers, log),
+		Name: s.Name, Sink: w, Client: svc.kafkaOpts(log),
 		Topic: sinkTopic(topics.For(cfg.Kafka.TopicPrefix), s.From), Group: group, DLQ: dlq,
 		VersionIsOffset: s.From == "changes", History: keepsHistory(s), Namespaces: s.Namespaces,
 		MaxRecords: s.Batch.MaxRecords, MaxBytes: int64(s.Batch.MaxBytes), Linger: *s.Batch.Linger,
@@ -94,7 +92,7 @@ func newSinkRunner(ctx context.Context, cfg *config.Config, s config.Sink, svc s
 
 // ensureDLQs creates the dead letter topics of the sinks.
 func ensureDLQs(ctx context.Context, cfg *config.Config, svc services, log *slog.Logger, sinks []config.Sink) error {
-	cl, err := kgo.NewClient(kafka.ClientOptions(svc.brokers, log)...)
+	cl, err := kgo.NewClient(svc.kafkaOpts(log)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -203,7 +201,11 @@ func runSinkCommand(ctx context.Context, args []string) error {
 	if len(cfg.Sinks) == 0 {
 		return errors.New("the config has no sinks")
 	}
-	r, stop, err := newRole(ctx, cfg, services{cfg.Kafka.Brokers, cfg.SchemaRegistry.URL}, cfg.Ops.Listen, log)
+	svc, err := newServices(cfg, log)
+	if err != nil {
+		return err
+	}
+	r, stop, err := newRole(ctx, cfg, svc, cfg.Ops.Listen, log)
 	if err != nil {
 		return err
 	}
@@ -243,14 +245,20 @@ func runSinkTool(ctx context.Context, tool string, args []string) error {
 	if s == nil {
 		return fmt.Errorf("no sink named %q in the config", pos[0])
 	}
-	svc := services{brokers: cfg.Kafka.Brokers, registryURL: cfg.SchemaRegistry.URL}
-	if *brokers != "" || len(svc.brokers) == 0 {
-		svc.brokers = strings.Split(cmp.Or(*brokers, "127.0.0.1:9092"), ",")
-	}
-	svc.registryURL = cmp.Or(*registry, svc.registryURL, "http://127.0.0.1:8081")
-	reg, err := sr.NewClient(sr.URLs(svc.registryURL))
+	svc, err := newServices(cfg, log)
 	if err != nil {
-		return fmt.Errorf("registry client: %w", err)
+		return err
+	}
+	if *brokers != "" || len(svc.kafka.Brokers) == 0 {
+		svc.kafka.Brokers = strings.Split(cmp.Or(*brokers, "127.0.0.1:9092"), ",")
+	}
+	svc.registry = svc.registry.WithURL(cmp.Or(*registry, svc.registry.URL(), "http://127.0.0.1:8081"))
+	if err := svc.check(ctx); err != nil {
+		return err
+	}
+	reg, err := svc.registry.NewClient()
+	if err != nil {
+		return err
 	}
 	runner, err := newSinkRunner(ctx, cfg, *s, svc, schemas.NewSerde(reg), nil, log)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -36,18 +37,44 @@ func runTail(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fromBeginning := fs.Bool("from-beginning", false, "read from the start of the topic (default: only new records)")
 	exitAtEnd := fs.Bool("exit-at-end", false, "exit once the records present at start were printed")
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated seed brokers (default: the dev broker)")
-	registry := fs.String("registry", "http://127.0.0.1:8081", "schema registry URL (default: the dev registry)")
+	brokers := fs.String("brokers", "", "comma-separated seed brokers (default: the config's kafka.brokers, else the dev broker 127.0.0.1:9092)")
+	registry := fs.String("registry", "", "schema registry URL (default: the config's schema_registry.url, else the dev registry http://127.0.0.1:8081)")
+	path := fs.String("config", "", "config file whose kafka and schema_registry sections say how to connect: addresses, TLS, credentials (default: the dev broker and registry)")
+	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: productstream tail TOPIC [--from-beginning] [--exit-at-end] [--brokers ADDR] [--registry URL]")
+		return errors.New("usage: productstream tail TOPIC [--from-beginning] [--exit-at-end] [--config FILE] [--brokers ADDR] [--registry URL]")
+	}
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	cfg := &config.Config{}
+	if *path != "" {
+		if cfg, err = config.Load(*path); err != nil {
+			return err
+		}
+		if err := cfg.Validate(config.Needs{}); err != nil {
+			return fmt.Errorf("invalid config:\n%w", err)
+		}
+	}
+	svc, err := newServices(cfg, log)
+	if err != nil {
+		return err
+	}
+	if *brokers != "" || len(svc.kafka.Brokers) == 0 {
+		svc.kafka.Brokers = strings.Split(cmp.Or(*brokers, "127.0.0.1:9092"), ",")
+	}
+	svc.registry = svc.registry.WithURL(cmp.Or(*registry, svc.registry.URL(), "http://127.0.0.1:8081"))
+	if err := svc.check(ctx); err != nil {
+		return err
 	}
 	return tail.Run(ctx, tail.Options{
-		Brokers: strings.Split(*brokers, ","), RegistryURL: *registry, Topic: pos[0],
-		FromBeginning: *fromBeginning, ExitAtEnd: *exitAtEnd,
+		Kafka: svc.kafka, Registry: svc.registry, Topic: pos[0],
+		FromBeginning: *fromBeginning, ExitAtEnd: *exitAtEnd, Log: log,
 	}, os.Stdout)
 }
 

@@ -2,13 +2,25 @@
 # realbroker.sh - run a REAL Apache Kafka 4.x broker (single combined KRaft
 # node) and a REAL Apicurio Registry 3.x on this machine, without Docker.
 #
-# Usage: realbroker.sh start|stop|status|env|logs
+# Usage: realbroker.sh start|start-secured|stop|status|env|logs
 #
-#   start   resolve (via mvn, cached) and start both; idempotent
-#   stop    SIGTERM both (SIGKILL after 30 s) and remove the state dir
-#   status  report whether each one is running and answering
-#   env     print the export lines the integration tests read
-#   logs    print the tail of both logs
+#   start          resolve (via mvn, cached) and start both; idempotent
+#   start-secured  the same, with the broker's SASL_SSL listener too
+#                  (REALBROKER_SECURED=1 start does the same)
+#   stop           SIGTERM both (SIGKILL after 30 s) and remove the state dir
+#   status         report whether each one is running and answering
+#   env            print the export lines the integration tests read
+#   logs           print the tail of both logs
+#
+# Secured mode: beside the PLAINTEXT listener, the broker listens with
+# SASL_SSL on KAFKA_SECURED_PORT, enabling SCRAM-SHA-512 (one user, created
+# when the storage is formatted) and OAUTHBEARER (unsecured JWTs, for
+# tests). A CA and the broker's certificate (for 127.0.0.1 and localhost)
+# are made with openssl into $REALBROKER_DIR/secured, with a random
+# password. `env` then prints the secured listener, the CA file and the
+# credentials (PRODUCTSTREAM_SECURED_*), and not the plaintext listener, so
+# the integration suite runs once, over SASL_SSL. The registry stays plain
+# HTTP: the tests put a TLS proxy with basic auth of their own in front of it.
 #
 # Needs only java (17+) and mvn (3.8+) reaching Maven Central, plus the usual
 # coreutils; curl or python3 is used for the registry HTTP checks.
@@ -24,6 +36,8 @@
 #   REGISTRY_JAVA            java binary for the registry           (java)
 #   KAFKA_PORT               PLAINTEXT listener port                (19092)
 #   KAFKA_CONTROLLER_PORT    CONTROLLER listener port               (19093)
+#   KAFKA_SECURED_PORT       SASL_SSL listener port, secured mode   (19094)
+#   REALBROKER_SECURED       1: start in secured mode               (0)
 #   REGISTRY_PORT            registry HTTP port                     (18081)
 #   REGISTRY_MANAGEMENT_PORT registry (Quarkus) management port     (18082)
 #   REALBROKER_DIR           state dir: data, logs, pid files       (/tmp/productstream-realbroker)
@@ -42,6 +56,8 @@ KAFKA_JAVA="${KAFKA_JAVA:-java}"
 REGISTRY_JAVA="${REGISTRY_JAVA:-java}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_SECURED_PORT="${KAFKA_SECURED_PORT:-19094}"
+REALBROKER_SECURED="${REALBROKER_SECURED:-0}"
 REGISTRY_PORT="${REGISTRY_PORT:-18081}"
 REGISTRY_MANAGEMENT_PORT="${REGISTRY_MANAGEMENT_PORT:-18082}"
 REALBROKER_DIR="${REALBROKER_DIR:-/tmp/productstream-realbroker}"
@@ -67,6 +83,8 @@ KAFKA_PID="$REALBROKER_DIR/kafka.pid"
 REGISTRY_LOG="$REALBROKER_DIR/registry.log"
 REGISTRY_PID="$REALBROKER_DIR/registry.pid"
 REGISTRY_WORK="$REALBROKER_DIR/registry-work"
+SECURED_DIR="$REALBROKER_DIR/secured"
+SECURED_USER=productstream
 
 # Marker put on each java command line, so that a pid file is only trusted
 # when the pid still belongs to the process we started (pids get reused).
@@ -289,17 +307,65 @@ ensure_apicurio() {
 
 kafka_classpath() { printf '%s/libs/*' "$KAFKA_HOME"; }
 
+# secured: this start, or the running broker, has the SASL_SSL listener.
+secured() {
+  [[ $REALBROKER_SECURED == 1 || -s $SECURED_DIR/password ]]
+}
+
+# write_secured_material: a CA, the broker's key and certificate signed by
+# it (as a PKCS12 key store for the broker) and the SCRAM password, in
+# $SECURED_DIR.
+write_secured_material() {
+  need openssl
+  rm -rf "$SECURED_DIR"
+  mkdir -p "$SECURED_DIR"
+  local d=$SECURED_DIR
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$d/ca.key" -out "$d/ca.pem" \
+      -subj "/CN=productstream realbroker test CA" \
+      -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/broker.key" -out "$d/broker.csr" -subj "/CN=127.0.0.1"
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" >"$d/broker.ext"
+    openssl x509 -req -days 2 -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -extfile "$d/broker.ext" -out "$d/broker.pem"
+    openssl rand -hex 16 >"$d/keystore-password"
+    openssl pkcs12 -export -in "$d/broker.pem" -inkey "$d/broker.key" -name broker \
+      -out "$d/broker.p12" -passout "file:$d/keystore-password"
+  } >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "openssl could not make the test CA and certificate"; }
+  # Last: its presence marks a secured state dir (see secured).
+  openssl rand -hex 16 >"$d/password"
+}
+
+# secured_kafka_config: the SASL_SSL listener's part of server.properties.
+secured_kafka_config() {
+  cat <<EOF
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$SECURED_DIR/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$(<"$SECURED_DIR/keystore-password")
+listener.name.sasl_ssl.ssl.key.password=$(<"$SECURED_DIR/keystore-password")
+sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="$SECURED_USER";
+EOF
+}
+
 write_kafka_config() {
+  local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if secured; then
+    listeners+=",SASL_SSL://127.0.0.1:$KAFKA_SECURED_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+  fi
   cat >"$KAFKA_PROPS" <<EOF
 # Generated by realbroker.sh - single combined KRaft node for tests.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=$listeners,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$KAFKA_DATA
 num.partitions=1
 num.network.threads=2
@@ -326,6 +392,7 @@ log.cleaner.min.compaction.lag.ms=0
 log.segment.delete.delay.ms=1000
 log.retention.check.interval.ms=5000
 EOF
+  if secured; then secured_kafka_config >>"$KAFKA_PROPS"; fi
 
   # The broker logs to stdout, which spawn() sends to $KAFKA_LOG.
   log4j_console realbroker-kafka out INFO >"$KAFKA_LOG4J"
@@ -437,21 +504,27 @@ kafka_launch() {
     return 0
   fi
   rm -f "$KAFKA_PID"
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_open "$p" && abort_start "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+  local ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+  secured && ports+=("$KAFKA_SECURED_PORT")
+  for p in "${ports[@]}"; do
+    port_open "$p" && abort_start "port $p is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SECURED_PORT)"
   done
 
   # Not running, so any old data is stale: start from an empty log dir.
   rm -rf "$KAFKA_DATA"
   mkdir -p "$KAFKA_DATA"
   : >"$KAFKA_LOG"
+  if ((REALBROKER_SECURED == 1)); then write_secured_material; else rm -rf "$SECURED_DIR"; fi
   write_kafka_config
 
-  local cp cluster_id
+  local cp cluster_id scram=()
   cp=$(kafka_classpath)
   cluster_id=$(gen_cluster_id)
+  if secured; then
+    scram=(--add-scram "SCRAM-SHA-512=[name=$SECURED_USER,password=$(<"$SECURED_DIR/password")]")
+  fi
   if ! "$KAFKA_JAVA" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$cp" \
-      kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" \
+      kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" "${scram[@]}" \
       >>"$KAFKA_LOG" 2>&1; then
     tail_log kafka "$KAFKA_LOG"
     abort_start "kafka.tools.StorageTool format failed"
@@ -468,9 +541,11 @@ kafka_launch() {
   KAFKA_LAUNCHED=1
 }
 
-# kafka_ready: the broker logged its start and answers ApiVersions.
+# kafka_ready: the broker logged its start and answers ApiVersions (and,
+# secured, its SASL_SSL listener accepts connections).
 kafka_ready() {
-  grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok
+  grep -q 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null && kafka_api_versions_ok &&
+    { ! secured || port_open "$KAFKA_SECURED_PORT"; }
 }
 
 kafka_wait() {
@@ -478,6 +553,7 @@ kafka_wait() {
   wait_started Kafka kafka "$KAFKA_PID" "$KAFKA_MARK" "$KAFKA_LOG" KAFKA_LAUNCHED \
     "did not become ready" kafka_ready
   log "Kafka: ready, version $(kafka_version_from_log), pid $(<"$KAFKA_PID"), bootstrap 127.0.0.1:$KAFKA_PORT"
+  if secured; then log "Kafka: SASL_SSL (SCRAM-SHA-512, OAUTHBEARER) on 127.0.0.1:$KAFKA_SECURED_PORT, CA $SECURED_DIR/ca.pem"; fi
 }
 
 # ---------------------------------------------------------------- registry
@@ -605,6 +681,12 @@ cmd_status() {
   if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
     if kafka_api_versions_ok; then
       echo "kafka: running (pid $pid), version $(kafka_version_from_log), answering on 127.0.0.1:$KAFKA_PORT"
+      if secured && ! port_open "$KAFKA_SECURED_PORT"; then
+        echo "kafka: the SASL_SSL listener 127.0.0.1:$KAFKA_SECURED_PORT does NOT accept connections"
+        rc=1
+      elif secured; then
+        echo "kafka: SASL_SSL listener on 127.0.0.1:$KAFKA_SECURED_PORT"
+      fi
     else
       echo "kafka: running (pid $pid) but NOT answering on 127.0.0.1:$KAFKA_PORT"
       rc=1
@@ -630,6 +712,15 @@ cmd_status() {
 }
 
 cmd_env() {
+  if secured; then
+    echo "export PRODUCTSTREAM_SECURED_KAFKA_BROKERS=127.0.0.1:$KAFKA_SECURED_PORT"
+    echo "export PRODUCTSTREAM_SECURED_KAFKA_CA_FILE=$SECURED_DIR/ca.pem"
+    echo "export PRODUCTSTREAM_SECURED_KAFKA_MECHANISMS=SCRAM-SHA-512,OAUTHBEARER"
+    echo "export PRODUCTSTREAM_SECURED_KAFKA_USERNAME=$SECURED_USER"
+    echo "export PRODUCTSTREAM_SECURED_KAFKA_PASSWORD=$(<"$SECURED_DIR/password")"
+    echo "export PRODUCTSTREAM_SECURED_SCHEMA_REGISTRY_URL=$CCOMPAT_URL"
+    return
+  fi
   echo "export PRODUCTSTREAM_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export PRODUCTSTREAM_SCHEMA_REGISTRY_URL=$CCOMPAT_URL"
 }
@@ -642,12 +733,16 @@ cmd_logs() {
 main() {
   case "${1:-}" in
     start) cmd_start ;;
+    start-secured)
+      REALBROKER_SECURED=1
+      cmd_start
+      ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     env) cmd_env ;;
     logs) cmd_logs ;;
     *)
-      echo "usage: $0 start|stop|status|env|logs" >&2
+      echo "usage: $0 start|start-secured|stop|status|env|logs" >&2
       exit 2
       ;;
   esac
