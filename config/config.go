@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -33,6 +34,7 @@ type Config struct {
 	Sinks          []Sink    `yaml:"sinks"`
 	Ops            Ops       `yaml:"ops"`
 	Console        Console   `yaml:"console"`
+	Log            Log       `yaml:"log"`
 	Debug          Debug     `yaml:"debug"`
 
 	// Deprecations name the deprecated keys the file used, each with its
@@ -327,6 +329,29 @@ type Processor struct {
 	DedupeEventIDs *int `yaml:"dedupe_event_ids"`
 }
 
+// Log configures what every role logs to stderr.
+type Log struct {
+	// Format is text (logfmt, the default) or json (one object per line).
+	Format string `yaml:"format"`
+	// Level is debug, info (the default), warn or error; a role's
+	// --log-level flag overrides it.
+	Level string `yaml:"level"`
+}
+
+// LogFormats are the formats log.format accepts.
+func LogFormats() []string { return []string{"text", "json"} }
+
+// validate checks the log section.
+func (l *Log) validate(errs *fieldErrors) {
+	if !slices.Contains(LogFormats(), l.Format) {
+		errs.add("log.format", "%q is not one of %s", l.Format, strings.Join(LogFormats(), ", "))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		errs.add("log.level", "%q is not one of debug, info, warn, error", l.Level)
+	}
+}
+
 // Debug is the former home of the profiling listener.
 type Debug struct {
 	// Deprecated: Listen is read as ops.listen when neither that nor
@@ -352,6 +377,8 @@ const (
 	// console.listen is not set (other roles serve none by default).
 	DefaultDevConsoleListen  = "127.0.0.1:9465"
 	DefaultTimelineWindow    = 24 * time.Hour
+	DefaultLogFormat         = "text"
+	DefaultLogLevel          = "info"
 	DefaultShutdownTimeout   = 15 * time.Second
 	DefaultReadHeaderTimeout = 5 * time.Second
 	// DefaultReadTimeout is AWS SNS's own limit: it gives up on an HTTP/S
@@ -545,6 +572,8 @@ func (c *Config) applyDefaults() {
 	setDefaultPtr(&c.Processor.DedupeEventIDs, DefaultDedupeEventIDs)
 	c.applySinkDefaults()
 	setDefault(&c.Console.TimelineWindow, DefaultTimelineWindow)
+	setDefault(&c.Log.Format, DefaultLogFormat)
+	setDefault(&c.Log.Level, DefaultLogLevel)
 }
 
 // setDefault sets *field to def when it holds its zero value.
@@ -584,6 +613,7 @@ func (c *Config) Validate(n Needs) error {
 	c.validateSinks(&errs)
 	c.Ops.validate(&errs) // debug.listen and processor.metrics_listen are folded into it
 	c.Console.validate(&errs)
+	c.Log.validate(&errs)
 	return errors.Join(errs...)
 }
 

@@ -80,3 +80,28 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
+
+// The log section: its defaults, and an unknown format or level refused
+// naming the field.
+func TestLogValidation(t *testing.T) {
+	cfg, err := Parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log.Format != "text" || cfg.Log.Level != "info" {
+		t.Fatalf("defaults %+v", cfg.Log)
+	}
+	cfg, err = Parse([]byte("log: {format: xml, level: loud}"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate(Needs{})
+	for _, f := range []string{"log.format", "log.level"} {
+		if err == nil || !strings.Contains(err.Error(), f+":") {
+			t.Errorf("want an error naming %s, got %v", f, err)
+		}
+	}
+	if cfg, _ := Parse([]byte("log: {format: json, level: debug}"), env(nil)); cfg.Validate(Needs{}) != nil {
+		t.Errorf("json and debug refused: %v", cfg.Validate(Needs{}))
+	}
+}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,4 +112,71 @@ func TestBasicAuthRequiredWhenConfigured(t *testing.T) {
 	if n := len(f.records()); n != 2 {
 		t.Fatalf("%d records, want 2", n)
 	}
+}
+
+// A refused delivery's log line names its source and, once verified, its
+// delivery id; a refusal before verification names no id (an unverified
+// one is only the sender's word).
+func TestRefusalLogNamesSourceAndDeliveryID(t *testing.T) {
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := cfgSWSource("sw")
+	src.RateLimit = config.RateLimit{PerSecond: 0.001, Burst: 1}
+	f := startEdge(t, []config.Source{src}, Deps{}, 5*time.Second, WithLogger(log))
+	body := []byte(`{"type":"product.updated","data":{"id":"p1"}}`)
+	if status, resp, _ := f.post("/webhooks/sw", bytes.NewReader(body), int64(len(body)), flat(cfgSWSigner("s1", body))); status != http.StatusAccepted {
+		t.Fatalf("first delivery: %d %v", status, resp)
+	}
+	h := cfgSWSigner("s1", body)
+	if status, _, _ := f.post("/webhooks/sw", bytes.NewReader(body), int64(len(body)), flat(h)); status != http.StatusTooManyRequests {
+		t.Fatalf("second delivery: %d, want 429", status)
+	}
+	forged := cfgSWSigner("wrong", body)
+	forged.Set("Webhook-Id", "msg_forged")
+	if status, _, _ := f.post("/webhooks/sw", bytes.NewReader(body), int64(len(body)), flat(forged)); status != http.StatusUnauthorized {
+		t.Fatalf("forged delivery: %d, want 401", status)
+	}
+	lines := strings.Split(logs.String(), "\n")
+	var limited, refused string
+	for _, l := range lines {
+		switch {
+		case strings.Contains(l, "status=429"):
+			limited = l
+		case strings.Contains(l, "status=401"):
+			refused = l
+		}
+	}
+	if !strings.Contains(limited, "source=sw") || !strings.Contains(limited, "delivery_id="+h.Get("Webhook-Id")) {
+		t.Errorf("the rate-limited line %q lacks the source or the delivery id", limited)
+	}
+	if !strings.Contains(refused, "source=sw") || strings.Contains(refused, "msg_forged") {
+		t.Errorf("the forged delivery's line %q: want its source and not the unverified id", refused)
+	}
+}
+
+// flat is h with one value per header, as post takes them.
+func flat(h http.Header) map[string]string {
+	m := map[string]string{}
+	for k := range h {
+		m[k] = h.Get(k)
+	}
+	return m
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -211,7 +211,7 @@ func (s *Server) serve(c *gin.Context, set *sourceSet, src *Source) {
 	}()
 	if err != nil {
 		status = statusOf(err)
-		s.logRefusal(c, src, status, err)
+		s.logRefusal(c, src, a.deliveryID, status, err)
 		switch status {
 		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
 			c.Header("Retry-After", s.retryAfter)
@@ -425,10 +425,16 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	return body, nil
 }
 
-func (s *Server) logRefusal(c *gin.Context, src *Source, status int, err error) {
+// logRefusal logs a refused request with its source and, once the
+// delivery was verified, its delivery id (an unverified one is the
+// sender's word only, and is not logged).
+func (s *Server) logRefusal(c *gin.Context, src *Source, deliveryID string, status int, err error) {
 	attrs := []any{"status", status, "path", c.Request.URL.Path, "reason", err.Error()}
 	if src != nil {
 		attrs = append(attrs, "source", src.Name)
+	}
+	if deliveryID != "" {
+		attrs = append(attrs, "delivery_id", deliveryID)
 	}
 	if status >= 500 {
 		s.log.Warn("request not accepted", attrs...)

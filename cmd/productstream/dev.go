@@ -26,19 +26,20 @@ func runDev(ctx context.Context, args []string) error {
 	opsAddr := fs.String("ops-addr", "", "operations listen address: /metrics, /healthz, /readyz, /debug/pprof/ (default: the config's ops.listen, else "+config.DefaultDevOpsListen+")")
 	consoleAddr := fs.String("console-addr", "", "console listen address (default: the config's console.listen, else "+config.DefaultDevConsoleListen+"); \"off\" serves none")
 	syncWrites := fs.Bool("sync-writes", false, "fsync every write of the embedded broker (survives a machine crash, not only a killed process)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level, info)")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := newLogger(*level)
-	if err != nil {
 		return err
 	}
 	cfg := config.Demo()
 	if *path != "" {
+		var err error
 		if cfg, err = config.Load(*path); err != nil {
 			return err
 		}
+	}
+	log, err := newLogger(os.Stderr, cfg.Log.Format, cmp.Or(*level, cfg.Log.Level))
+	if err != nil {
+		return err
 	}
 	needs := config.Needs{Sources: true}
 	if err := cfg.Validate(needs); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -67,22 +68,18 @@ func newRole(ctx context.Context, cfg *config.Config, svc services, opsAddr stri
 func roleFlags(name string, args []string, needs config.Needs) (*config.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	path := fs.String("config", "", "config file (YAML; required)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level, info)")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
 	return loadConfig(*path, *level, needs)
 }
 
-// loadConfig makes the logger of level and loads and validates the config
-// file at path, which is required.
+// loadConfig loads and validates the config file at path, which is
+// required, and makes the logger it configures, at level when that is set.
 func loadConfig(path, level string, needs config.Needs) (*config.Config, *slog.Logger, error) {
 	if path == "" {
 		return nil, nil, errors.New("--config is required")
-	}
-	log, err := newLogger(level)
-	if err != nil {
-		return nil, nil, err
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -90,6 +87,10 @@ func loadConfig(path, level string, needs config.Needs) (*config.Config, *slog.L
 	}
 	if err := cfg.Validate(needs); err != nil {
 		return nil, nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	log, err := newLogger(os.Stderr, cfg.Log.Format, cmp.Or(level, cfg.Log.Level))
+	if err != nil {
+		return nil, nil, err
 	}
 	return cfg, log, nil
 }

@@ -189,7 +189,7 @@ func runSinkCommand(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
 	path := fs.String("config", "", "config file (YAML; required)")
 	name := fs.String("name", "", "run only this sink (default: all configured)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (default: the config's log.level, info)")
 	fs.Usage = func() { fmt.Fprintln(os.Stderr, sinkUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -48,7 +48,7 @@ func runTail(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return errors.New("usage: productstream tail TOPIC [--from-beginning] [--exit-at-end] [--config FILE] [--brokers ADDR] [--registry URL]")
 	}
-	log, err := newLogger(*level)
+	log, err := newLogger(os.Stderr, config.DefaultLogFormat, *level)
 	if err != nil {
 		return err
 	}
