@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -71,4 +73,23 @@ func (s services) securityError(ctx context.Context, err error) error {
 		return serr
 	}
 	return s.kafka.Diagnose(ctx, err)
+}
+
+// toolServices are the services a tool (tail, the sink tools) talks to:
+// the config's, with --brokers and --registry taking their place when
+// given, else the dev broker and registry; checked once, so that a wrong
+// credential stops the tool with its error.
+func toolServices(ctx context.Context, cfg *config.Config, log *slog.Logger, brokers, registry string) (services, error) {
+	svc, err := newServices(cfg, log)
+	if err != nil {
+		return services{}, err
+	}
+	if brokers != "" || len(svc.kafka.Brokers) == 0 {
+		svc.kafka.Brokers = strings.Split(cmp.Or(brokers, "127.0.0.1:9092"), ",")
+	}
+	svc.registry = svc.registry.WithURL(cmp.Or(registry, svc.registry.URL(), "http://127.0.0.1:8081"))
+	if err := svc.check(ctx); err != nil {
+		return services{}, err
+	}
+	return svc, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -245,15 +243,8 @@ func runSinkTool(ctx context.Context, tool string, args []string) error {
 	if s == nil {
 		return fmt.Errorf("no sink named %q in the config", pos[0])
 	}
-	svc, err := newServices(cfg, log)
+	svc, err := toolServices(ctx, cfg, log, *brokers, *registry)
 	if err != nil {
-		return err
-	}
-	if *brokers != "" || len(svc.kafka.Brokers) == 0 {
-		svc.kafka.Brokers = strings.Split(cmp.Or(*brokers, "127.0.0.1:9092"), ",")
-	}
-	svc.registry = svc.registry.WithURL(cmp.Or(*registry, svc.registry.URL(), "http://127.0.0.1:8081"))
-	if err := svc.check(ctx); err != nil {
 		return err
 	}
 	reg, err := svc.registry.NewClient()

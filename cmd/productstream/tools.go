@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strings"
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/ingest"
@@ -61,15 +59,8 @@ func runTail(ctx context.Context, args []string) error {
 			return fmt.Errorf("invalid config:\n%w", err)
 		}
 	}
-	svc, err := newServices(cfg, log)
+	svc, err := toolServices(ctx, cfg, log, *brokers, *registry)
 	if err != nil {
-		return err
-	}
-	if *brokers != "" || len(svc.kafka.Brokers) == 0 {
-		svc.kafka.Brokers = strings.Split(cmp.Or(*brokers, "127.0.0.1:9092"), ",")
-	}
-	svc.registry = svc.registry.WithURL(cmp.Or(*registry, svc.registry.URL(), "http://127.0.0.1:8081"))
-	if err := svc.check(ctx); err != nil {
 		return err
 	}
 	return tail.Run(ctx, tail.Options{
