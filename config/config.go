@@ -130,6 +130,11 @@ type HTTP struct {
 	Listen string `yaml:"listen"`
 	// ShutdownTimeout bounds graceful shutdown (default 15s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DrainDelay is how long the edge goes on serving once told to stop,
+	// with /readyz already answering "draining", before it stops accepting
+	// connections: the time a load balancer needs to stop sending it new
+	// requests (default 5s; 0s: stop accepting at once).
+	DrainDelay *time.Duration `yaml:"drain_delay"`
 	// ReadHeaderTimeout bounds reading a request's line and headers, from
 	// its first byte (default 5s). A client still sending headers then is
 	// disconnected (unanswered, or with a plain-text 400 when the cut falls
@@ -327,6 +332,16 @@ type Processor struct {
 	// another ingest replica wrote again is not merged or counted twice
 	// (default 16, at most 256; 0: off).
 	DedupeEventIDs *int `yaml:"dedupe_event_ids"`
+	// InstanceID makes the process a static member of the group: restarted
+	// with the same id, it takes its own place back at once instead of
+	// waiting out the session of the one that died (default none: a
+	// dynamic member). Unique per process, stable across its restarts,
+	// such as "${POD_NAME}"; letters, digits, '.', '_' and '-'.
+	InstanceID string `yaml:"instance_id"`
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating before it gives its partitions to the others (default
+	// 45s; 6s to 30m, the broker's default bounds).
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 }
 
 // Log configures what every role logs to stderr.
@@ -380,6 +395,7 @@ const (
 	DefaultLogFormat         = "text"
 	DefaultLogLevel          = "info"
 	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultDrainDelay        = 5 * time.Second
 	DefaultReadHeaderTimeout = 5 * time.Second
 	// DefaultReadTimeout is AWS SNS's own limit: it gives up on an HTTP/S
 	// delivery after 15s, so no sender needs longer.
@@ -403,6 +419,7 @@ const (
 	DefaultExactlyOnce    = true
 	DefaultMaxPendingKeys = 1_000_000
 	DefaultDedupeEventIDs = 16
+	DefaultSessionTimeout = 45 * time.Second
 )
 
 // MaxVersionEpoch is the highest processor.version_epoch: the epoch takes
@@ -541,6 +558,7 @@ func (c *Config) applyDefaults() {
 
 	setDefault(&c.HTTP.Listen, DefaultListen)
 	setDefault(&c.HTTP.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefaultPtr(&c.HTTP.DrainDelay, DefaultDrainDelay)
 	setDefault(&c.HTTP.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDefault(&c.HTTP.ReadTimeout, DefaultReadTimeout)
 	setDefault(&c.HTTP.IdleTimeout, DefaultIdleTimeout)
@@ -570,6 +588,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
 	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
 	setDefaultPtr(&c.Processor.DedupeEventIDs, DefaultDedupeEventIDs)
+	setDefault(&c.Processor.SessionTimeout, DefaultSessionTimeout)
 	c.applySinkDefaults()
 	setDefault(&c.Console.TimelineWindow, DefaultTimelineWindow)
 	setDefault(&c.Log.Format, DefaultLogFormat)
@@ -702,6 +721,9 @@ func (h *HTTP) validate(errs *fieldErrors) {
 	if h.IdleTimeout <= 0 {
 		bad("http.idle_timeout", "must be positive, got %s", h.IdleTimeout)
 	}
+	if h.DrainDelay != nil && *h.DrainDelay < 0 {
+		bad("http.drain_delay", "must not be negative, got %s", *h.DrainDelay)
+	}
 	if h.MaxConnections <= 0 {
 		bad("http.max_connections", "must be positive, got %d", h.MaxConnections)
 	}
@@ -787,7 +809,24 @@ func (p *Processor) validate(errs *fieldErrors) {
 	if p.MaxDelay < p.QuietPeriod {
 		bad("processor.max_delay", "(%s) must not be shorter than processor.quiet_period (%s)", p.MaxDelay, p.QuietPeriod)
 	}
+	if id := p.InstanceID; id != "" && (len(id) > 249 || !instanceIDPattern.MatchString(id)) {
+		bad("processor.instance_id", "%q: at most 249 letters, digits, '.', '_' and '-'", id)
+	}
+	if t := p.SessionTimeout; t < MinSessionTimeout || t > MaxSessionTimeout {
+		bad("processor.session_timeout", "must be between %s and %s, got %s", MinSessionTimeout, MaxSessionTimeout, t)
+	}
 }
+
+// instanceIDPattern is what a group.instance.id may hold.
+var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// MinSessionTimeout and MaxSessionTimeout bound processor.session_timeout:
+// the broker's default group.min.session.timeout.ms and
+// group.max.session.timeout.ms, outside which it refuses the member.
+const (
+	MinSessionTimeout = 6 * time.Second
+	MaxSessionTimeout = 30 * time.Minute
+)
 
 // validate checks the ops section.
 func (o *Ops) validate(errs *fieldErrors) {

@@ -197,7 +197,17 @@ func TestHTTPConfigDefaultsAndValidation(t *testing.T) {
 		h.UnverifiedLimit != (RateLimit{PerSecond: 5, Burst: 100}) || len(h.TrustedProxies) != 0 {
 		t.Fatalf("defaults: %+v", h)
 	}
+	if h.DrainDelay == nil || *h.DrainDelay != 5*time.Second {
+		t.Fatalf("http.drain_delay defaults to %v, want 5s", h.DrainDelay)
+	}
+	// An explicit 0s is kept: it turns the drain off.
+	if off, err := Parse([]byte("http: {drain_delay: 0s}"), func(string) (string, bool) { return "", false }); err != nil {
+		t.Fatal(err)
+	} else if d := off.HTTP.DrainDelay; d == nil || *d != 0 || off.Validate(Needs{}) != nil {
+		t.Fatalf("http.drain_delay: 0s gives %v (valid: %v), want 0 and valid", d, off.Validate(Needs{}))
+	}
 	cases := []struct{ name, yaml, field string }{
+		{"negative drain delay", "http: {drain_delay: -1s}", "http.drain_delay"},
 		{"negative header timeout", "http: {read_header_timeout: -1s}", "http.read_header_timeout"},
 		{"negative read timeout", "http: {read_timeout: -1s}", "http.read_timeout"},
 		{"header timeout past read timeout", "http: {read_header_timeout: 20s, read_timeout: 10s}", "http.read_header_timeout"},

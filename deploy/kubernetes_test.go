@@ -521,10 +521,11 @@ func TestIngestAutoscalesOnCPU(t *testing.T) {
 }
 
 // The grace period before a pod is killed covers its role's shutdown: for
-// ingest the preStop pause and http.shutdown_timeout of its config (then
-// the producers flush within the same bound); for process the longest a
-// transaction in flight may take (a minute; the at-least-once flush takes
-// at most 30s); for sink the commit after the batch in flight (10s).
+// ingest the preStop pause, http.drain_delay and http.shutdown_timeout of
+// its config (then the producers flush within the same bound); for process
+// the longest a transaction in flight may take (a minute; the at-least-once
+// flush takes at most 30s); for sink the batch in flight (at most 10s) and
+// its commit (10s).
 func TestGracePeriodCoversShutdown(t *testing.T) {
 	forEachKustomization(t, func(t *testing.T, m *manifests) {
 		for role, bound := range map[string]func(*config.Config, *corev1.Container) time.Duration{
@@ -536,10 +537,10 @@ func TestGracePeriodCoversShutdown(t *testing.T) {
 				if pause == 0 {
 					t.Errorf("ingest: no preStop pause: the Service may send requests after the listener closed")
 				}
-				return pause + cfg.HTTP.ShutdownTimeout
+				return pause + *cfg.HTTP.DrainDelay + cfg.HTTP.ShutdownTimeout
 			},
 			"process": func(*config.Config, *corev1.Container) time.Duration { return time.Minute },
-			"sink":    func(*config.Config, *corev1.Container) time.Duration { return 10 * time.Second },
+			"sink":    func(*config.Config, *corev1.Container) time.Duration { return 20 * time.Second },
 			"console": func(*config.Config, *corev1.Container) time.Duration { return 0 },
 		} {
 			d := m.role(t, role)

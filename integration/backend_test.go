@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -115,4 +116,22 @@ func containerBackend(t *testing.T) backend {
 func uniquePrefix(t *testing.T) string {
 	name := strings.NewReplacer("/", "-", "_", "-").Replace(strings.ToLower(t.Name()))
 	return fmt.Sprintf("it-%s-%d.", name, time.Now().UnixNano()%1_000_000_000)
+}
+
+// roleConfigs writes the config files of a test's roles on b: b's kafka
+// (with prefix, 3 partitions) and schema_registry sections, then rest (the
+// sections every role shares: sources, processor, ...), then each role's
+// own extra sections. It returns the writer, which names each file.
+func roleConfigs(t *testing.T, b backend, prefix, rest string) func(name, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
+	common := fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic_prefix: %q\n  partitions: 3\nschema_registry:\n  url: %q\n", brokers, prefix, b.registry) + rest
+	return func(name, extra string) string {
+		path := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(path, []byte(common+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
 }

@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,16 +32,7 @@ func TestBackendConsoleSeesEveryIngest(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		prefix := uniquePrefix(t)
 		names := topics.For(prefix)
-		dir := t.TempDir()
-		brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
-		common := fmt.Sprintf(`
-kafka:
-  brokers: [%s]
-  topic_prefix: %q
-  partitions: 3
-schema_registry:
-  url: %q
-sources:
+		config := roleConfigs(t, b, prefix, fmt.Sprintf(`sources:
   - name: lisa-main
     provider: lisa
     id: plugin-42
@@ -55,19 +43,12 @@ processor:
   quiet_period: 200ms
   max_delay: 1s
   group: %q
-`, brokers, prefix, b.registry, prefix+"processor")
-		config := func(name, extra string) string {
-			path := filepath.Join(dir, name+".yaml")
-			if err := os.WriteFile(path, []byte(common+extra), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			return path
-		}
+`, prefix+"processor"))
 		ingestAddrs := []string{freeAddr(t), freeAddr(t)}
 		consoleAddr := freeAddr(t)
 		var ingests []string // instance names, as each ingest process calls itself
 		for i, addr := range ingestAddrs {
-			cmd := startRole(t, "ingest", config(fmt.Sprintf("ingest-%d", i), fmt.Sprintf("http:\n  listen: %q\n", addr)))
+			cmd := startRole(t, "ingest", config(fmt.Sprintf("ingest-%d", i), fmt.Sprintf("http:\n  listen: %q\n  drain_delay: 0s\n", addr)))
 			ingests = append(ingests, instanceOf(t, cmd.Process.Pid))
 		}
 		startRole(t, "process", config("process", ""))

@@ -8,8 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,19 +31,10 @@ func TestBackendRetriesAcrossIngestReplicasCountOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		prefix := uniquePrefix(t)
 		names := topics.For(prefix)
-		dir := t.TempDir()
-		brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
 		// Each key's deliveries of a round are a few requests apart: far
 		// inside a quiet period, even on a slow broker.
 		const quiet = 2 * time.Second
-		common := fmt.Sprintf(`
-kafka:
-  brokers: [%s]
-  topic_prefix: %q
-  partitions: 3
-schema_registry:
-  url: %q
-sources:
+		config := roleConfigs(t, b, prefix, fmt.Sprintf(`sources:
   - name: sw-main
     provider: standardwebhooks
     namespace: vendor
@@ -63,17 +52,10 @@ processor:
   quiet_period: %s
   max_delay: 20s
   group: %q
-`, brokers, prefix, b.registry, swKeyBase64, quiet, prefix+"processor")
-		config := func(name, extra string) string {
-			path := filepath.Join(dir, name+".yaml")
-			if err := os.WriteFile(path, []byte(common+extra), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			return path
-		}
+`, swKeyBase64, quiet, prefix+"processor"))
 		replicas := []string{freeAddr(t), freeAddr(t)}
 		for i, addr := range replicas {
-			startRole(t, "ingest", config(fmt.Sprintf("ingest-%d", i), fmt.Sprintf("http:\n  listen: %q\n", addr)))
+			startRole(t, "ingest", config(fmt.Sprintf("ingest-%d", i), fmt.Sprintf("http:\n  listen: %q\n  drain_delay: 0s\n", addr)))
 		}
 		opsAddr := freeAddr(t)
 		startRole(t, "process", config("process", fmt.Sprintf("ops:\n  listen: %q\n", opsAddr)))

@@ -48,6 +48,7 @@ schema_registry:
   url: %q
 http:
   listen: %q
+  drain_delay: 0s
 sources:
   - name: lisa-main
     provider: lisa

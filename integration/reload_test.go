@@ -53,7 +53,7 @@ func startRotation(t *testing.T, secretA, secretB string) *rotation {
 	r := &rotation{cfg: filepath.Join(dir, "productstream.yaml"), a: filepath.Join(mount, "a"), b: filepath.Join(mount, "b")}
 	httpAddr, opsAddr := freeAddr(t), freeAddr(t)
 	r.ingest, r.ops = "http://"+httpAddr, "http://"+opsAddr
-	r.services = fmt.Sprintf("kafka:\n  brokers: [%q]\n  topic_prefix: %q\n  partitions: 1\nschema_registry:\n  url: %q\nhttp:\n  listen: %q\nops:\n  listen: %q\n",
+	r.services = fmt.Sprintf("kafka:\n  brokers: [%q]\n  topic_prefix: %q\n  partitions: 1\nschema_registry:\n  url: %q\nhttp:\n  listen: %q\n  drain_delay: 0s\nops:\n  listen: %q\n",
 		b.brokers, uniquePrefix(t), b.registry, httpAddr, opsAddr)
 	writeSecret(t, r.a, secretA)
 	writeSecret(t, r.b, secretB)

@@ -458,7 +458,7 @@ func TestSecuredRoleStopsAtStartOnSecurityErrors(t *testing.T) {
 func TestSecuredRolesRunOverTLSAndSASL(t *testing.T) {
 	st := embeddedSecuredTarget(t)
 	httpAddr := freeAddr(t)
-	cfg, prefix := securedConfig(t, st, nil, fmt.Sprintf("http:\n  listen: %q\nprocessor:\n  quiet_period: 100ms\n  max_delay: 1s\n", httpAddr))
+	cfg, prefix := securedConfig(t, st, nil, fmt.Sprintf("http:\n  listen: %q\n  drain_delay: 0s\nprocessor:\n  quiet_period: 100ms\n  max_delay: 1s\n", httpAddr))
 	startRole(t, "ingest", cfg)
 	startRole(t, "process", cfg)
 	body := []byte(`{"productId":"p1","price":9.5}`)

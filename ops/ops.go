@@ -16,6 +16,7 @@ import (
 	"net/http/pprof"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,8 +42,9 @@ type Handler struct {
 	mux     *http.ServeMux
 	timeout time.Duration
 
-	mu     sync.Mutex
-	checks map[string]Check
+	mu       sync.Mutex
+	checks   map[string]Check
+	draining atomic.Bool
 }
 
 // Option configures a Handler.
@@ -52,6 +54,18 @@ type Option func(*Handler)
 // check is. Adding a name again replaces its check.
 func WithCheck(name string, c Check) Option {
 	return func(h *Handler) { h.checks[name] = c }
+}
+
+// ErrStarting is the reason the "starting" check gives on /readyz, on a
+// handler built WithStarting, until Started is called.
+var ErrStarting = errors.New("starting: the role does not serve yet")
+
+// WithStarting makes /readyz answer 503, its check "starting" failing with
+// ErrStarting, until Started is called: for a role whose dependencies
+// answer (and so whose other checks pass) before it serves. Default: not
+// set.
+func WithStarting() Option {
+	return func(h *Handler) { h.checks["starting"] = func(context.Context) error { return ErrStarting } }
 }
 
 // WithCheckTimeout bounds each readiness check (default 2s): a check that
@@ -88,11 +102,35 @@ func (h *Handler) AddCheck(name string, c Check) {
 	h.checks[name] = c
 }
 
+// Started removes the check WithStarting added: the role serves. Calling
+// it again, or on a handler built without WithStarting, changes nothing.
+func (h *Handler) Started() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.checks, "starting")
+}
+
+// ErrDraining is the reason the "draining" check gives on /readyz once
+// Drain was called.
+var ErrDraining = errors.New("draining: the role is shutting down")
+
+// Drain makes /readyz answer 503 at once from now on, with the one check
+// "draining" failing with ErrDraining (the other checks are not run: they
+// would not change the answer), so that a load balancer stops sending
+// before the role stops accepting. It cannot be undone; a second call
+// changes nothing.
+func (h *Handler) Drain() { h.draining.Store(true) }
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 // ready runs every check at once, each bounded by the timeout, and answers
-// 200 when all pass, else 503, with each check's result by name.
+// 200 when all pass, else 503, with each check's result by name; 503 at
+// once while draining.
 func (h *Handler) ready(w http.ResponseWriter, r *http.Request) {
+	if h.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "checks": map[string]string{"draining": ErrDraining.Error()}})
+		return
+	}
 	h.mu.Lock()
 	names := make([]string, 0, len(h.checks))
 	for name := range h.checks {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,5 +110,54 @@ func TestStopReleasesThePort(t *testing.T) {
 	ln.Close()
 	if _, _, err := Serve(context.Background(), "256.0.0.1:1", nil, slog.Default()); err == nil || !strings.Contains(err.Error(), "ops.listen") {
 		t.Fatalf("a bad address: %v, want an error naming ops.listen", err)
+	}
+}
+
+// A role is not ready while it starts (its dependencies may answer before
+// it serves) nor once it drains, whatever its other checks say, and each
+// says so by name; a draining role answers at once, without running its
+// checks. Liveness and metrics are unaffected.
+func TestStartingAndDraining(t *testing.T) {
+	var slow atomic.Bool
+	h := NewHandler(NewRegistry(), WithStarting(), WithCheck("kafka", func(ctx context.Context) error {
+		if slow.Load() {
+			<-ctx.Done()
+		}
+		return nil
+	}))
+	base := serve(t, h)
+	readyz := func() (int, map[string]any) {
+		status, body := get(t, base+"/readyz")
+		var out struct {
+			Checks map[string]any `json:"checks"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil {
+			t.Fatalf("/readyz body %q is not JSON", body)
+		}
+		return status, out.Checks
+	}
+	if status, checks := readyz(); status != 503 || checks["starting"] != ErrStarting.Error() || checks["kafka"] != "ok" {
+		t.Fatalf("starting: %d %v, want 503 naming starting", status, checks)
+	}
+	h.Started()
+	h.Started()
+	if status, checks := readyz(); status != 200 || len(checks) != 1 {
+		t.Fatalf("started: %d %v, want 200 with the kafka check alone", status, checks)
+	}
+	h.Drain()
+	h.Drain()
+	slow.Store(true) // a check that would take the whole timeout
+	start := time.Now()
+	if status, checks := readyz(); status != 503 || checks["draining"] != ErrDraining.Error() || len(checks) != 1 {
+		t.Fatalf("draining: %d %v, want 503 naming draining alone", status, checks)
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("draining: /readyz took %v, want an answer at once", took)
+	}
+	if status, _ := get(t, base+"/healthz"); status != 200 {
+		t.Fatalf("/healthz while draining: %d, want 200", status)
+	}
+	if status, body := get(t, base+"/metrics"); status != 200 || !strings.Contains(body, "go_goroutines") {
+		t.Fatalf("/metrics while draining: %d", status)
 	}
 }

@@ -69,6 +69,52 @@ func (m *atLeastOnce) revoke(ctx context.Context, parts []int32) {
 
 func (m *atLeastOnce) drop([]int32) {}
 
+// abort fails the records not yet acknowledged, once the requests in
+// flight are answered.
+func (m *atLeastOnce) abort(ctx context.Context) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	return m.p.client.AbortBufferedRecords(actx)
+}
+
+// aborted accounts for the cycles acknowledged before the first that
+// failed, and forgets the others. Every owned partition is then consumed
+// again from its watermark, the first change whose key was not written:
+// the keys of the cycles forgotten are written again.
+func (m *atLeastOnce) aborted() map[int32]int64 {
+	_ = m.reap() // stops at the first failed cycle, which stays unwritten
+	m.inflight = nil
+	at := map[int32]int64{}
+	for part, pt := range m.p.parts {
+		if w := pt.watermark(); w >= 0 {
+			at[part] = w
+		}
+	}
+	return at
+}
+
+// unpoll sends the client back to the first record of each partition in
+// fetches.
+func (m *atLeastOnce) unpoll(_ context.Context, fetches kgo.Fetches) error {
+	at := map[int32]kgo.EpochOffset{}
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) > 0 && ftp.Topic == m.p.cfg.Topics.Changes {
+			at[ftp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: ftp.Records[0].Offset}
+		}
+	})
+	m.p.client.SetOffsets(map[string]map[int32]kgo.EpochOffset{m.p.cfg.Topics.Changes: at})
+	return nil
+}
+
+// settle waits for every record in flight to be acknowledged: after a
+// partition was lost, its last writes may land late, and a restore that
+// missed them would apply their changes again.
+func (m *atLeastOnce) settle(ctx context.Context, cl *kgo.Client) error {
+	fctx, cancel := context.WithTimeout(ctx, abortTimeout)
+	defer cancel()
+	return cl.Flush(fctx)
+}
+
 // drainsOnStop is true: the last poll is applied, and shutdown writes it.
 func (m *atLeastOnce) drainsOnStop() bool { return true }
 
@@ -192,9 +238,15 @@ func (m *atLeastOnce) commitAsync(ctx context.Context) {
 			if err = commitError(resp, err); err != nil {
 				// Not fatal: at worst a restart re-reads changes the
 				// versions skip.
-				m.p.log.Warn("commit failed; retrying next round", "err", err)
+				if unreachable(err) {
+					m.p.kafka.fail(fmt.Errorf("commit: %w", err))
+				} else {
+					m.p.log.Warn("commit failed; retrying next round", "err", err)
+				}
 				m.commitFailed.Store(true)
+				return
 			}
+			m.p.answered()
 		})
 }
 

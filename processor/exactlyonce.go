@@ -33,13 +33,25 @@ func newExactlyOnce(p *Processor) *exactlyOnce {
 // by a member that died after this long, and restores wait for that.
 const transactionTimeout = 10 * time.Second
 
+// cycleTimeout bounds a cycle's transaction, from its first record to its
+// end. By then the broker aborts it anyway: a cycle that takes this long
+// meets Kafka not answering, and Run recovers.
+const cycleTimeout = transactionTimeout
+
 func (m *exactlyOnce) newClient(opts []kgo.Opt) (*kgo.Client, error) {
 	// Every process has its own transactional id; fencing of zombies is by
-	// the group generation (KIP-447), so the id need not be stable.
+	// the group generation (KIP-447), so the id need not be stable. A
+	// static member's is its instance id: restarted, it aborts at once
+	// the transaction it left open, which a restore would otherwise wait
+	// for the broker to time out.
 	var id [6]byte
 	_, _ = rand.Read(id[:])
+	suffix := hex.EncodeToString(id[:])
+	if m.p.cfg.InstanceID != "" {
+		suffix = "static-" + m.p.cfg.InstanceID
+	}
 	sess, err := kgo.NewGroupTransactSession(append(opts,
-		kgo.TransactionalID(m.p.cfg.Group+"-"+hex.EncodeToString(id[:])),
+		kgo.TransactionalID(m.p.cfg.Group+"-"+suffix),
 		kgo.TransactionTimeout(transactionTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
@@ -51,14 +63,22 @@ func (m *exactlyOnce) newClient(opts []kgo.Opt) (*kgo.Client, error) {
 	return sess.Client(), nil
 }
 
-// start creates the pending changelog if it is missing.
+// start creates the pending changelog if it is missing, retrying while
+// Kafka does not answer.
 func (m *exactlyOnce) start(ctx context.Context) error {
 	p := m.p
-	if err := topics.EnsurePending(ctx, kadm.NewClient(p.client), p.cfg.Topics, p.cfg.Group, p.cfg.TopicSpec); err != nil {
-		m.sess.Close()
-		return err
+	for tries := 1; ; tries++ {
+		err := topics.EnsurePending(ctx, kadm.NewClient(p.client), p.cfg.Topics, p.cfg.Group, p.cfg.TopicSpec)
+		if err == nil {
+			p.kafka.ok()
+			return nil
+		}
+		if permanent(err) || errors.Is(err, topics.ErrPartitionMismatch) || !sleep(ctx, retryBackoff(tries)) {
+			m.sess.Close()
+			return err
+		}
+		p.kafka.fail(fmt.Errorf("create the pending changelog: %w", err))
 	}
-	return nil
 }
 
 func (m *exactlyOnce) close() { m.sess.CloseAllowingRebalance() }
@@ -91,6 +111,38 @@ func (m *exactlyOnce) drop(parts []int32) {
 	}
 }
 
+// abort aborts the transaction a failed cycle left open, if any (franz-go
+// aborts one whose end is unconfirmed by bumping the producer epoch), and
+// rewinds the client to the committed offsets: nothing to send back
+// itself.
+func (m *exactlyOnce) abort(ctx context.Context) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	_, err := m.sess.End(actx, kgo.TryAbort)
+	return err
+}
+
+// aborted forgets the changed pending entries: the client consumes from
+// the committed offsets again.
+func (m *exactlyOnce) aborted() map[int32]int64 {
+	clear(m.dirty)
+	return nil
+}
+
+// abortTimeout bounds one attempt to abort.
+const abortTimeout = 10 * time.Second
+
+// unpoll rewinds the client to the committed offsets, which is where the
+// poll began: every cycle that consumed committed what it consumed. No
+// transaction is open, so this needs no broker.
+func (m *exactlyOnce) unpoll(ctx context.Context, _ kgo.Fetches) error {
+	return m.abort(ctx)
+}
+
+// settle has nothing to wait for: a restore waits for open transactions to
+// end.
+func (m *exactlyOnce) settle(context.Context, *kgo.Client) error { return nil }
+
 // drainsOnStop is false: what was polled and not committed is read again
 // by the next owner; the pending buffer is in its changelog.
 func (m *exactlyOnce) drainsOnStop() bool { return false }
@@ -100,10 +152,13 @@ func (m *exactlyOnce) shutdown() error { return nil }
 
 // transact writes one cycle in a transaction: states and updates of the due
 // keys, their pending entries removed, the changed pending entries, the dead
-// letters, and the consumed offsets. Called with mu held.
+// letters, and the consumed offsets. A transaction the broker or a
+// rebalance aborted is followed by a restore of what was committed; an
+// error leaves the transaction to the mode's abort (Run's recover). Called
+// with mu held.
 func (m *exactlyOnce) transact(parent context.Context, due []*pending) error {
 	p := m.p
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), cycleTimeout)
 	defer cancel()
 	if err := m.sess.Begin(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -154,9 +209,12 @@ func (m *exactlyOnce) transact(parent context.Context, due []*pending) error {
 	if !committed {
 		p.metrics.transactions.WithLabelValues("aborted").Inc()
 		p.log.Warn("transaction aborted; restoring from what was committed", "err", err)
-		return m.reset(ctx)
+		clear(m.dirty)
+		p.forget(nil) // Run restores them before it polls again
+		return nil
 	}
 	p.metrics.transactions.WithLabelValues("committed").Inc()
+	p.answered()
 	for _, d := range due {
 		d.flushed = true
 	}
@@ -222,26 +280,7 @@ func (m *exactlyOnce) pendingRecords(records []*kgo.Record) ([]*kgo.Record, erro
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("encode pending entries: %w", err)
+		return nil, fmt.Errorf("%w pending entries: %w", errEncode, err)
 	}
 	return append(records, out...), nil
-}
-
-// reset throws away everything not committed and restores the owned
-// partitions from their state topics; the session has rewound consumption
-// to the committed offsets. Called with mu held.
-func (m *exactlyOnce) reset(ctx context.Context) error {
-	p := m.p
-	parts := make([]int32, 0, len(p.parts))
-	for part := range p.parts {
-		parts = append(parts, part)
-	}
-	p.drop(parts)
-	p.dlq, p.derived = nil, nil
-	r, err := p.restore(ctx, parts)
-	if err != nil {
-		return fmt.Errorf("restore after an aborted transaction: %w", err)
-	}
-	p.install(parts, r)
-	return nil
 }

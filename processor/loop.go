@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -12,9 +13,9 @@ import (
 // (exactlyOnce: a transaction per cycle) or at least once (atLeastOnce:
 // pipelined writes and watermark commits). It owns the fields only it uses.
 //
-// changed, write, inFlight, revoke, drop and shutdown are called with the
-// processor's mu held, by the loop or by a rebalance callback, so never
-// concurrently.
+// changed, write, inFlight, revoke, drop, aborted and shutdown are called
+// with the processor's mu held, by the loop or by a rebalance callback, so
+// never concurrently.
 type deliveryMode interface {
 	// newClient builds the group member's client from opts and the mode's
 	// own options. The rebalance callbacks in opts may run before it
@@ -32,8 +33,29 @@ type deliveryMode interface {
 	// write sends a cycle's outputs: the records of the due keys and the
 	// derived changes and dead letters queued on the processor, of a cycle
 	// that consumed consumed records. The keys count as written (flushed)
-	// once Kafka has them. An error ends Run.
+	// once Kafka has them. After an error Run has the mode abort, and
+	// restores what was committed (recover), unless the error is
+	// permanent, which ends Run.
 	write(ctx context.Context, consumed int, due []*pending) error
+	// abort makes what the cycles since the last commit wrote count for
+	// nothing, after a failed cycle: exactly once, the open transaction
+	// is aborted and the client consumes from the last commit again; at
+	// least once, the records not yet acknowledged are failed. An error
+	// (Kafka not answering yet) is retried. Called without mu: it waits
+	// for Kafka, and rebalances go on meanwhile.
+	abort(ctx context.Context) error
+	// aborted forgets what the mode holds for the cycles abort undid. It
+	// returns, for each owned partition the client must be sent back on
+	// itself, the offset to consume from again.
+	aborted() map[int32]int64
+	// unpoll has the client return the records of fetches again at the
+	// next poll: none of them was applied.
+	unpoll(ctx context.Context, fetches kgo.Fetches) error
+	// settle waits until what the mode wrote through cl (the group
+	// member's client, which a rebalance callback may see before New has
+	// returned it) has landed, before a partition is restored, so that
+	// the restore reads it.
+	settle(ctx context.Context, cl *kgo.Client) error
 	// inFlight is how many cycles were sent and are not yet accounted for.
 	// While there are any, the loop polls at most inflightPoll at a time.
 	inFlight() int
@@ -52,15 +74,29 @@ type deliveryMode interface {
 }
 
 // Run processes until ctx ends. It returns nil after a clean shutdown, or
-// the error that stopped it (the process should exit; a restart resumes
-// from what was committed).
+// the permanent error that stopped it (the process should exit; a restart
+// resumes from what was committed): ErrChangesLost, credentials or
+// authorizations refused. It rides out an outage of Kafka or of the schema
+// registry of any length: a cycle that fails for a transient reason is
+// aborted, and once Kafka answers again the member restores what was
+// committed and carries on (recover). When ctx ends, the cycle in progress
+// is finished and committed, and the member leaves the group, so that
+// others take its partitions over at once.
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.owned.Store(0) // after close: the member left the group
+	stop := context.AfterFunc(ctx, func() { p.stopOnce.Do(func() { close(p.stopping) }) })
+	defer stop()
 	if err := p.mode.start(ctx); err != nil {
 		return err
 	}
+	defer p.leave()
 	defer p.mode.close()
 	for {
+		if p.mustRecover() {
+			if err := p.recover(ctx, nil); err != nil || ctx.Err() != nil {
+				return err
+			}
+		}
 		fetches, ok := p.poll(ctx)
 		if !ok {
 			// A close begun by a failed restore waits for the rebalance
@@ -68,23 +104,49 @@ func (p *Processor) Run(ctx context.Context) error {
 			p.client.AllowRebalance()
 			return p.fatal()
 		}
+		if err := p.pollErrors(ctx, fetches); err != nil {
+			p.client.AllowRebalance()
+			return err
+		}
 		if ctx.Err() != nil && !p.mode.drainsOnStop() {
 			return nil // the last poll is left to the next owner
 		}
-		if err := p.cycle(ctx, fetches); err != nil {
-			return err
+		if err := p.resolveSchemas(ctx, fetches); err != nil {
+			if errors.Is(err, ErrRegistryUnreachable) {
+				continue // polled again
+			}
+			p.client.AllowRebalance()
+			if err := p.recover(ctx, err); err != nil || ctx.Err() != nil {
+				return err
+			}
+			continue
 		}
-		if ctx.Err() != nil {
+		err := p.cycle(ctx, fetches)
+		switch {
+		case err != nil && permanent(err):
+			return err
+		case err != nil:
+			if err := p.recover(ctx, err); err != nil || ctx.Err() != nil {
+				return err
+			}
+		case ctx.Err() != nil:
 			return p.shutdown()
 		}
 	}
 }
 
-// shutdown has the mode end its work once Run's context has ended.
+// shutdown has the mode end its work once Run's context has ended. A
+// failure that an outage explains leaves the rest to the next owner, which
+// reads again what was not committed.
 func (p *Processor) shutdown() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mode.shutdown()
+	err := p.mode.shutdown()
+	if err != nil && !permanent(err) {
+		p.log.Warn("shutdown: left what was not committed to the next owner", "err", err)
+		return nil
+	}
+	return err
 }
 
 // cycle applies a poll's records, and has the mode write the keys that
@@ -104,8 +166,8 @@ func (p *Processor) cycle(ctx context.Context, fetches kgo.Fetches) error {
 	return err
 }
 
-// poll waits for records until the next deadline (at most 250 ms) and logs
-// fetch errors. It reports false when the client is closed.
+// poll waits for records until the next deadline (at most 250 ms). It
+// reports false when the client is closed.
 func (p *Processor) poll(ctx context.Context) (kgo.Fetches, bool) {
 	pctx, cancel := context.WithTimeout(ctx, p.pollWait())
 	fetches := p.client.PollRecords(pctx, 10000)
@@ -113,12 +175,52 @@ func (p *Processor) poll(ctx context.Context) (kgo.Fetches, bool) {
 	if fetches.IsClientClosed() {
 		return nil, false
 	}
+	return fetches, true
+}
+
+// pollErrors looks at the errors of a poll: one that says Kafka does not
+// answer (a group session lost to it) counts as an outage, a permanent
+// one is returned, others are logged. While an outage goes on, it asks
+// Kafka now and then whether it answers again: a poll has nothing to say
+// while the client waits for it.
+func (p *Processor) pollErrors(ctx context.Context, fetches kgo.Fetches) error {
+	var perm, suspect error
 	fetches.EachError(func(t string, part int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		case permanent(err):
+			perm = fmt.Errorf("fetch %s/%d: %w", t, part, err)
+		case unreachable(err):
+			suspect = err
+		default:
 			p.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
 		}
 	})
-	return fetches, true
+	switch {
+	case perm != nil:
+		return perm
+	case suspect != nil && !p.kafka.down():
+		// franz-go hands over a group session's failure at the next
+		// poll, which may come after Kafka answered again.
+		if p.ping(ctx) != nil {
+			p.kafka.fail(suspect)
+		}
+		return nil
+	case !p.kafka.down():
+		return nil
+	case fetches.NumRecords() > 0:
+		p.answered()
+	case time.Now().After(p.nextPing):
+		if p.ping(ctx) == nil {
+			p.answered()
+		}
+		p.pings++
+		p.nextPing = time.Now().Add(retryBackoff(p.pings))
+	}
+	if !p.kafka.down() {
+		p.pings = 0
+	}
+	return nil
 }
 
 // pollWait is how long a poll may wait for records: until the next

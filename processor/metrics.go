@@ -23,6 +23,9 @@ type Metrics struct {
 	restoreDuration prometheus.Histogram
 	restoreLastRate prometheus.Gauge
 	assignedParts   prometheus.Gauge
+	brokerUp        prometheus.Gauge
+	registryUp      prometheus.Gauge
+	recoveries      prometheus.Counter
 
 	// The children of changes and emitted, looked up once: consume counts
 	// every record, and written every record emitted. (transactions' appear
@@ -54,6 +57,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			register(reg, &m.restoreDuration, &added),
 			register(reg, &m.restoreLastRate, &added),
 			register(reg, &m.assignedParts, &added),
+			register(reg, &m.brokerUp, &added),
+			register(reg, &m.registryUp, &added),
+			register(reg, &m.recoveries, &added),
 		)
 		if err != nil {
 			for _, c := range added {
@@ -136,6 +142,12 @@ func newCollectors() *Metrics {
 			"Records per second of the last completed restore."),
 		assignedParts: gauge("assigned_partitions",
 			"Partitions of the changes topic this member owns."),
+		brokerUp: gauge("broker_up",
+			"1 while Kafka answers the processor, 0 from the first failure an outage explains until it answers again (processing is paused meanwhile)."),
+		registryUp: gauge("registry_up",
+			"1 while the schema registry answers for the writer schemas of the changes read, 0 while changes wait for it."),
+		recoveries: counter("recoveries_total",
+			"Cycles that failed for a transient reason (Kafka not answering, a transaction the broker aborted), after which the processor backed off and restored what was committed."),
 	}
 }
 

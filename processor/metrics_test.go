@@ -78,10 +78,10 @@ func TestNewMetrics(t *testing.T) {
 		if _, err := NewMetrics(reg); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := testutil.GatherAndCount(reg); err != nil || n != 17 {
-			// 12 collectors: changes has 5 children, emitted 3,
+		if n, err := testutil.GatherAndCount(reg); err != nil || n != 20 {
+			// 15 collectors: changes has 5 children, emitted 3,
 			// transactions none before the first transaction.
-			t.Fatalf("gathered %d series (%v), want 17", n, err)
+			t.Fatalf("gathered %d series (%v), want 20", n, err)
 		}
 		if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 			t.Fatalf("lint: %v %v", problems, err)

@@ -82,7 +82,7 @@ func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
 		if st != nil {
 			v, err := p.cfg.Serde.EncodeState(st)
 			if err != nil {
-				return out, fmt.Errorf("encode state of %s: %w", key, err)
+				return out, fmt.Errorf("%w state of %s: %w", errEncode, key, err)
 			}
 			stateRec.Value = v
 		}
@@ -95,7 +95,7 @@ func (p *Processor) output(d *pending, now time.Time) ([2]*kgo.Record, error) {
 	}
 	sv, uv, err := p.cfg.Serde.EncodeStateAndUpdate(st, &up)
 	if err != nil {
-		return out, fmt.Errorf("encode state and update of %s: %w", key, err)
+		return out, fmt.Errorf("%w state and update of %s: %w", errEncode, key, err)
 	}
 	stateRec.Value = sv
 	out[1] = &kgo.Record{Topic: p.cfg.Topics.Updates, Key: key, Value: uv}

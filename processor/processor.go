@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
@@ -111,6 +112,17 @@ type Config struct {
 	// (Kafka never cleans the active segment). Default 30s: a broker that
 	// stalls longer than this would cut a restore short, so generous.
 	RestoreIdle time.Duration
+	// InstanceID makes the member a static one (KIP-345): a member that
+	// restarts with the same id takes its place in the group at once,
+	// keeping its partitions, instead of waiting out the session of the
+	// one that died. "" (the zero value): a dynamic member. Run leaves the
+	// group explicitly when it returns, which franz-go does not do for a
+	// static member. Config's processor.instance_id.
+	InstanceID string
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating before it gives its partitions to others (0: franz-go's
+	// default, 45s). Config's processor.session_timeout.
+	SessionTimeout time.Duration
 }
 
 // defaultRestoreIdle is Config.RestoreIdle's default. It is no operator
@@ -151,6 +163,33 @@ type Processor struct {
 	owned       atomic.Int32 // len(parts) as of the last rebalance callback, for Assigned
 
 	stateTopics map[string]string // resource ("" too) -> its state topic
+
+	// Outages of the services the processor needs (outage.go).
+	kafka, registry *outage
+	// unrestored are owned partitions whose state was dropped after a
+	// failed cycle and is not restored yet, each with the offset to
+	// consume it from again (-1: where the client is). Run polls nothing
+	// while there are any. Guarded by mu.
+	unrestored map[int32]int64
+	// schemaIDs are the writer schemas of changes the serde has resolved
+	// (resolveSchemas). Run's goroutine only.
+	schemaIDs map[int]bool
+	// abortPending is set when a cycle failed, until the mode has aborted
+	// what it left open. Guarded by mu.
+	abortPending bool
+	// recovering is set from a failed cycle (or a clean abort) until its
+	// partitions are restored; lastRead is when a broker last answered
+	// the member, in Unix nanoseconds (brokerHooks).
+	recovering atomic.Bool
+	lastRead   atomic.Int64
+	// Run's goroutine only: when to ask Kafka next whether it answers
+	// again during an outage, after how many asks; how many times the
+	// registry failed in a row.
+	nextPing      time.Time
+	pings         int
+	registryTries int
+	stopping      chan struct{} // closed once Run's context has ended
+	stopOnce      sync.Once
 }
 
 // New validates cfg and builds the group member (it joins in Run).
@@ -160,7 +199,7 @@ func New(cfg Config) (*Processor, error) {
 	}
 	p := newProcessor(cfg)
 	var err error
-	p.client, err = p.mode.newClient(append(p.clientOptions(),
+	p.client, err = p.mode.newClient(append(append(p.clientOptions(), p.groupOptions()...),
 		cfg.Compression.ProducerOpt(),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Changes),
@@ -179,11 +218,36 @@ func New(cfg Config) (*Processor, error) {
 		// metadata refresh, which the default minimum age (5 s) would
 		// hold back, stalling the loop for seconds.
 		kgo.MetadataMinAge(250*time.Millisecond),
+		// A member that stops heartbeating is noticed by the others at
+		// their next heartbeat: at most a second, when one leaves.
+		kgo.HeartbeatInterval(p.heartbeatInterval()),
+		kgo.WithHooks(brokerHooks{p}),
 	))
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// groupOptions are the group member's options that the configuration
+// sets: the session timeout, and the instance id of a static member.
+func (p *Processor) groupOptions() []kgo.Opt {
+	var opts []kgo.Opt
+	if p.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(p.cfg.SessionTimeout))
+	}
+	if p.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
+	}
+	return opts
+}
+
+// heartbeatInterval is a second, or a third of a shorter session timeout.
+func (p *Processor) heartbeatInterval() time.Duration {
+	if s := p.cfg.SessionTimeout; s > 0 && s/3 < time.Second {
+		return s / 3
+	}
+	return time.Second
 }
 
 // setFatal records why the member is leaving the group on its own.
@@ -215,7 +279,14 @@ func newProcessor(cfg Config) *Processor {
 		co:      newCoalescer(cfg.QuietPeriod, cfg.MaxDelay),
 
 		stateTopics: cfg.Topics.Resources(),
+
+		kafka:      newOutage("kafka", ErrKafkaUnreachable, cfg.Metrics.brokerUp, cfg.Log.With("component", "processor")),
+		registry:   newOutage("schema registry", ErrRegistryUnreachable, cfg.Metrics.registryUp, cfg.Log.With("component", "processor")),
+		unrestored: map[int32]int64{},
+		schemaIDs:  map[int]bool{},
+		stopping:   make(chan struct{}),
 	}
+	p.lastRead.Store(time.Now().UnixNano())
 	p.stateTopics[""] = cfg.Topics.Products
 	if cfg.ExactlyOnce {
 		p.mode = newExactlyOnce(p)
@@ -226,9 +297,12 @@ func newProcessor(cfg Config) *Processor {
 }
 
 // clientOptions are the options every Kafka client of the processor
-// starts from: the group member's, and restore's.
+// starts from: the group member's, and restore's. Their retries back off
+// as the processor's own (retryBackoff), so that a client rejoins the
+// group within a couple of seconds of Kafka answering again.
 func (p *Processor) clientOptions() []kgo.Opt {
-	opts := kafka.Connection{Brokers: p.cfg.Brokers, Security: p.cfg.Security, Log: p.cfg.Log}.Options()
+	opts := kafka.Connection{Brokers: p.cfg.Brokers, Security: p.cfg.Security}.Options()
+	opts = append(opts, kgo.RetryBackoffFn(retryBackoff), kgo.WithLogger(kgoLogger{kslog.New(p.cfg.Log.With("component", "kgo")), p.kafka}))
 	if p.cfg.Dialer != nil {
 		opts = append(opts, kgo.Dialer(p.cfg.Dialer))
 	}
@@ -257,6 +331,8 @@ func validate(cfg *Config) error {
 		return &ConfigError{"VersionEpoch", fmt.Errorf("%d: want 0 to %d", cfg.VersionEpoch, MaxEpoch)}
 	case cfg.DedupeEventIDs < 0:
 		return &ConfigError{"DedupeEventIDs", fmt.Errorf("%d: want >= 0 (0: off)", cfg.DedupeEventIDs)}
+	case cfg.SessionTimeout < 0:
+		return &ConfigError{"SessionTimeout", fmt.Errorf("%s: want >= 0 (0: franz-go's default)", cfg.SessionTimeout)}
 	}
 	// A Compression that is no codec can only come from a conversion; its
 	// name round-trips for every codec.

@@ -48,6 +48,8 @@ type env struct {
 	// metrics count for every processor the env runs without Metrics of
 	// its own.
 	metrics *Metrics
+	// opts started the broker; restartBroker starts it again with them.
+	opts []kfake.Opt
 }
 
 // bothModes runs fn once per processor mode, each on virtual time
@@ -82,15 +84,17 @@ func newEnv(t *testing.T) *env {
 }
 
 // newEnvOn starts a broker with the topics of prefix "t." (3 partitions)
-// on vn, or on real TCP if vn is nil. Call it inside the bubble for vn.
-func newEnvOn(t *testing.T, serde *schemas.Serde, vn *kfake.VirtualNetwork) *env {
+// on vn, or on real TCP if vn is nil, with the extra options. Call it
+// inside the bubble for vn.
+func newEnvOn(t *testing.T, serde *schemas.Serde, vn *kfake.VirtualNetwork, extra ...kfake.Opt) *env {
 	t.Helper()
-	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	opts := append([]kfake.Opt{kfake.NumBrokers(1)}, extra...)
 	e := &env{t: t, names: topics.For("t."), serde: serde, log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics()}
 	if vn != nil {
 		opts = append(opts, kfake.ListenFn(vn.Listen), kfake.Ports(9092))
-		e.dial = vn.DialContext
+		e.dial = refusedDial(vn.DialContext)
 	}
+	e.opts = opts
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +170,13 @@ func (e *env) startWith(cfg Config) (stop func()) {
 // ends or stop is called.
 func (e *env) run(cfg Config) (p *Processor, stop func()) {
 	e.t.Helper()
+	p, _, stop = e.runWatched(cfg)
+	return p, stop
+}
+
+// runWatched is run, with a channel closed once Run has returned.
+func (e *env) runWatched(cfg Config) (p *Processor, exited <-chan struct{}, stop func()) {
+	e.t.Helper()
 	cfg.Brokers, cfg.Topics, cfg.Serde, cfg.Log, cfg.ExactlyOnce, cfg.Dialer = e.cluster.ListenAddrs(), e.names, e.serde, e.log, e.eos, e.dial
 	if cfg.Group == "" {
 		cfg.Group = "g"
@@ -179,7 +190,11 @@ func (e *env) run(cfg Config) (p *Processor, stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	ended := make(chan struct{})
+	go func() {
+		done <- p.Run(ctx)
+		close(ended)
+	}()
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -192,7 +207,7 @@ func (e *env) run(cfg Config) (p *Processor, stop func()) {
 		}
 	}
 	e.t.Cleanup(stop)
-	return p, stop
+	return p, ended, stop
 }
 
 // startAssigned is start that returns once the processor owns every

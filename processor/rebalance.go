@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // assigned restores the state of newly assigned partitions (and, in
 // exactly-once mode, their pending buffer) before any of their changes is
-// processed.
+// processed. While Kafka does not answer, it retries until it does, or
+// until Run stops; polls wait for it meanwhile.
 func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	parts := assigned[p.cfg.Topics.Changes]
 	if len(parts) == 0 {
@@ -19,14 +23,16 @@ func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[s
 	}
 	start := time.Now()
 	p.log.Info("restoring partitions", "partitions", parts)
-	r, err := p.restore(ctx, parts)
+	r, err := p.restoreAssigned(ctx, cl, parts)
+	if errors.Is(err, errStopped) {
+		return // Run is returning, and the client closing
+	}
 	if err != nil {
-		// Without its state a partition cannot be processed correctly:
-		// stop the member so that the group moves the partitions on.
+		// Without its state a partition cannot be processed correctly,
+		// and retrying does not help: stop the member so that the group
+		// moves the partitions on, and Run returns why.
 		p.log.Error("restore failed; leaving the group", "partitions", parts, "err", err)
-		if errors.Is(err, ErrChangesLost) {
-			p.setFatal(err) // no other member can do better: Run returns it
-		}
+		p.setFatal(err)
 		go cl.Close()
 		return
 	}
@@ -38,16 +44,52 @@ func (p *Processor) assigned(ctx context.Context, cl *kgo.Client, assigned map[s
 		"took", took.Round(time.Millisecond), "records_per_s", int(float64(r.records)/max(took.Seconds(), 1e-3)))
 }
 
-// install puts restored partitions in place. Called with mu held.
+// errStopped is what restoreAssigned returns once Run has stopped.
+var errStopped = errors.New("processor stopped")
+
+// restoreAssigned restores newly assigned partitions, once what the mode
+// wrote has landed (settle), retrying with backoff while Kafka does not
+// answer, until ctx ends or Run stops. It returns a permanent error.
+func (p *Processor) restoreAssigned(ctx context.Context, cl *kgo.Client, parts []int32) (*restored, error) {
+	for tries := 1; ; tries++ {
+		err := p.mode.settle(ctx, cl)
+		var r *restored
+		if err == nil {
+			r, err = p.restore(ctx, parts)
+		}
+		if err == nil {
+			p.answered()
+			return r, nil
+		}
+		if permanent(err) {
+			return nil, err
+		}
+		p.restoreFailed(fmt.Errorf("restore partitions %v: %w", parts, err))
+		t := time.NewTimer(retryBackoff(tries))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, errStopped
+		case <-p.stopping:
+			t.Stop()
+			return nil, errStopped
+		}
+	}
+}
+
+// install puts restored partitions in place (parts: those of r to
+// install). Called with mu held.
 func (p *Processor) install(parts []int32, r *restored) {
 	for _, part := range parts {
 		p.parts[part] = &partition{states: r.states[part], next: -1, committed: -1}
 	}
 	for _, pe := range r.pending {
-		p.co.restore(pe)
-		if pt := p.parts[pe.partition]; pt != nil {
-			pt.queue = append(pt.queue, pe)
+		if !slices.Contains(parts, pe.partition) {
+			continue
 		}
+		p.co.restore(pe)
+		p.parts[pe.partition].queue = append(p.parts[pe.partition].queue, pe)
 	}
 	p.countOwned()
 }
@@ -82,8 +124,11 @@ func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.rebalancing.Store(false)
-	p.drop(lost[p.cfg.Topics.Changes])
-	p.log.Warn("partitions lost", "partitions", lost[p.cfg.Topics.Changes])
+	parts := lost[p.cfg.Topics.Changes]
+	p.drop(parts)
+	if len(parts) > 0 {
+		p.log.Warn("partitions lost", "partitions", parts)
+	}
 }
 
 // drop forgets partitions and everything buffered for them, and says how
@@ -93,6 +138,7 @@ func (p *Processor) drop(parts []int32) {
 	for _, part := range parts {
 		p.co.popPartition(part)
 		delete(p.parts, part)
+		delete(p.unrestored, part)
 	}
 	p.mode.drop(parts)
 	p.countOwned()
@@ -109,12 +155,52 @@ var ErrNotAssigned = errors.New("no partitions assigned yet")
 func (p *Processor) Assigned() int { return int(p.owned.Load()) }
 
 // Ready is a readiness check in the shape of ops.Check: nil while the
-// member owns a partition of the changes topic (Assigned > 0), else an
-// error wrapping ErrNotAssigned. A member that the group gives no
-// partition (more members than changes has partitions) is never ready.
+// member owns a partition of the changes topic (Assigned > 0) and Kafka
+// and the schema registry answer it. Otherwise an error wrapping
+// ErrKafkaUnreachable or ErrRegistryUnreachable during an outage, else
+// ErrNotAssigned. A member that the group gives no partition (more
+// members than changes has partitions) is never ready.
 func (p *Processor) Ready(context.Context) error {
+	if err := errors.Join(p.kafka.err(), p.registry.err()); err != nil {
+		return fmt.Errorf("processor group %q: %w", p.cfg.Group, err)
+	}
 	if p.Assigned() == 0 {
 		return fmt.Errorf("processor group %q, topic %s: %w", p.cfg.Group, p.cfg.Topics.Changes, ErrNotAssigned)
 	}
 	return nil
 }
+
+// leave takes a static member (Config.InstanceID) out of the group once
+// its client is closed. franz-go leaves the group on close only for a
+// dynamic member: a static one that restarts takes its own place back. But
+// a member that stops on purpose (a rolling restart, a scale-down) should
+// let the others take its partitions over at once, not after its session
+// timeout.
+func (p *Processor) leave() {
+	if p.cfg.InstanceID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(p.clientOptions()...)
+	if err == nil {
+		defer cl.Close()
+		var left kadm.LeaveGroupResponses
+		left, err = kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(p.cfg.Group).InstanceIDs(p.cfg.InstanceID).Reason("productstream process stopping"))
+		if err == nil {
+			err = left.Error()
+		}
+	}
+	switch {
+	case err == nil:
+		p.log.Info("left the group", "group", p.cfg.Group, "instance_id", p.cfg.InstanceID)
+	case errors.Is(err, kerr.UnknownMemberID):
+		// Not (or no longer) a member: nothing to leave.
+	default:
+		p.log.Warn("could not leave the group: the others take the partitions over once the session times out",
+			"group", p.cfg.Group, "instance_id", p.cfg.InstanceID, "err", err)
+	}
+}
+
+// leaveTimeout bounds leave.
+const leaveTimeout = 5 * time.Second

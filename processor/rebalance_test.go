@@ -60,3 +60,21 @@ func TestAssignedFollowsRebalances(t *testing.T) {
 		}
 	})
 }
+
+// A static member (InstanceID) that stops leaves the group, so that the
+// other members take its partitions over at once, not once its session
+// timed out: franz-go leaves on close only for a dynamic member.
+func TestStaticMemberLeavesWhenItStops(t *testing.T) {
+	virtualTest(t, true, func(t *testing.T, e *env) {
+		a, stopA := e.run(Config{QuietPeriod: time.Second, MaxDelay: time.Second, InstanceID: "a", SessionTimeout: 45 * time.Second})
+		e.waitAssigned(a, 3)
+		b, _ := e.run(Config{QuietPeriod: time.Second, MaxDelay: time.Second, InstanceID: "b", SessionTimeout: 45 * time.Second})
+		e.waitFor("the partitions to be shared", func() bool { return a.Assigned() > 0 && b.Assigned() > 0 && a.Assigned()+b.Assigned() == 3 })
+		stopped := time.Now()
+		stopA()
+		e.waitAssigned(b, 3)
+		if took := time.Since(stopped); took > 3*time.Second {
+			t.Fatalf("the other member took the partitions over %s after the stop, want within 3s (the session is 45s)", took)
+		}
+	})
+}

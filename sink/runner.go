@@ -72,6 +72,11 @@ type Config struct {
 	DropAfter time.Duration
 	// LagEvery is how often the lag metric is measured (default 10s).
 	LagEvery time.Duration
+	// DrainTimeout bounds writing the batch in hand once Run's ctx ends
+	// (default 10s): the batch is written and committed before the member
+	// leaves the group. A write still failing then is cut short, and
+	// nothing of its batch committed: the next owner writes it again.
+	DrainTimeout time.Duration
 }
 
 // ErrConfig surfaces from NewRunner when a required field is missing.
@@ -115,10 +120,15 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.LagEvery <= 0 {
 		cfg.LagEvery = 10 * time.Second
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
 	return &Runner{cfg: cfg, log: cfg.Log, metrics: cfg.Metrics}, nil
 }
 
-// Run consumes until ctx ends, then leaves the group; it returns nil on a
+// Run consumes until ctx ends, then finishes the batch in hand (written
+// and committed, within DrainTimeout) and leaves the group, so that
+// another member takes its partitions over at once; it returns nil on a
 // clean stop. Backend failures never end it.
 func (r *Runner) Run(ctx context.Context) error {
 	cl, err := kgo.NewClient(append(slices.Clone(r.cfg.Client),
@@ -155,13 +165,18 @@ func (r *Runner) Run(ctx context.Context) error {
 		cl.AllowRebalance()
 		cl.Close()
 	}()
+	// Batches are written under work, which outlives ctx by DrainTimeout:
+	// the batch in hand when ctx ends is finished, not abandoned.
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	unhook := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.DrainTimeout, stopWork) })
+	defer unhook()
 	for ctx.Err() == nil {
 		polled := r.poll(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		if err := r.handle(ctx, polled); err != nil {
+		if err := r.handle(work, polled); err != nil {
 			if ctx.Err() != nil {
+				r.log.Warn("shutdown cut the batch in hand short; the next owner writes it again",
+					"records", len(polled), "after", r.cfg.DrainTimeout, "err", err)
 				break
 			}
 			return err
@@ -172,7 +187,8 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // poll returns the next batch: it waits for a first record, then lingers
-// until the batch is full by count or bytes.
+// until the batch is full by count or bytes. When ctx ends it returns what
+// it holds, for Run to finish.
 func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 	var out []*kgo.Record
 	var size int64
@@ -188,9 +204,6 @@ func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 			defer cancel()
 		}
 		fetches := r.cl.PollRecords(pctx, r.cfg.MaxRecords-len(out))
-		if ctx.Err() != nil {
-			return nil
-		}
 		fetches.EachError(func(t string, p int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 				r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
@@ -202,6 +215,9 @@ func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 			}
 			out = append(out, rec)
 			size += int64(len(rec.Key) + len(rec.Value))
+		}
+		if ctx.Err() != nil {
+			break
 		}
 	}
 	return out

@@ -37,6 +37,7 @@ func runConsoleRole(ctx context.Context, args []string) error {
 		}
 		return func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
 			return serveConsole(ctx, r, serde, names, cfg.Console.Listen, func(addr string) {
+				r.ops.handler.Started()
 				log.Info("console listening", "addr", addr)
 			})
 		}, nil

@@ -113,7 +113,9 @@ func runDev(ctx context.Context, args []string) error {
 	}()
 	go func() {
 		defer wg.Done()
-		errs <- serveIngest(ctx, r, sources, reload, serde, names, listen, func(addr string) {
+		// No drain: nothing balances in front of dev, and Ctrl-C should
+		// stop it at once.
+		errs <- serveIngest(ctx, r, sources, reload, serde, names, listen, 0, func(addr string) {
 			var consoleAt string
 			select {
 			case consoleAt = <-consoleBound:

@@ -22,14 +22,20 @@ type opsListener struct {
 }
 
 // startOps serves the operations listener on addr (none when empty) until
-// ctx ends or stop is called, and logs the bound address.
+// stop is called, and logs the bound address. /readyz says "starting"
+// until the role calls handler.Started once its parts serve (a role's
+// dependencies answer before it does). When ctx ends (the signal to stop)
+// it turns to "draining" at once, while the role shuts down behind it: the
+// listener outlives ctx, so that load balancers and scrapers see the role
+// drain rather than vanish.
 func startOps(ctx context.Context, addr string, log *slog.Logger) (*opsListener, func(), error) {
 	o := &opsListener{reg: ops.NewRegistry()}
-	o.handler = ops.NewHandler(o.reg)
+	o.handler = ops.NewHandler(o.reg, ops.WithStarting())
+	context.AfterFunc(ctx, o.handler.Drain)
 	if addr == "" {
 		return o, func() {}, nil
 	}
-	bound, stop, err := ops.Serve(ctx, addr, o.handler, log)
+	bound, stop, err := ops.Serve(context.WithoutCancel(ctx), addr, o.handler, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -113,7 +113,7 @@ func runIngestRole(ctx context.Context, args []string) error {
 		}
 		reload := newReloader(cfg, needs, log)
 		return func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
-			return serveIngest(ctx, r, sources, reload, serde, names, cfg.HTTP.Listen, func(addr string) {
+			return serveIngest(ctx, r, sources, reload, serde, names, cfg.HTTP.Listen, *cfg.HTTP.DrainDelay, func(addr string) {
 				log.Info("ingest listening", "addr", addr)
 			})
 		}, nil
@@ -123,7 +123,10 @@ func runIngestRole(ctx context.Context, args []string) error {
 func runProcessRole(ctx context.Context, args []string) error {
 	needs := config.Needs{Brokers: true, Registry: true}
 	return runRole(ctx, "process", args, needs, func(*config.Config, *slog.Logger) (roleRun, error) {
-		return runProcessor, nil
+		return func(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
+			r.ops.handler.Started() // its readiness is the processor's check, added as it starts
+			return runProcessor(ctx, r, serde, names)
+		}, nil
 	})
 }
 
@@ -201,12 +204,16 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 	}
 }
 
-// serveIngest runs the HTTP edge on listen until ctx ends, then stops
-// accepting, lets requests in flight finish and flushes the producer, then
-// the delivery log's. ready is called with the bound address once it
-// accepts connections. reload, when not nil, swaps in new sources when the
-// configuration changes.
-func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload *reloader, serde *schemas.Serde, names topics.Names, listen string, ready func(addr string)) error {
+// serveIngest runs the HTTP edge on listen until ctx ends, then drains:
+// /readyz answers "draining" from then on (startOps), and for drain the
+// edge goes on serving every request as before, so that load balancers
+// stop sending it new ones; then it stops accepting (a connection is
+// refused from then on), lets requests in flight finish within
+// http.shutdown_timeout and flushes the producer, then the delivery log's.
+// ready is called with the bound address once it accepts connections.
+// reload, when not nil, swaps in new sources when the configuration
+// changes.
+func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload *reloader, serde *schemas.Serde, names topics.Names, listen string, drain time.Duration, ready func(addr string)) error {
 	cfg, log := r.cfg, r.log
 	cl, err := kgo.NewClient(append(append(r.svc.kafkaOpts(log), ingest.ProducerOptions(cfg.Kafka.ProduceTimeout)...), r.compression.ProducerOpt())...)
 	if err != nil {
@@ -261,16 +268,30 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload 
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
+	r.ops.handler.Started()
 	ready(ln.Addr().String())
 	select {
 	case err := <-served:
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
+	if drain > 0 {
+		log.Info("draining: serving on while load balancers stop sending", "for", drain)
+		// Each response closes its connection: a sender's next request
+		// opens a new one, which the balancer gives a replica still ready.
+		hs.SetKeepAlivesEnabled(false)
+		select {
+		case <-time.After(drain):
+		case err := <-served:
+			return fmt.Errorf("http server: %w", err)
+		}
+	}
+	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("http shutdown", "err", err)
+		log.Warn("http shutdown: requests still in flight are cut off", "err", err)
+		_ = hs.Close()
 	}
 	if err := cl.Flush(sctx); err != nil {
 		log.Warn("producer flush", "err", err)
@@ -278,6 +299,7 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload 
 	if err := logClient.Flush(sctx); err != nil {
 		log.Warn("delivery log flush", "err", err)
 	}
+	log.Info("ingest stopped", "drained", drain, "shutdown", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -303,6 +325,8 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
 		VersionEpoch:   cfg.Processor.VersionEpoch,
 		DedupeEventIDs: *cfg.Processor.DedupeEventIDs,
+		InstanceID:     cfg.Processor.InstanceID,
+		SessionTimeout: cfg.Processor.SessionTimeout,
 		TopicSpec:      topicSpec(cfg),
 		Compression:    r.compression,
 		Metrics:        pm,

@@ -212,6 +212,7 @@ func runSinkCommand(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	r.ops.handler.Started()
 	return runSinks(ctx, r, serde, *name)
 }
 

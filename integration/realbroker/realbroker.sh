@@ -2,14 +2,22 @@
 # realbroker.sh - run a REAL Apache Kafka 4.x broker (single combined KRaft
 # node) and a REAL Apicurio Registry 3.x on this machine, without Docker.
 #
-# Usage: realbroker.sh start|start-secured|stop|status|env|logs
+# Usage: realbroker.sh start|start-secured|stop|stop-broker|start-broker|status|env|logs
 #
 #   start          resolve (via mvn, cached) and start both; idempotent
 #   start-secured  the same, with the broker's SASL_SSL listener too
 #                  (REALBROKER_SECURED=1 start does the same)
 #   stop           SIGTERM both (SIGKILL after 30 s) and remove the state dir
+#   stop-broker    kill the broker alone (SIGKILL), keeping its data: a broker
+#                  outage, for the tests that ride one out (a SIGTERM that
+#                  interrupts a transaction's markers can leave it hanging
+#                  on a partition, a broker fault no client can clear)
+#   start-broker   start the broker stopped by stop-broker again, on its data,
+#                  and wait until it answers
 #   status         report whether each one is running and answering
-#   env            print the export lines the integration tests read
+#   env            print the export lines the integration tests read,
+#                  PRODUCTSTREAM_BROKER_CONTROL included (the command the
+#                  tests run with stop-broker or start-broker)
 #   logs           print the tail of both logs
 #
 # Secured mode: beside the PLAINTEXT listener, the broker listens with
@@ -531,13 +539,18 @@ kafka_launch() {
   fi
 
   log "Kafka: starting $KAFKA_VERSION (cluster id $cluster_id) on 127.0.0.1:$KAFKA_PORT, log $KAFKA_LOG"
+  kafka_spawn
+}
+
+# kafka_spawn: run the broker on the config and data dir in place.
+kafka_spawn() {
   # shellcheck disable=SC2086 # heap options are word-split on purpose
   spawn "$KAFKA_LOG" "$KAFKA_PID" "$KAFKA_JAVA" $KAFKA_HEAP_OPTS \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
     "$KAFKA_MARK" \
     -Dlog4j2.configurationFile="$KAFKA_LOG4J" \
-    -cp "$cp" kafka.Kafka "$KAFKA_PROPS"
+    -cp "$(kafka_classpath)" kafka.Kafka "$KAFKA_PROPS"
   KAFKA_LAUNCHED=1
 }
 
@@ -676,6 +689,57 @@ cmd_stop() {
   log "removed $REALBROKER_DIR"
 }
 
+# cmd_stop_broker: kill the broker alone, keeping its data dir and config,
+# so that cmd_start_broker brings the same broker back.
+cmd_stop_broker() {
+  [[ -f $KAFKA_PROPS && -d $KAFKA_DATA ]] || die "no broker state in $REALBROKER_DIR: run start first"
+  local pid
+  if ! pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
+    log "Kafka: not running"
+    return 0
+  fi
+  log "Kafka: killing pid $pid (SIGKILL), keeping its data"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_gone "$KAFKA_PID" "$KAFKA_MARK" 40 0.25
+  local i
+  for ((i = 0; i < 100; i++)); do
+    port_open "$KAFKA_PORT" || break
+    sleep 0.1
+  done
+  rm -f "$KAFKA_PID"
+  log "Kafka: stopped"
+}
+
+# cmd_start_broker: start the broker stopped by cmd_stop_broker on its data.
+cmd_start_broker() {
+  [[ -f $KAFKA_PROPS && -d $KAFKA_DATA ]] || die "no broker state in $REALBROKER_DIR: run start first"
+  local pid
+  if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
+    log "Kafka: already running (pid $pid)"
+    return 0
+  fi
+  log "Kafka: starting again on $KAFKA_DATA"
+  printf -- '----- started again by start-broker -----\n' >>"$KAFKA_LOG"
+  # The log is appended to: wait for this start's line, not the first one.
+  local started
+  started=$(grep -c 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null || true)
+  kafka_spawn
+  # The pid's command line reads empty for a moment while nohup and setsid
+  # exec java: give it that moment before taking it for dead.
+  local i
+  for ((i = 0; i < 20; i++)); do
+    pid_alive "$KAFKA_PID" "$KAFKA_MARK" >/dev/null && break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2317 # called through wait_started
+  kafka_restarted() {
+    (($(grep -c 'Kafka Server started' "$KAFKA_LOG" 2>/dev/null || true) > started)) && kafka_api_versions_ok &&
+      { ! secured || port_open "$KAFKA_SECURED_PORT"; }
+  }
+  wait_started Kafka kafka "$KAFKA_PID" "$KAFKA_MARK" "$KAFKA_LOG" KAFKA_LAUNCHED "did not become ready" kafka_restarted
+  log "Kafka: ready again, pid $(<"$KAFKA_PID")"
+}
+
 cmd_status() {
   local rc=0 pid
   if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
@@ -712,6 +776,10 @@ cmd_status() {
 }
 
 cmd_env() {
+  # The command the integration tests run, with stop-broker or start-broker,
+  # to ride out an outage of this broker.
+  printf 'export PRODUCTSTREAM_BROKER_CONTROL=%q\n' \
+    "env REALBROKER_DIR=$REALBROKER_DIR REALBROKER_CACHE=$REALBROKER_CACHE KAFKA_VERSION=$KAFKA_VERSION LOG4J_VERSION=$LOG4J_VERSION KAFKA_JAVA=$KAFKA_JAVA KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_SECURED_PORT=$KAFKA_SECURED_PORT bash $(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
   if secured; then
     echo "export PRODUCTSTREAM_SECURED_KAFKA_BROKERS=127.0.0.1:$KAFKA_SECURED_PORT"
     echo "export PRODUCTSTREAM_SECURED_KAFKA_CA_FILE=$SECURED_DIR/ca.pem"
@@ -738,11 +806,13 @@ main() {
       cmd_start
       ;;
     stop) cmd_stop ;;
+    stop-broker) cmd_stop_broker ;;
+    start-broker) cmd_start_broker ;;
     status) cmd_status ;;
     env) cmd_env ;;
     logs) cmd_logs ;;
     *)
-      echo "usage: $0 start|start-secured|stop|status|env|logs" >&2
+      echo "usage: $0 start|start-secured|stop|stop-broker|start-broker|status|env|logs" >&2
       exit 2
       ;;
   esac
