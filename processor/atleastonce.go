@@ -37,6 +37,10 @@ func (m *atLeastOnce) start(context.Context) error { return nil }
 
 func (m *atLeastOnce) close() { m.p.client.Close() }
 
+// renew has nothing to do: without transactions, the broker fences no
+// producer of ours for good.
+func (m *atLeastOnce) renew() error { return nil }
+
 // changed has nothing to note: the watermark follows the partition's queue.
 func (m *atLeastOnce) changed(string, int32) {}
 
@@ -227,14 +231,22 @@ func (m *atLeastOnce) moved() map[int32]kgo.EpochOffset {
 
 // commitAsync commits the watermarks that moved without waiting; a failure
 // is logged and the next round commits again. franz-go keeps commits in
-// the order they were issued. Called with mu held.
+// the order they were issued. During an outage it commits nothing, and a
+// commit gives up after commitTimeout: franz-go lets the member rejoin the
+// group only once no commit is in flight, and a commit waiting for Kafka
+// would hold the rejoin back after the outage. Called with mu held.
 func (m *atLeastOnce) commitAsync(ctx context.Context) {
+	if m.p.kafka.down() {
+		return // committed once Kafka answers
+	}
 	offsets := m.moved()
 	if len(offsets) == 0 {
 		return
 	}
-	m.p.client.CommitOffsets(context.WithoutCancel(ctx), map[string]map[int32]kgo.EpochOffset{m.p.cfg.Topics.Changes: offsets},
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	m.p.client.CommitOffsets(cctx, map[string]map[int32]kgo.EpochOffset{m.p.cfg.Topics.Changes: offsets},
 		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			cancel()
 			if err = commitError(resp, err); err != nil {
 				// Not fatal: at worst a restart re-reads changes the
 				// versions skip.
@@ -249,6 +261,9 @@ func (m *atLeastOnce) commitAsync(ctx context.Context) {
 			m.p.answered()
 		})
 }
+
+// commitTimeout bounds an asynchronous commit.
+const commitTimeout = 5 * time.Second
 
 // commit commits each assigned partition's watermark where it moved, and
 // waits for the answer (and for every commit issued before). Called with

@@ -83,6 +83,18 @@ func (m *exactlyOnce) start(ctx context.Context) error {
 
 func (m *exactlyOnce) close() { m.sess.CloseAllowingRebalance() }
 
+// renew closes the session (its member leaves the group, or a static one
+// is replaced by the new one) and starts a new one on the same options.
+func (m *exactlyOnce) renew() error {
+	m.sess.CloseAllowingRebalance()
+	cl, err := m.newClient(m.p.memberOpts)
+	if err != nil {
+		return err
+	}
+	m.p.client = cl
+	return nil
+}
+
 // changed marks key's pending entry for the changelog of this cycle.
 func (m *exactlyOnce) changed(key string, partition int32) { m.dirty[key] = partition }
 

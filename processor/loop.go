@@ -48,6 +48,12 @@ type deliveryMode interface {
 	// returns, for each owned partition the client must be sent back on
 	// itself, the offset to consume from again.
 	aborted() map[int32]int64
+	// renew replaces the group member's client with a new one, built from
+	// the same options, after the broker fenced its producer (a
+	// transaction it timed out while it did not answer, for one): the
+	// old one leaves its partitions, which the new one restores as it is
+	// assigned them. Called by Run's goroutine, without mu.
+	renew() error
 	// unpoll has the client return the records of fetches again at the
 	// next poll: none of them was applied.
 	unpoll(ctx context.Context, fetches kgo.Fetches) error
@@ -91,6 +97,14 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer p.leave()
 	defer p.mode.close()
+	// A client of its own for watch, which gives up on a broker that does
+	// not answer as soon as watch does.
+	if probe, err := kgo.NewClient(append(p.clientOptions(), kgo.DialTimeout(2*maxBackoff), kgo.RequestTimeoutOverhead(2*maxBackoff))...); err == nil {
+		wctx, stopWatch := context.WithCancel(ctx)
+		defer probe.Close()
+		defer stopWatch()
+		go p.watch(wctx, probe)
+	}
 	for {
 		if p.mustRecover() {
 			if err := p.recover(ctx, nil); err != nil || ctx.Err() != nil {
@@ -113,6 +127,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		if err := p.resolveSchemas(ctx, fetches); err != nil {
 			if errors.Is(err, ErrRegistryUnreachable) {
+				if ctx.Err() != nil {
+					return p.shutdown() // the records put back are the next owner's
+				}
 				continue // polled again
 			}
 			p.client.AllowRebalance()

@@ -47,7 +47,14 @@ type outage struct {
 	mu    sync.Mutex
 	since time.Time // zero while reachable
 	cause error     // the failure that began the outage
+	ended time.Time // when the last outage ended
+	quiet bool      // this outage began soon after the last: logged at debug
 }
+
+// flapping is how soon after an outage ended another one is logged at
+// debug only: a service that comes and goes logs at most one warning and
+// one info line in that long.
+const flapping = 30 * time.Second
 
 func newOutage(name string, sentinel error, up prometheus.Gauge, log *slog.Logger) *outage {
 	up.Set(1)
@@ -65,7 +72,11 @@ func (o *outage) fail(err error) {
 	}
 	o.since, o.cause = time.Now(), err
 	o.up.Set(0)
-	o.log.Warn(o.name+" unreachable: processing paused until it answers", "err", err)
+	level := slog.LevelWarn
+	if o.quiet = !o.ended.IsZero() && time.Since(o.ended) < flapping; o.quiet {
+		level = slog.LevelDebug
+	}
+	o.log.Log(context.Background(), level, o.name+" unreachable: processing paused until it answers", "err", err)
 }
 
 // ok notes that the service answered, which ends an outage.
@@ -75,8 +86,12 @@ func (o *outage) ok() {
 	if o.since.IsZero() {
 		return
 	}
-	o.log.Info(o.name+" answers again: processing resumed", "outage", time.Since(o.since).Round(time.Millisecond), "cause", o.cause)
-	o.since, o.cause = time.Time{}, nil
+	level := slog.LevelInfo
+	if o.quiet {
+		level = slog.LevelDebug
+	}
+	o.log.Log(context.Background(), level, o.name+" answers again: processing resumed", "outage", time.Since(o.since).Round(time.Millisecond), "cause", o.cause)
+	o.since, o.cause, o.ended = time.Time{}, nil, time.Now()
 	o.up.Set(1)
 }
 
@@ -209,13 +224,39 @@ func registryDown(err error) bool {
 // brokerHooks tell the processor, from its group member's connections,
 // that no broker answers: a connection that cannot be made while no
 // response has arrived for brokerSilence. A cycle waiting on Kafka would
-// tell only once it gives up.
+// tell only once it gives up. (A broker that accepts connections and
+// answers nothing, frozen or cut off, is watch's.)
 type brokerHooks struct{ p *Processor }
 
-// brokerSilence is how long without a response from any broker, with a
-// connection failing, makes an outage. The member hears from the broker
-// at least every heartbeat (a second) while it answers.
-const brokerSilence = 2 * time.Second
+// brokerSilence is how long without a response from any broker makes the
+// processor ask whether Kafka answers. The member hears from the broker at
+// least every heartbeat (a second) while it answers.
+const brokerSilence = 3 * time.Second
+
+// watch asks Kafka, through the client probe, whether it answers when no
+// broker has answered the member for brokerSilence, and counts an outage
+// from when it does not, until ctx ends. It runs beside the loop, which
+// may be waiting on Kafka itself.
+func (p *Processor) watch(ctx context.Context, probe *kgo.Client) {
+	t := time.NewTicker(brokerSilence / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.kafka.down() || time.Since(time.Unix(0, p.lastRead.Load())) < brokerSilence {
+			continue // the loop asks during an outage
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*maxBackoff)
+		err := probe.Ping(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.kafka.fail(fmt.Errorf("no broker answered for %s: %w", brokerSilence, err))
+		}
+	}
+}
 
 func (h brokerHooks) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil && time.Since(time.Unix(0, h.p.lastRead.Load())) > brokerSilence {
@@ -282,6 +323,7 @@ func (p *Processor) recover(ctx context.Context, cause error) error {
 		p.kafka.fail(cause)
 		p.mu.Lock()
 		p.abortPending = true
+		p.renewPending = p.renewPending || p.eos && fenced(cause)
 		p.mu.Unlock()
 	}
 	for tries := 1; ; tries++ {
@@ -336,18 +378,48 @@ func (p *Processor) ping(ctx context.Context) error {
 // committed. It holds mu only between the waits, so that rebalances go on.
 func (p *Processor) rewind(ctx context.Context) error {
 	p.mu.Lock()
-	pending := p.abortPending
+	abort, renew := p.abortPending, p.renewPending
 	p.mu.Unlock()
-	if pending {
-		if err := p.mode.abort(ctx); err != nil {
+	if abort && !renew {
+		err := p.mode.abort(ctx)
+		if p.eos && fenced(err) {
+			renew = true
+		} else if err != nil {
 			return fmt.Errorf("abort after a failed cycle: %w", err)
 		}
+	}
+	if renew {
+		// The broker fenced the producer: nothing of it is open any
+		// more, and its client is no use. The new client is assigned
+		// its partitions afresh, and restores them as it is.
+		p.log.Info("the broker fenced the producer: replacing the group member's client", "group", p.cfg.Group)
+		if err := p.mode.renew(); err != nil {
+			return fmt.Errorf("replace the fenced client: %w", err)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.abortPending, p.renewPending = false, false
+		p.mode.aborted()
+		p.drop(slices.Collect(maps.Keys(p.parts)))
+		clear(p.unrestored)
+		p.dlq, p.derived = nil, nil
+		return nil
+	}
+	if abort {
 		p.mu.Lock()
 		p.abortPending = false
 		p.forget(p.mode.aborted())
 		p.mu.Unlock()
 	}
 	return p.restoreDropped(ctx)
+}
+
+// fenced reports whether err says that the broker fenced the producer: an
+// epoch it bumped (a transaction it timed out, or a newer producer with
+// the same transactional id), which franz-go does not recover from.
+func fenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.InvalidProducerIDMapping)
 }
 
 // forget drops the state of every owned partition, and everything queued

@@ -30,8 +30,10 @@
 // dedupe.go (recognising a retry already applied), coalesce.go (when a key
 // is due), state.go (merging), output.go (the records of due keys),
 // exactlyonce.go and atleastonce.go (the two modes), rebalance.go
-// (assignment, revoke, loss; Assigned and Ready), restore.go (reading state
-// back), partitioner.go (where records land), metrics.go (the Prometheus
+// (assignment, revoke, loss, leaving; Assigned and Ready), restore.go
+// (reading state back), outage.go (riding out an outage of Kafka or of the
+// schema registry: what is transient, back-off, recovering from a failed
+// cycle), partitioner.go (where records land), metrics.go (the Prometheus
 // collectors, built by NewMetrics).
 package processor
 
@@ -147,8 +149,11 @@ type Processor struct {
 	eos     bool         // exactly-once mode: restore reads the pending changelog too
 	mode    deliveryMode // set before the client exists, so rebalance callbacks may call it
 	client  *kgo.Client  // the group member; the mode may wrap it (a GroupTransactSession)
-	metrics *Metrics
-	now     func() time.Time
+	// memberOpts built client: the mode builds a new one from them when
+	// the broker fenced the old one's producer (renew).
+	memberOpts []kgo.Opt
+	metrics    *Metrics
+	now        func() time.Time
 
 	mu      sync.Mutex // held by the loop while it processes, and by rebalance callbacks
 	parts   map[int32]*partition
@@ -175,8 +180,9 @@ type Processor struct {
 	// (resolveSchemas). Run's goroutine only.
 	schemaIDs map[int]bool
 	// abortPending is set when a cycle failed, until the mode has aborted
-	// what it left open. Guarded by mu.
-	abortPending bool
+	// what it left open; renewPending, when the broker fenced the
+	// producer, until the mode has a new client. Guarded by mu.
+	abortPending, renewPending bool
 	// recovering is set from a failed cycle (or a clean abort) until its
 	// partitions are restored; lastRead is when a broker last answered
 	// the member, in Unix nanoseconds (brokerHooks).
@@ -198,8 +204,7 @@ func New(cfg Config) (*Processor, error) {
 		return nil, err
 	}
 	p := newProcessor(cfg)
-	var err error
-	p.client, err = p.mode.newClient(append(append(p.clientOptions(), p.groupOptions()...),
+	p.memberOpts = append(append(p.clientOptions(), p.groupOptions()...),
 		cfg.Compression.ProducerOpt(),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Changes),
@@ -222,8 +227,9 @@ func New(cfg Config) (*Processor, error) {
 		// their next heartbeat: at most a second, when one leaves.
 		kgo.HeartbeatInterval(p.heartbeatInterval()),
 		kgo.WithHooks(brokerHooks{p}),
-	))
-	if err != nil {
+	)
+	var err error
+	if p.client, err = p.mode.newClient(p.memberOpts); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -99,8 +99,11 @@ func TestReadShowsTheWholePath(t *testing.T) {
 		}
 
 		// The commit of a transaction reaches each partition on its own, so
-		// one read may see the update before the changelog's tombstone.
-		tl = e.waitRead(r, key, "the update of e3, nothing pending", func(tl *Timeline) bool { return len(tl.Updates) == 2 && tl.Pending == nil })
+		// one read may see the update before the changelog's tombstone or
+		// before the state it goes with.
+		tl = e.waitRead(r, key, "the update and state of e3, nothing pending", func(tl *Timeline) bool {
+			return len(tl.Updates) == 2 && tl.Pending == nil && tl.State != nil && tl.State.Version == c3.Offset
+		})
 		if tl.Scans.Pending.Records < 2 {
 			t.Errorf("%d changelog records read, want e3's entry and its tombstone", tl.Scans.Pending.Records)
 		}

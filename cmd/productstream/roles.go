@@ -303,8 +303,9 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload 
 	return nil
 }
 
-// runProcessor runs one processor group member until ctx ends; the ops
-// listener is ready while it owns partitions.
+// runProcessor runs one processor group member until ctx ends, through
+// any outage of Kafka or the registry; the ops listener is ready while it
+// owns partitions and they answer it.
 func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topics.Names) error {
 	cfg, svc, log := r.cfg, r.svc, r.log
 	pm, err := processor.NewMetrics(r.ops.reg)

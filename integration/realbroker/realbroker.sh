@@ -2,7 +2,7 @@
 # realbroker.sh - run a REAL Apache Kafka 4.x broker (single combined KRaft
 # node) and a REAL Apicurio Registry 3.x on this machine, without Docker.
 #
-# Usage: realbroker.sh start|start-secured|stop|stop-broker|start-broker|status|env|logs
+# Usage: realbroker.sh start|start-secured|stop|stop-broker|start-broker|pause-broker|resume-broker|status|env|logs
 #
 #   start          resolve (via mvn, cached) and start both; idempotent
 #   start-secured  the same, with the broker's SASL_SSL listener too
@@ -14,10 +14,14 @@
 #                  on a partition, a broker fault no client can clear)
 #   start-broker   start the broker stopped by stop-broker again, on its data,
 #                  and wait until it answers
+#   pause-broker   freeze the broker (SIGSTOP): it accepts connections and
+#                  answers nothing, as a hung or cut-off broker does
+#   resume-broker  let the broker paused by pause-broker go on (SIGCONT)
 #   status         report whether each one is running and answering
 #   env            print the export lines the integration tests read,
 #                  PRODUCTSTREAM_BROKER_CONTROL included (the command the
-#                  tests run with stop-broker or start-broker)
+#                  tests run with stop-broker, start-broker, pause-broker or
+#                  resume-broker)
 #   logs           print the tail of both logs
 #
 # Secured mode: beside the PLAINTEXT listener, the broker listens with
@@ -740,6 +744,14 @@ cmd_start_broker() {
   log "Kafka: ready again, pid $(<"$KAFKA_PID")"
 }
 
+# cmd_signal_broker NAME SIGNAL: send SIGNAL to the running broker.
+cmd_signal_broker() {
+  local what=$1 sig=$2 pid
+  pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK") || die "Kafka is not running"
+  kill -"$sig" "$pid"
+  log "Kafka: $what (pid $pid, SIG$sig)"
+}
+
 cmd_status() {
   local rc=0 pid
   if pid=$(pid_alive "$KAFKA_PID" "$KAFKA_MARK"); then
@@ -776,8 +788,8 @@ cmd_status() {
 }
 
 cmd_env() {
-  # The command the integration tests run, with stop-broker or start-broker,
-  # to ride out an outage of this broker.
+  # The command the integration tests run, with stop-broker and start-broker
+  # or pause-broker and resume-broker, to ride out an outage of this broker.
   printf 'export PRODUCTSTREAM_BROKER_CONTROL=%q\n' \
     "env REALBROKER_DIR=$REALBROKER_DIR REALBROKER_CACHE=$REALBROKER_CACHE KAFKA_VERSION=$KAFKA_VERSION LOG4J_VERSION=$LOG4J_VERSION KAFKA_JAVA=$KAFKA_JAVA KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_SECURED_PORT=$KAFKA_SECURED_PORT bash $(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
   if secured; then
@@ -808,11 +820,13 @@ main() {
     stop) cmd_stop ;;
     stop-broker) cmd_stop_broker ;;
     start-broker) cmd_start_broker ;;
+    pause-broker) cmd_signal_broker paused STOP ;;
+    resume-broker) cmd_signal_broker resumed CONT ;;
     status) cmd_status ;;
     env) cmd_env ;;
     logs) cmd_logs ;;
     *)
-      echo "usage: $0 start|start-secured|stop|stop-broker|start-broker|status|env|logs" >&2
+      echo "usage: $0 start|start-secured|stop|stop-broker|start-broker|pause-broker|resume-broker|status|env|logs" >&2
       exit 2
       ;;
   esac
