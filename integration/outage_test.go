@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,13 +168,48 @@ processor:
 	return cfg, ops
 }
 
+// webhookSinkConfig writes the config of a `productstream sink` that
+// sends the products topic under prefix to hook.
+func webhookSinkConfig(t *testing.T, b backend, prefix string, hook *webhookReceiver) (cfg, ops string) {
+	t.Helper()
+	ops = freeAddr(t)
+	brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
+	cfg = filepath.Join(t.TempDir(), "sink.yaml")
+	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
+  brokers: [%s]
+  topic_prefix: %q
+  partitions: 3
+schema_registry:
+  url: %q
+ops:
+  listen: %q
+sinks:
+  - name: partner
+    type: webhook
+    batch: {linger: 50ms}
+    retry: {initial: 100ms, max: 2s}
+    webhook: {url: %q, secrets: [%q], allow_private: true}
+`, brokers, prefix, b.registry, ops, hook.srv.URL+"/catalog", hook.secret)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secureConfigFile(t, cfg)
+	return cfg, ops
+}
+
 // startMember runs `productstream process` on cfg. The test's end stops it
 // with SIGTERM, and fails when it does not exit cleanly.
 func startMember(t *testing.T, name, cfg, ops string) *member {
 	t.Helper()
+	return startRoleMember(t, "process", name, cfg, ops)
+}
+
+// startRoleMember runs `productstream ROLE` on cfg, as startMember does.
+func startRoleMember(t *testing.T, role, name, cfg, ops string) *member {
+	t.Helper()
 	m := &member{name: name, cfg: cfg, ops: ops, log: &strings.Builder{}, done: make(chan struct{})}
 	m.stderr = &lockedWriter{w: m.log}
-	m.cmd = exec.Command(binary, "process", "--config", cfg)
+	m.cmd = exec.Command(binary, role, "--config", cfg)
 	m.cmd.Stderr = m.stderr
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -528,7 +564,7 @@ func TestBackendProcessorRidesOutBrokerOutage(t *testing.T) {
 			t.Logf("%s not ready %s after the broker was stopped", m.name, time.Since(stopped).Round(time.Millisecond))
 		}
 		time.Sleep(time.Until(stopped.Add(outage)))
-		for _, m := range members {
+		for _, m := range append(slices.Clone(members), runs[0].sink, runs[1].sink) {
 			if m.exited() {
 				t.Fatalf("%s exited during the outage: %v\n%s", m.name, m.err, m.logs())
 			}
@@ -560,6 +596,8 @@ type outageRun struct {
 	names       topics.Names
 	group       string
 	members     []*member
+	sink        *member          // a webhook sink of its products topic
+	hook        *webhookReceiver // where the sink sends
 	load        *changeLoad
 	resumedAt   func() time.Time // when its members applied a change after the outage
 }
@@ -579,6 +617,9 @@ func startOutageRun(t *testing.T, b backend, atLeastOnce bool) *outageRun {
 		a, c := r.members[0].assigned(), r.members[1].assigned()
 		return a > 0 && c > 0 && a+c == 3, fmt.Sprintf("%d and %d partitions", a, c)
 	})
+	r.hook = newWebhookReceiver(t)
+	cfg, ops := webhookSinkConfig(t, b, prefix, r.hook)
+	r.sink = startRoleMember(t, "sink", r.name+" sink", cfg, ops)
 	r.load = startChangeLoad(t, b, r.names, 50, 5, 10*time.Millisecond) // 500 changes a second
 	return r
 }
@@ -651,6 +692,7 @@ func (r *outageRun) check(t *testing.T, b backend, outage time.Duration, back ti
 	if resumed > maxResume {
 		t.Errorf("processing resumed %s after the broker answered again, want within %s", resumed, maxResume)
 	}
+	r.checkSink(t, states, first)
 	for _, m := range r.members {
 		out := m.logs()
 		if strings.Count(out, "kafka unreachable: processing paused") == 0 || strings.Count(out, "kafka answers again: processing resumed") == 0 {
@@ -659,6 +701,50 @@ func (r *outageRun) check(t *testing.T, b backend, outage time.Duration, back ti
 		t.Logf("%s logged:\n%s", m.name, warnings(out))
 		m.terminate(t)
 	}
+}
+
+// checkSink checks that the run's webhook sink rode out the outage too: it
+// did not exit, sent each product's final state last, and sent its first
+// state after the outage within maxResume of the first update written
+// after it (firstUpdate).
+func (r *outageRun) checkSink(t *testing.T, states map[string]schemas.State, firstUpdate time.Time) {
+	t.Helper()
+	var got map[string][]delivery
+	waitFor(t, "the sink to send every product's final state", 2*time.Minute, func() (bool, string) {
+		if r.sink.exited() {
+			t.Fatalf("the sink exited: %v\n%s", r.sink.err, r.sink.logs())
+		}
+		var refused []string
+		got, refused = r.hook.snapshot()
+		if len(refused) > 0 {
+			t.Fatalf("the receiver refused %d requests: %v", len(refused), refused[0])
+		}
+		for id, st := range states {
+			ds := got["ns:"+id]
+			if len(ds) == 0 || ds[len(ds)-1].version != st.Version {
+				return false, fmt.Sprintf("%s: %d deliveries, want the last at version %d", id, len(ds), st.Version)
+			}
+		}
+		return true, ""
+	})
+	var first time.Time
+	for _, ds := range got {
+		for _, d := range ds {
+			if !d.at.Before(firstUpdate) && (first.IsZero() || d.at.Before(first)) {
+				first = d.at
+			}
+		}
+	}
+	if first.IsZero() {
+		t.Fatal("the sink sent nothing after the outage")
+	}
+	t.Logf("the sink sent its first state after the outage %s after the first update; %d products, each ending at its final version",
+		first.Sub(firstUpdate).Round(time.Millisecond), len(got))
+	if d := first.Sub(firstUpdate); d > maxResume {
+		t.Errorf("the sink resumed %s after the first update after the outage, want within %s", d, maxResume)
+	}
+	t.Logf("%s logged:\n%s", r.sink.name, warnings(r.sink.logs()))
+	r.sink.terminate(t)
 }
 
 func sum(counts map[string]int) int {

@@ -465,6 +465,7 @@ type delivery struct {
 	id      string // webhook-id
 	typ     string
 	version int64
+	at      time.Time // when it arrived
 }
 
 func newWebhookReceiver(t *testing.T) *webhookReceiver {
@@ -556,7 +557,7 @@ func (w *webhookReceiver) verify(r *http.Request, body []byte) (delivery, error)
 	default:
 		return delivery{}, fmt.Errorf("type %q with data %s", msg.Type, msg.Data)
 	}
-	return delivery{id: id, typ: msg.Type, version: msg.Version}, nil
+	return delivery{id: id, typ: msg.Type, version: msg.Version, at: time.Now()}, nil
 }
 
 // snapshot copies what was delivered so far.

@@ -219,6 +219,13 @@ func (r *Runner) poll(ctx context.Context) []*kgo.Record {
 		if ctx.Err() != nil {
 			break
 		}
+		if len(out) == 0 {
+			// A poll that returned only errors (the group session lost in
+			// an outage, for one) blocks rebalances like one with records;
+			// with nothing in hand, the member must let the group rejoin,
+			// or the next poll waits for records that never come.
+			r.cl.AllowRebalance()
+		}
 	}
 	return out
 }
