@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/crypto/argon2"
 	"gopkg.in/yaml.v3"
 )
 
@@ -86,16 +86,31 @@ func readFileRef(path string) (string, error) {
 	return s, nil
 }
 
-// fingerprintLen is how many hex digits of the SHA-256 Fingerprint keeps.
+// fingerprintLen is how many hex digits of the derived key Fingerprint
+// keeps.
 const fingerprintLen = 12
 
+// The cost of Fingerprint's key derivation (Argon2id, OWASP's smallest
+// recommended setting): about 30 ms and 19 MiB per fingerprint, so that
+// checking guesses against it is slow.
+const (
+	fingerprintTime   = 2
+	fingerprintMemory = 19 << 10 // KiB
+)
+
+// fingerprintSalt is fixed, so that every process derives the same
+// fingerprint from the same configuration.
+var fingerprintSalt = []byte("productstream configuration fingerprint v1")
+
 // Fingerprint identifies the configuration in force: the first 12 hex
-// digits of the SHA-256 of c with every default applied and every
-// reference expanded, secrets included, so that two processes show the
-// same fingerprint exactly when they run the same configuration. It
-// reveals none of the values, but it is a hash of them: a guess at a weak
-// secret can be checked against it, so serve it where the configuration's
-// readers are trusted (the operations listener).
+// digits of an Argon2id key derived from c with every default applied and
+// every reference expanded, secrets included, so that two processes show
+// the same fingerprint exactly when they run the same configuration. It
+// reveals none of the values; because it depends on them, the derivation
+// is deliberately slow (fingerprintTime, fingerprintMemory), so that the
+// fingerprint cannot serve to try guesses at a weak secret at any useful
+// speed. Serve it where the configuration's readers are trusted all the
+// same (the operations listener).
 func (c *Config) Fingerprint() string {
 	data, err := yaml.Marshal(c)
 	if err != nil {
@@ -103,6 +118,6 @@ func (c *Config) Fingerprint() string {
 		// error, and a fingerprint that matches nothing says so.
 		return "unmarshalable"
 	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])[:fingerprintLen]
+	key := argon2.IDKey(data, fingerprintSalt, fingerprintTime, fingerprintMemory, 1, fingerprintLen/2)
+	return hex.EncodeToString(key)
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // writeFile writes content to name under dir and returns its path.
@@ -183,5 +187,21 @@ func TestFingerprintIsOfTheEffectiveConfiguration(t *testing.T) {
 	}
 	if a, b := Demo().Fingerprint(), Demo().Fingerprint(); a != b {
 		t.Errorf("one configuration, two fingerprints: %s and %s", a, b)
+	}
+	// Not a fast hash of the values, which would let guesses at the
+	// secret be checked at speed.
+	data, err := yaml.Marshal(parse(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(data); strings.HasPrefix(hex.EncodeToString(sum[:]), parse(base).Fingerprint()) {
+		t.Error("the fingerprint is a SHA-256 prefix of the configuration")
+	}
+}
+
+func BenchmarkFingerprint(b *testing.B) {
+	cfg := Demo()
+	for b.Loop() {
+		cfg.Fingerprint()
 	}
 }

@@ -72,7 +72,7 @@ func newConfigMetrics(reg prometheus.Registerer) (*configMetrics, error) {
 	m := &configMetrics{
 		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "productstream_config_info",
-			Help: "1, labelled with the fingerprint of the configuration in force: a SHA-256 prefix of it, secrets included, so that replicas running the same configuration show the same hash.",
+			Help: "1, labelled with the fingerprint of the configuration in force: a slow (Argon2id) hash of it, secrets included, so that replicas running the same configuration show the same hash and guesses at a secret cannot be checked against it at speed.",
 		}, []string{"hash"}),
 		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "productstream_config_load_timestamp_seconds",
