@@ -338,3 +338,37 @@ sources:
 		t.Fatalf("the replaced secret: %d %v, want 401", status, err)
 	}
 }
+
+// The roles that reload nothing (process and sink) keep running on SIGHUP,
+// which would otherwise end them, and log that a changed configuration
+// needs their restart: one SIGHUP sent to every process after a change
+// stops none of them.
+func TestSIGHUPLeavesTheOtherRolesRunning(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		prefix := uniquePrefix(t)
+		cfg, ops := memberConfig(t, b, prefix, prefix+"processor", "hup", false, false)
+		proc := startMember(t, "process", cfg, ops)
+		hook := newWebhookReceiver(t)
+		cfg, ops = webhookSinkConfig(t, b, prefix, hook)
+		snk := startRoleMember(t, "sink", "sink", cfg, ops)
+		for _, m := range []*member{proc, snk} {
+			waitFor(t, m.name+" ready", time.Minute, func() (bool, string) { return m.ready() })
+			if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, m.name+" to log the SIGHUP", 10*time.Second, func() (bool, string) {
+				if m.exited() {
+					t.Fatalf("%s exited on SIGHUP: %v\n%s", m.name, m.err, m.logs())
+				}
+				return strings.Contains(m.logs(), "reloads nothing; restart it to apply a changed configuration"), ""
+			})
+		}
+		time.Sleep(500 * time.Millisecond)
+		for _, m := range []*member{proc, snk} {
+			if ok, saw := m.ready(); !ok || m.exited() {
+				t.Errorf("%s after SIGHUP: ready %v (%s), exited %v", m.name, ok, saw, m.exited())
+			}
+			m.terminate(t)
+		}
+	})
+}

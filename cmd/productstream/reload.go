@@ -61,6 +61,34 @@ func newReloader(cfg *config.Config, needs config.Needs, log *slog.Logger) *relo
 	return rl
 }
 
+// ignoreHangup keeps a role that reloads nothing (process, sink, console)
+// running on SIGHUP, which would otherwise end it, and logs that a changed
+// configuration needs a restart of it: one SIGHUP sent to every pod or
+// process after a change must not stop the ones that cannot reload. The
+// returned func stops it.
+func ignoreHangup(ctx context.Context, log *slog.Logger, role string) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP: the "+role+" role reloads nothing; restart it to apply a changed configuration", "component", "config")
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
+}
+
 // configMetrics describe the configuration in force and its reloads.
 type configMetrics struct {
 	info     *prometheus.GaugeVec

@@ -142,6 +142,9 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 	if err != nil {
 		return err
 	}
+	if name != "ingest" { // the ingest role's reloader takes SIGHUP
+		defer ignoreHangup(ctx, log, name)()
+	}
 	run, err := build(cfg, log)
 	if err != nil {
 		return err

@@ -199,6 +199,7 @@ func runSinkCommand(ctx context.Context, args []string) error {
 	if len(cfg.Sinks) == 0 {
 		return errors.New("the config has no sinks")
 	}
+	defer ignoreHangup(ctx, log, "sink")()
 	svc, err := newServices(cfg, log)
 	if err != nil {
 		return err
