@@ -138,8 +138,6 @@ type member struct {
 // prefix (3 partitions), exactly once unless atLeastOnce.
 func memberConfig(t *testing.T, b backend, prefix, group, name string, static, atLeastOnce bool) (cfg, ops string) {
 	t.Helper()
-	ops = freeAddr(t)
-	brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
 	instance := ""
 	if static {
 		instance = fmt.Sprintf("  instance_id: %q\n", name)
@@ -147,6 +145,34 @@ func memberConfig(t *testing.T, b backend, prefix, group, name string, static, a
 	if atLeastOnce {
 		instance += "  exactly_once: false\n"
 	}
+	return roleConfig(t, b, prefix, name, fmt.Sprintf(`processor:
+  group: %q
+  quiet_period: 200ms
+  max_delay: 2s
+%s`, group, instance))
+}
+
+// webhookSinkConfig writes the config of a `productstream sink` that
+// sends the products topic under prefix to hook.
+func webhookSinkConfig(t *testing.T, b backend, prefix string, hook *webhookReceiver) (cfg, ops string) {
+	t.Helper()
+	return roleConfig(t, b, prefix, "sink", fmt.Sprintf(`sinks:
+  - name: partner
+    type: webhook
+    batch: {linger: 50ms}
+    retry: {initial: 100ms, max: 2s}
+    webhook: {url: %q, secrets: [%q], allow_private: true}
+`, hook.srv.URL+"/catalog", hook.secret))
+}
+
+// roleConfig writes the config file name.yaml of a role on b's topics under
+// prefix (3 partitions), with an operations listener of its own, and the
+// role's own sections (rest) after those; it returns the file and the
+// listener's address.
+func roleConfig(t *testing.T, b backend, prefix, name, rest string) (cfg, ops string) {
+	t.Helper()
+	ops = freeAddr(t)
+	brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
 	cfg = filepath.Join(t.TempDir(), name+".yaml")
 	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
   brokers: [%s]
@@ -156,40 +182,7 @@ schema_registry:
   url: %q
 ops:
   listen: %q
-processor:
-  group: %q
-  quiet_period: 200ms
-  max_delay: 2s
-%s`, brokers, prefix, b.registry, ops, group, instance)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secureConfigFile(t, cfg)
-	return cfg, ops
-}
-
-// webhookSinkConfig writes the config of a `productstream sink` that
-// sends the products topic under prefix to hook.
-func webhookSinkConfig(t *testing.T, b backend, prefix string, hook *webhookReceiver) (cfg, ops string) {
-	t.Helper()
-	ops = freeAddr(t)
-	brokers := `"` + strings.Join(strings.Split(b.brokers, ","), `", "`) + `"`
-	cfg = filepath.Join(t.TempDir(), "sink.yaml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
-  brokers: [%s]
-  topic_prefix: %q
-  partitions: 3
-schema_registry:
-  url: %q
-ops:
-  listen: %q
-sinks:
-  - name: partner
-    type: webhook
-    batch: {linger: 50ms}
-    retry: {initial: 100ms, max: 2s}
-    webhook: {url: %q, secrets: [%q], allow_private: true}
-`, brokers, prefix, b.registry, ops, hook.srv.URL+"/catalog", hook.secret)), 0o600)
+%s`, brokers, prefix, b.registry, ops, rest)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
