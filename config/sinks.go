@@ -60,6 +60,11 @@ type SinkOpenSearch struct {
 	Index    string `yaml:"index"`
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// RefreshInterval is how often OpenSearch makes what the sink wrote
+	// visible to searches (index.refresh_interval) on every generation
+	// (default: OpenSearch's own, 1s; 100ms to 1h). Shorter is fresher
+	// and costs OpenSearch more work per write.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
 }
 
 // SinkPostgres writes rows to a PostgreSQL table.
@@ -235,6 +240,9 @@ func (s *Sink) validateBackend(f string, errs *fieldErrors) {
 		}
 		if !indexPattern.MatchString(s.OpenSearch.Index) {
 			bad(f+".opensearch.index", "%q must be lower-case letters, digits, '_' or '-'", s.OpenSearch.Index)
+		}
+		if r := s.OpenSearch.RefreshInterval; r != 0 && (r < 100*time.Millisecond || r > time.Hour) {
+			bad(f+".opensearch.refresh_interval", "%s: want 100ms to 1h (or unset: OpenSearch's default)", r)
 		}
 	case s.Postgres != nil:
 		if s.Postgres.DSN == "" {

@@ -55,6 +55,7 @@ sinks:
 		{"block of another type", `[{name: a, type: redis, redis: {addr: "h:1"}, postgres: {dsn: x}}]`, "sinks[0].postgres"},
 		{"unknown from", `[{name: a, from: products2, type: redis, redis: {addr: "h:1"}}]`, "sinks[0].from"},
 		{"bad index", `[{name: a, type: opensearch, opensearch: {urls: ["http://h:9200"], index: "Upper"}}]`, "sinks[0].opensearch.index"},
+		{"refresh too short", `[{name: a, type: opensearch, opensearch: {urls: ["http://h:9200"], refresh_interval: 10ms}}]`, "sinks[0].opensearch.refresh_interval"},
 		{"bad table", `[{name: a, type: postgres, postgres: {dsn: x, table: "drop table;"}}]`, "sinks[0].postgres.table"},
 		{"url with credentials", `[{name: a, type: opensearch, opensearch: {urls: ["http://u:p@h:9200"]}}]`, "sinks[0].opensearch.urls[0]"},
 		{"webhook not http", `[{name: a, type: webhook, webhook: {url: "file:///etc/passwd", secrets: ["whsec_abcd"]}}]`, "sinks[0].webhook.url"},

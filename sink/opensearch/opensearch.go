@@ -42,6 +42,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +66,9 @@ type Sink struct {
 	api   *opensearchapi.Client
 	alias string
 	log   *slog.Logger
+	// refresh is every generation's index.refresh_interval; 0: OpenSearch's
+	// default.
+	refresh time.Duration
 }
 
 var (
@@ -119,7 +123,7 @@ func New(ctx context.Context, cfg config.SinkOpenSearch, log *slog.Logger) (*Sin
 	// Bulk partial failures are read item by item in Write: the v4 client
 	// does not turn them into an error.
 	api := opensearchapi.NewFromClient(&opensearch.Client{Transport: tp})
-	s := &Sink{api: api, alias: cfg.Index, log: log.With("backend", "opensearch", "index", cfg.Index)}
+	s := &Sink{api: api, alias: cfg.Index, log: log.With("backend", "opensearch", "index", cfg.Index), refresh: cfg.RefreshInterval}
 	live, err := s.prepare(ctx)
 	if err != nil {
 		_ = api.Close()
@@ -128,6 +132,28 @@ func New(ctx context.Context, cfg config.SinkOpenSearch, log *slog.Logger) (*Sin
 	s.log.Info("opensearch sink ready", "live_generation", live)
 	return s, nil
 }
+
+// applyRefresh sets the configured refresh interval on the generations
+// that exist (the template gives it to the ones created later), so that a
+// changed refresh_interval applies at the sink's next start.
+func (s *Sink) applyRefresh(ctx context.Context, gens []int) error {
+	if s.refresh == 0 || len(gens) == 0 {
+		return nil
+	}
+	indexes := make([]string, len(gens))
+	for i, g := range gens {
+		indexes[i] = s.genIndex(g)
+	}
+	body, err := json.Marshal(map[string]any{"index.refresh_interval": refreshSetting(s.refresh)})
+	if err != nil {
+		return fmt.Errorf("refresh interval: %w", err)
+	}
+	resp, err := s.api.Indices.Settings.Put(ctx, opensearchapi.SettingsPutReq{Indices: indexes, Body: bytes.NewReader(body)})
+	return check(ctx, "put refresh interval", resp.Inspect().Response, err)
+}
+
+// refreshSetting writes d as OpenSearch's time unit value.
+func refreshSetting(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + "ms" }
 
 // newTransport is the HTTP transport of one Sink: bounded dials, pooled
 // keep-alive connections, closed with the Sink.
@@ -164,6 +190,9 @@ func (s *Sink) prepare(ctx context.Context) (int, error) {
 	}
 	st, err := s.state(ctx)
 	if err != nil {
+		return 0, err
+	}
+	if err := s.applyRefresh(ctx, st.all); err != nil {
 		return 0, err
 	}
 	if st.live != 0 {

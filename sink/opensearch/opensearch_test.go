@@ -325,6 +325,62 @@ func TestMappingMakesTypedFieldsSearchable(t *testing.T) {
 	}
 }
 
+// refresh_interval is set on generation 1 when the sink creates it, on the
+// generations that exist when a sink starts with another one, and on the
+// generations created later; a written document becomes searchable without
+// an explicit refresh.
+func TestRefreshInterval(t *testing.T) {
+	a := backend(t)
+	index := uniqueIndex("refresh")
+	refreshOf := func(gen string) string {
+		t.Helper()
+		var got map[string]struct {
+			Settings struct {
+				Index struct {
+					RefreshInterval string `json:"refresh_interval"`
+				} `json:"index"`
+			} `json:"settings"`
+		}
+		a.ok(http.MethodGet, "/"+gen+"/_settings", nil, &got)
+		return got[gen].Settings.Index.RefreshInterval
+	}
+	openWith := func(d time.Duration) *Sink {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s, err := New(ctx, config.SinkOpenSearch{URLs: []string{a.base}, Index: index, RefreshInterval: d}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	t.Cleanup(func() { a.dropFamily(index) })
+	s := openWith(250 * time.Millisecond)
+	if got := refreshOf(index + "-g1"); got != "250ms" {
+		t.Fatalf("generation 1: refresh_interval %q, want 250ms", got)
+	}
+	write(t, s, sinktest.Product("1", 1, "9.99"))
+	waitSearchable := time.Now().Add(10 * time.Second)
+	for a.count(index) != 1 {
+		if time.Now().After(waitSearchable) {
+			t.Fatal("the document never became searchable by itself")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s = openWith(500 * time.Millisecond)
+	if got := refreshOf(index + "-g1"); got != "500ms" {
+		t.Errorf("after a start with 500ms, generation 1 has %q", got)
+	}
+	ctx := context.Background()
+	if err := s.Begin(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := refreshOf(index + "-g2"); got != "500ms" {
+		t.Errorf("a generation begun later has %q, want 500ms", got)
+	}
+}
+
 // A deleted key is a marker hidden by the filtered alias, still read by
 // Held (which reads the live index, not the alias).
 func TestDeletedHiddenByAliasButHeld(t *testing.T) {

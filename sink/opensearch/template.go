@@ -15,9 +15,17 @@ const templatePriority = 1000
 // template is the index template every generation <index>-g<N> is created
 // from: one shard, no replica (raise index.number_of_replicas later on the
 // template and the live index with PUT _settings: it is a dynamic setting),
+// the configured refresh interval, if any,
 // and an explicit mapping with dynamic: false, so fields not listed here
 // are kept in _source but never indexed.
 func (s *Sink) template() map[string]any {
+	settings := map[string]any{
+		"index.number_of_shards":   1,
+		"index.number_of_replicas": 0,
+	}
+	if s.refresh != 0 {
+		settings["index.refresh_interval"] = refreshSetting(s.refresh)
+	}
 	keyword := map[string]any{"type": "keyword"}
 	price := map[string]any{"type": "scaled_float", "scaling_factor": 100}
 	stored := map[string]any{"type": "keyword", "index": false, "doc_values": false}
@@ -25,10 +33,7 @@ func (s *Sink) template() map[string]any {
 		"index_patterns": []string{s.alias + "-g*"},
 		"priority":       templatePriority + len(s.alias),
 		"template": map[string]any{
-			"settings": map[string]any{
-				"index.number_of_shards":   1,
-				"index.number_of_replicas": 0,
-			},
+			"settings": settings,
 			"mappings": map[string]any{
 				"dynamic": false,
 				"properties": map[string]any{
