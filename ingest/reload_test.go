@@ -14,14 +14,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/config"
-	"github.com/productstream/productstream/kafka"
-	"github.com/productstream/productstream/schemas"
 )
 
 // swapEdge is an edge on a loopback port, producing to an in-process
@@ -53,26 +47,9 @@ func (o *outcomes) last() Delivery {
 
 func startSwapEdge(t *testing.T, cfgs []config.Source) *swapEdge {
 	t.Helper()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
-	serde := schemas.NewSerde(rcl)
-	if err := serde.Register(context.Background(), map[schemas.Kind][]string{schemas.KindChange: {testTopic}, schemas.KindEvent: {testEventsTopic}}); err != nil {
-		t.Fatal(err)
-	}
+	_, _, cl, out := testOutput(t, 5*time.Second)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cl, err := kgo.NewClient(append(kafka.ClientOptions(cluster.ListenAddrs(), log), ProducerOptions(5*time.Second)...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
 	obs := &outcomes{}
-	out := Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
 	edge := New(buildSources(t, cfgs), out, WithLogger(log), WithObserver(obs))
 	addr, _ := serveOn(t, edge.Handler(), edgeListener(5*time.Second))
 	return &swapEdge{url: "http://" + addr, edge: edge, adm: kadm.NewClient(cl), obs: obs}

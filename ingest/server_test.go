@@ -78,6 +78,26 @@ func startEdgeOn(t *testing.T, lc ListenerConfig, cfgs []config.Source, deps Dep
 // fixture providers to the built-in ones).
 func startEdgeFrom(t *testing.T, provs registry, lc ListenerConfig, cfgs []config.Source, deps Deps, produceTimeout time.Duration, opts ...Option) *fixture {
 	t.Helper()
+	cluster, serde, cl, out := testOutput(t, produceTimeout)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if deps.Log == nil {
+		deps.Log = log
+	}
+	sources, err := provs.newSources(cfgs, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := New(sources, out, append([]Option{WithLogger(log), WithProduceTimeout(produceTimeout)}, opts...)...)
+	addr, events := serveOn(t, edge.Handler(), lc)
+	return &fixture{t: t, cluster: cluster, url: "http://" + addr, adm: kadm.NewClient(cl), serde: serde, client: cl,
+		src: sources[0], events: events}
+}
+
+// testOutput is an in-process broker with the test topics, a registry
+// with their schemas, and the edge's Output to them through a producer
+// built as the role builds it.
+func testOutput(t *testing.T, produceTimeout time.Duration) (*kfake.Cluster, *schemas.Serde, *kgo.Client, Output) {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, testTopic, testEventsTopic))
 	if err != nil {
 		t.Fatal(err)
@@ -96,18 +116,7 @@ func startEdgeFrom(t *testing.T, provs registry, lc ListenerConfig, cfgs []confi
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	if deps.Log == nil {
-		deps.Log = log
-	}
-	sources, err := provs.newSources(cfgs, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
-	edge := New(sources, out, append([]Option{WithLogger(log), WithProduceTimeout(produceTimeout)}, opts...)...)
-	addr, events := serveOn(t, edge.Handler(), lc)
-	return &fixture{t: t, cluster: cluster, url: "http://" + addr, adm: kadm.NewClient(cl), serde: serde, client: cl,
-		src: sources[0], events: events}
+	return cluster, serde, cl, Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
 }
 
 // breakProduce makes the broker refuse every produce request, as when Kafka
