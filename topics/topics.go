@@ -6,7 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -100,14 +104,17 @@ func (s Spec) configs(family string) map[string]*string {
 // EnsurePending creates a processor group's pending changelog if missing,
 // compacted and with as many partitions as the changes topic.
 func EnsurePending(ctx context.Context, adm *kadm.Client, n Names, group string, spec Spec) error {
-	details, err := adm.ListTopics(ctx, n.Changes)
+	topic := n.Pending(group)
+	details, err := describe(ctx, adm, n.Changes, topic)
 	if err != nil {
 		return fmt.Errorf("describe %s: %w", n.Changes, err)
 	}
-	if err := details.Error(); err != nil {
+	if err := details[n.Changes].Err; err != nil {
 		return fmt.Errorf("describe %s: %w", n.Changes, err)
 	}
-	topic := n.Pending(group)
+	if details[topic].Err == nil {
+		return nil // created by Ensure, or by an earlier start
+	}
 	resp, err := adm.CreateTopic(ctx, int32(len(details[n.Changes].Partitions)), spec.ReplicationFactor, spec.configs("pending"), topic)
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
@@ -123,11 +130,18 @@ func EnsurePending(ctx context.Context, adm *kadm.Client, n Names, group string,
 // then live on another partition number than its changes.
 var ErrPartitionMismatch = errors.New("changes and state topics have different partition counts")
 
-// Ensure creates any missing topic with its configuration and checks that
-// the changes topic and every state topic are co-partitioned (the JSON
-// topics, keyed otherwise, need not be). Existing topics are left as they
-// are.
-func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
+// Ensure creates any missing topic with its configuration, and the
+// pending changelog of each of groups (as EnsurePending does), and checks
+// that the changes topic and every state topic are co-partitioned (the
+// JSON topics, keyed otherwise, need not be). Existing topics are left as
+// they are.
+//
+// It asks the broker once which topics exist, so that a start on topics
+// that exist costs one round trip; it creates the missing ones at once,
+// one request per distinct configuration, and returns once every
+// partition of theirs has a leader that answers for it, so that the
+// clients that use them next find them.
+func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec, groups ...string) error {
 	configs := map[string]map[string]*string{
 		n.Changes:    spec.configs("changes"),
 		n.Updates:    spec.configs("updates"),
@@ -141,41 +155,188 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, spec Spec) error {
 		configs[topic] = spec.configs("products")
 		state = append(state, topic)
 	}
-	for topic, cfg := range configs {
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, spec.ReplicationFactor, cfg, topic)
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", topic, resp.Err)
+	all := slices.Sorted(maps.Keys(configs))
+	for _, g := range groups {
+		all = append(all, n.Pending(g))
+	}
+	details, err := describe(ctx, adm, all...)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	partitions := map[string]int32{} // of the topics that exist
+	for topic, d := range details {
+		if d.Err == nil {
+			partitions[topic] = int32(len(d.Partitions))
 		}
 	}
-	// Topics just created may not be in the metadata yet (KRaft
-	// propagates it asynchronously): ask again briefly before giving up.
+	exists := func(topic string) bool {
+		d, listed := details[topic]
+		return listed && !errors.Is(d.Err, kerr.UnknownTopicOrPartition)
+	}
+	// The pending changelogs have as many partitions as changes, which
+	// is created with spec.Partitions when it is missing.
+	pendingCount, known := partitions[n.Changes]
+	if !exists(n.Changes) {
+		pendingCount, known = spec.Partitions, true
+	}
 	var (
-		details kadm.TopicDetails
-		err     error
+		missing []creation
+		waitFor []string // the topics created, and those without a leader yet
 	)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		details, err = adm.ListTopics(ctx, state...)
-		if err == nil {
-			err = details.Error()
+	for _, topic := range all {
+		if _, ok := partitions[topic]; ok {
+			continue
 		}
-		if err == nil || time.Now().After(deadline) || !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, kerr.LeaderNotAvailable) {
+		_, ours := configs[topic]
+		if !ours && !known {
+			continue // a pending changelog, left to EnsurePending
+		}
+		waitFor = append(waitFor, topic)
+		if exists(topic) {
+			continue // without a leader yet
+		}
+		c := creation{topic: topic, partitions: spec.Partitions, configs: configs[topic]}
+		if !ours {
+			c.partitions, c.configs = pendingCount, spec.configs("pending")
+		}
+		missing = append(missing, c)
+	}
+	if len(waitFor) == 0 {
+		return coPartitioned(n, state, partitions)
+	}
+	if err := create(ctx, adm, spec.ReplicationFactor, missing); err != nil {
+		return err
+	}
+	// Topics just created may not be in the metadata yet (KRaft
+	// propagates it asynchronously), and a broker lists a partition's
+	// leader before it has made the partition: ask again briefly before
+	// giving up, until every partition answers a ListOffsets.
+	wait := 10 * time.Millisecond
+	for deadline := time.Now().Add(10 * time.Second); ; wait = min(2*wait, 50*time.Millisecond) {
+		details, err = describe(ctx, adm, waitFor...)
+		if err == nil {
+			err = led(details)
+		}
+		if err == nil {
+			var ends kadm.ListedOffsets
+			if ends, err = adm.ListEndOffsets(ctx, waitFor...); err == nil {
+				err = ends.Error()
+			}
+		}
+		if err == nil || time.Now().After(deadline) || !errors.Is(err, kerr.UnknownTopicOrPartition) &&
+			!errors.Is(err, kerr.LeaderNotAvailable) && !errors.Is(err, kerr.NotLeaderForPartition) {
 			break
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("describe topics: %w", err)
 	}
-	pc := len(details[n.Changes].Partitions)
+	for topic, d := range details {
+		partitions[topic] = int32(len(d.Partitions))
+	}
+	return coPartitioned(n, state, partitions)
+}
+
+// creation is a topic that Ensure creates.
+type creation struct {
+	topic      string
+	partitions int32
+	configs    map[string]*string
+}
+
+// create creates the topics, one request per distinct partition count and
+// configuration, all at once. A topic that exists meanwhile (created by
+// another process starting too) is no error.
+func create(ctx context.Context, adm *kadm.Client, replicationFactor int16, topics []creation) error {
+	type batch struct {
+		partitions int32
+		configs    map[string]*string
+		topics     []string
+	}
+	var batches []*batch
+	byKey := map[string]*batch{}
+	for _, c := range topics {
+		key := fmt.Sprint(c.partitions, configKey(c.configs))
+		b := byKey[key]
+		if b == nil {
+			b = &batch{partitions: c.partitions, configs: c.configs}
+			byKey[key] = b
+			batches = append(batches, b)
+		}
+		b.topics = append(b.topics, c.topic)
+	}
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() {
+			resps, err := adm.CreateTopics(ctx, b.partitions, replicationFactor, b.configs, b.topics...)
+			if err != nil {
+				errs[i] = fmt.Errorf("create topics %s: %w", strings.Join(b.topics, ", "), err)
+				return
+			}
+			for _, topic := range b.topics {
+				if r := resps[topic]; r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+					errs[i] = errors.Join(errs[i], fmt.Errorf("create topic %s: %w", topic, r.Err))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// configKey is a canonical text of configs, to tell equal ones.
+func configKey(configs map[string]*string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(configs)) {
+		fmt.Fprintf(&b, "%q=", k)
+		if v := configs[k]; v != nil {
+			fmt.Fprintf(&b, "%q", *v)
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// describe is the broker's metadata of topics, asked now. kadm answers
+// ListTopics from its client's metadata cache, which keeps an answer, an
+// error for a topic just created included, for the client's minimum
+// metadata age (5 s by default); asking for the authorized operations too
+// makes it send the request, since the cache does not hold them.
+func describe(ctx context.Context, adm *kadm.Client, topics ...string) (kadm.TopicDetails, error) {
+	return adm.ListTopics(kadm.WithAuthorizedOps(ctx), topics...)
+}
+
+// led is the first error of details, a topic's or a partition's, or
+// LeaderNotAvailable for a partition without a leader.
+func led(details kadm.TopicDetails) error {
+	if err := details.Error(); err != nil {
+		return err
+	}
+	for _, d := range details {
+		for _, p := range d.Partitions {
+			if p.Err != nil {
+				return p.Err
+			}
+			if p.Leader < 0 {
+				return kerr.LeaderNotAvailable
+			}
+		}
+	}
+	return nil
+}
+
+// coPartitioned checks that every state topic has as many partitions as
+// changes.
+func coPartitioned(n Names, state []string, partitions map[string]int32) error {
+	pc := partitions[n.Changes]
 	for _, topic := range state[1:] {
-		if pp := len(details[topic].Partitions); pp != pc {
+		if pp := partitions[topic]; pp != pc {
 			return fmt.Errorf("%w: %s has %d, %s has %d", ErrPartitionMismatch, n.Changes, pc, topic, pp)
 		}
 	}

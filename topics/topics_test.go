@@ -123,3 +123,40 @@ func TestEnsureLeavesJSONTopicsOutOfCoPartitioning(t *testing.T) {
 		t.Fatalf("a state topic of 2 partitions: %v, want ErrPartitionMismatch", err)
 	}
 }
+
+// Ensure creates the pending changelog of each group it is given with the
+// other topics: compacted, with as many partitions as an existing changes
+// topic (not Spec.Partitions).
+func TestEnsureCreatesPendingChangelogs(t *testing.T) {
+	n := For("p.")
+	seed := map[string]int32{n.Changes: 5}
+	for _, topic := range n.Resources() {
+		seed[topic] = 5
+	}
+	adm := newAdmin(t, seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := Ensure(ctx, adm, n, Spec{Partitions: 3, ReplicationFactor: -1}, "g1", "g2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{n.Pending("g1"), n.Pending("g2")} {
+		details, err := adm.ListTopics(ctx, topic)
+		if err != nil || details.Error() != nil {
+			t.Fatalf("list %s: %v %v", topic, err, details.Error())
+		}
+		if got := len(details[topic].Partitions); got != 5 {
+			t.Fatalf("%s has %d partitions, want 5", topic, got)
+		}
+		if v, _ := topicConfig(t, adm, topic, "cleanup.policy"); v != "compact" {
+			t.Fatalf("%s cleanup.policy = %q, want compact", topic, v)
+		}
+	}
+	// Run again on what exists, it creates nothing and checks as before.
+	if err := Ensure(ctx, adm, n, Spec{Partitions: 3, ReplicationFactor: -1}, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsurePending(ctx, adm, n, "g1", Spec{Partitions: 3, ReplicationFactor: -1}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -158,42 +158,70 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 		return err
 	}
 	defer stop()
-	serde, names, err := prepare(ctx, cfg, r.svc, log)
+	var groups []string
+	if name == "process" && *cfg.Processor.ExactlyOnce {
+		// Created with the other topics, its partitions have leaders
+		// by the time the processor restores them.
+		groups = []string{cfg.Processor.Group}
+	}
+	serde, names, err := prepare(ctx, cfg, r.svc, log, groups...)
 	if err != nil {
 		return err
 	}
 	return run(ctx, r, serde, names)
 }
 
-// prepare creates missing topics and registers the schemas, retrying while
-// the broker or the registry is not reachable yet (they may start later).
-// It stops at once on a security error, which retrying does not fix:
-// credentials refused, an untrusted certificate, a mechanism the broker
-// does not enable, TLS on one side only.
-func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Logger) (*schemas.Serde, topics.Names, error) {
+// prepare creates missing topics (and the pending changelog of each of
+// groups, a processor group's) and registers the schemas, at once, since
+// neither waits for the other; it retries while the broker or the registry
+// is not reachable yet (they may start later). It stops at once on a
+// security error, which retrying does not fix: credentials refused, an
+// untrusted certificate, a mechanism the broker does not enable, TLS on
+// one side only.
+func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Logger, groups ...string) (*schemas.Serde, topics.Names, error) {
+	start := time.Now()
 	names := topics.For(cfg.Kafka.TopicPrefix)
 	if err := svc.check(ctx); err != nil {
 		return nil, names, err
 	}
+	checked := time.Since(start)
 	reg, err := svc.registry.NewClient()
 	if err != nil {
 		return nil, names, err
 	}
 	serde := schemas.NewSerde(reg)
-	cl, err := kgo.NewClient(svc.kafkaOpts(log)...)
+	// Retries back off from 10 ms, not franz-go's 250: a partition just
+	// created answers NOT_LEADER_FOR_PARTITION for a few milliseconds
+	// (topics.Ensure waits for it), and a broker not up yet is retried
+	// by the loop below.
+	cl, err := kgo.NewClient(append(svc.kafkaOpts(log), kgo.RetryBackoffFn(func(tries int) time.Duration {
+		return min(10*time.Millisecond<<min(tries, 7), time.Second)
+	}))...)
 	if err != nil {
 		return nil, names, fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	spec := topicSpec(cfg)
+	var topicsTook, schemasTook time.Duration
 	for wait := 500 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
-		err = topics.Ensure(ctx, adm, names, spec)
+		var registered error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.Now()
+			registered = serde.Register(ctx, names.ByKind())
+			schemasTook = time.Since(t)
+		}()
+		t := time.Now()
+		err = topics.Ensure(ctx, adm, names, spec, groups...)
+		topicsTook = time.Since(t)
+		<-done
 		if err == nil {
-			err = serde.Register(ctx, names.ByKind())
+			err = registered
 		}
 		if err == nil || errors.Is(err, topics.ErrPartitionMismatch) {
-			return serde, names, err
+			break
 		}
 		if serr := svc.securityError(ctx, err); serr != nil {
 			return nil, names, serr
@@ -205,6 +233,12 @@ func prepare(ctx context.Context, cfg *config.Config, svc services, log *slog.Lo
 		case <-time.After(wait):
 		}
 	}
+	if err != nil {
+		return serde, names, err
+	}
+	log.Info("topics and schemas in place", "took", time.Since(start).Round(time.Millisecond),
+		"check", checked.Round(time.Millisecond), "topics", topicsTook.Round(time.Millisecond), "schemas", schemasTook.Round(time.Millisecond))
+	return serde, names, nil
 }
 
 // serveIngest runs the HTTP edge on listen until ctx ends, then drains:

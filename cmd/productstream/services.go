@@ -58,12 +58,16 @@ func (s services) kafkaOpts(log *slog.Logger) []kgo.Opt {
 // security error that stops the role (wrong credentials, an untrusted
 // certificate, a mechanism the broker does not enable, TLS on one side
 // only); nil when both answer or fail for another reason, which is
-// retried.
+// retried. It asks both at once.
 func (s services) check(ctx context.Context) error {
-	if err := s.kafka.Check(ctx); err != nil {
-		return err
+	registry := make(chan error, 1)
+	go func() { registry <- s.registry.Check(ctx) }()
+	kerr := s.kafka.Check(ctx)
+	rerr := <-registry
+	if kerr != nil {
+		return kerr
 	}
-	return s.registry.Check(ctx)
+	return rerr
 }
 
 // securityError is the security error err, from a client of s, stands
