@@ -29,7 +29,7 @@ var startupMilestones = []struct{ name, msg string }{
 // time from launch to assigned is logged with the median, and where it
 // went, from the member's log: performance is reported here, never
 // asserted.
-func TestStartup(t *testing.T) {
+func TestBackendStartup(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
 		t.Run("new-topics", func(t *testing.T) {
 			var runs []startupRun
