@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// startupLaunches is how many times TestStartup launches a member in each
+// startupLaunches is how many times TestBackendStartup launches a member in each
 // case.
 const startupLaunches = 5
 
