@@ -71,7 +71,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopOps()
-	serde, _, err := prepare(ctx, cfg, svc, log)
+	serde, _, err := prepare(ctx, cfg, svc, log, pendingGroups(cfg)...)
 	if err != nil {
 		return err
 	}

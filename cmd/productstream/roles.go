@@ -159,16 +159,24 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 	}
 	defer stop()
 	var groups []string
-	if name == "process" && *cfg.Processor.ExactlyOnce {
-		// Created with the other topics, its partitions have leaders
-		// by the time the processor restores them.
-		groups = []string{cfg.Processor.Group}
+	if name == "process" {
+		groups = pendingGroups(cfg)
 	}
 	serde, names, err := prepare(ctx, cfg, r.svc, log, groups...)
 	if err != nil {
 		return err
 	}
 	return run(ctx, r, serde, names)
+}
+
+// pendingGroups is the processor group whose pending changelog prepare
+// creates with the other topics, when it runs exactly once: so its
+// partitions have leaders by the time the processor restores them.
+func pendingGroups(cfg *config.Config) []string {
+	if !*cfg.Processor.ExactlyOnce {
+		return nil
+	}
+	return []string{cfg.Processor.Group}
 }
 
 // prepare creates missing topics (and the pending changelog of each of
