@@ -33,8 +33,8 @@ type arrivals struct {
 
 // watchArrivals starts watching topic. Call stop when done.
 func (h *harness) watchArrivals(ctx context.Context, topic string) (*arrivals, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(h.o.svc.opts(kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}

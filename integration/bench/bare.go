@@ -50,9 +50,9 @@ type bareWriter interface {
 // bare is the baselines' consumer: poll, decode, write, commit, until ctx
 // ends.
 func (e *sinkEnv) bare(ctx context.Context, group string, assigned kgo.Opt, w bareWriter, batches *atomic.Int64) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.h.o.brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(e.in.topic),
+	cl, err := kgo.NewClient(e.h.o.svc.opts(kgo.ConsumerGroup(group), kgo.ConsumeTopics(e.in.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(), assigned)
+		kgo.DisableAutoCommit(), assigned)...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}

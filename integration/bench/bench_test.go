@@ -55,7 +55,8 @@ func TestSmoke(t *testing.T) {
 		"-fresh-duration", "500ms", "-fresh-rate", "40",
 		"-coalescer-memory=false", // a million keys: slow, and TestParseCoalescerMemory covers the parsing
 		"-postgres-dsn", pg, "-redis-addr", rd, "-opensearch-url", osURL,
-		"-sink-records", "300", "-sink-rounds", "2", "-sink-fresh-duration", "500ms",
+		"-sink-records", "300", "-sink-rounds", "2", "-sink-fresh-duration", "500ms", "-sink-fresh-rates", "40,80",
+		"-startup-launches", "2", "-takeover-session-timeout", "6s",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -137,8 +138,31 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s below its target: %d profiles, want the sink's and the baseline's", s.kind, len(s.profiles))
 		}
 	}
-	if f := res.sinkFresh; f == nil || f.accepted == 0 || len(f.visible) != f.accepted || len(f.written) != f.accepted || len(f.onKafka) != f.accepted || quantile(f.visible, 0.5) <= 0 {
-		t.Errorf("freshness to OpenSearch: %+v", f)
+	// Every product of each freshness run became visible to a reader of
+	// every sink.
+	if len(res.sinkFresh) != len(o.sinkFreshRates) {
+		t.Errorf("%d freshness runs to the sinks, want one per rate (%v)", len(res.sinkFresh), o.sinkFreshRates)
+	}
+	for _, f := range res.sinkFresh {
+		if f.accepted == 0 || len(f.onKafka) != f.accepted || len(f.produced) != f.accepted || len(f.sinks) != len(allSinkKinds) {
+			t.Errorf("freshness to the sinks at %v req/s: %+v", f.rate, f)
+		}
+		for _, s := range f.sinks {
+			if len(s.visible) != f.accepted || len(s.written) != f.accepted || quantile(s.visible, 0.5) <= 0 {
+				t.Errorf("freshness to %s at %v req/s: %d visible, %d written of %d", s.kind, f.rate, len(s.visible), len(s.written), f.accepted)
+			}
+		}
+	}
+	// Every launch reached consuming, and both takeovers ended.
+	if s := res.startup; s == nil || len(s.launches) != o.startupLaunches || s.first == nil || s.dynamic == nil || s.static == nil ||
+		s.dynamic.took <= 0 || s.static.took <= 0 || s.dynamic.survivorMax != int(o.parts) {
+		t.Errorf("start-up: %+v", s)
+	} else {
+		for _, l := range s.launches {
+			if l.listening <= 0 || l.ready <= 0 || l.consuming <= 0 {
+				t.Errorf("launch without figures: %+v", l)
+			}
+		}
 	}
 
 	md, err := os.ReadFile(out)
@@ -149,7 +173,7 @@ func TestSmoke(t *testing.T) {
 		"do not edit by hand", "```sh\ngo run ./integration/bench", "## Targets", "## Machine", "## Settings",
 		"## Ingest: maximum throughput", "## Ingest: latency at half", "## Ingest: mixed bodies",
 		"## Processor", "## Where the processor's CPU goes", "## Restore", "## End-to-end freshness",
-		"## Sinks: throughput vs the bare write", "## Freshness to OpenSearch", "## Errors", "## How it is measured",
+		"## Sinks: throughput vs the bare write", "## Freshness to the sinks", "## Start-up and takeover", "## Errors", "## How it is measured",
 	} {
 		if !strings.Contains(string(md), section) {
 			t.Errorf("RESULTS.md lacks %q", section)

@@ -74,8 +74,10 @@ type results struct {
 	sinkIn    *sinkInput             // the products topic the sinks read
 	sinks     []*sinkResult          // by kind, in the order measured
 	backends  map[string]backendInfo // by kind (opensearch always, for the freshness run)
-	sinkFresh *sinkFreshResult
-	sinkLoad  [2]string // the load average before and after the sinks' throughput runs
+	sinkFresh []*sinkFreshResult     // by rate, in the order of -sink-fresh-rates
+	sinkLoad  [2]string              // the load average before and after the sinks' throughput runs
+	startup   *startupResult
+	security  string // how the connections are secured
 }
 
 // Server names, in the order they are measured and reported.
@@ -131,7 +133,7 @@ func newHarness(ctx context.Context, o *options, log *slog.Logger) (*harness, er
 			return nil, fmt.Errorf("go build ./cmd/productstream: %w\n%s", err, out)
 		}
 	}
-	if h.cl, err = kgo.NewClient(kgo.SeedBrokers(o.brokers...)); err != nil {
+	if h.cl, err = kgo.NewClient(o.svc.opts()...); err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	h.adm = kadm.NewClient(h.cl)
@@ -141,7 +143,7 @@ func newHarness(ctx context.Context, o *options, log *slog.Logger) (*harness, er
 		h.cl.Close()
 		return nil, fmt.Errorf("kafka at %v: %w", o.brokers, err)
 	}
-	reg, err := sr.NewClient(sr.URLs(o.registry))
+	reg, err := o.svc.newRegistry()
 	if err != nil {
 		h.cl.Close()
 		return nil, fmt.Errorf("registry client: %w", err)
@@ -362,7 +364,7 @@ func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, st
 	}
 	cfg := filepath.Join(h.work, name+".yaml")
 	if err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
-		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay}); err != nil {
+		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay, svc: h.o.svc}); err != nil {
 		return nil, "", fmt.Errorf("write %s: %w", cfg, err)
 	}
 	p, err := startProc(name, filepath.Join(h.work, name+".log"), nil, h.bin, "ingest", "--config", cfg)
@@ -400,7 +402,7 @@ func (h *harness) startBaseline(ctx context.Context, role string, extra ...strin
 
 func (h *harness) run(ctx context.Context) (*results, error) {
 	res := &results{o: h.o, runID: h.runID, started: time.Now(), kafkaCPU: h.rb.kafkaPID != 0, rbNote: h.rbNote,
-		closed: map[string]*loadResult{}, open: map[string]*loadResult{}, mixed: map[string]*loadResult{}}
+		closed: map[string]*loadResult{}, open: map[string]*loadResult{}, mixed: map[string]*loadResult{}, security: h.o.svc.describe()}
 	res.machine = h.machine(ctx)
 	h.log.Info("run", "id", h.runID, "brokers", h.o.brokers, "work", h.work)
 
@@ -425,6 +427,18 @@ func (h *harness) run(ctx context.Context) (*results, error) {
 	if h.o.sections["sinks"] {
 		if err := h.runSinks(ctx, res); err != nil {
 			return nil, err
+		}
+	}
+	if h.o.sections["sinkfresh"] {
+		if err := h.runSinkFreshness(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	if h.o.sections["startup"] {
+		var err error
+		h.log.Info("start-up and takeover of the processor", "launches", h.o.startupLaunches)
+		if res.startup, err = h.runStartup(ctx); err != nil {
+			return nil, fmt.Errorf("start-up: %w", err)
 		}
 	}
 	// The coalescer's memory is measured last, after every timed phase: its
@@ -479,7 +493,7 @@ func (h *harness) runIngest(ctx context.Context, res *results, edgePrefix string
 		return err
 	}
 	add(srvB1, p, addr)
-	if p, addr, err = h.startBaseline(ctx, "b2", "-brokers", strings.Join(h.o.brokers, ","), "-topic", b2Topic, "-linger", h.o.b2Linger.String()); err != nil {
+	if p, addr, err = h.startBaseline(ctx, "b2", h.childArgs("", "-topic", b2Topic, "-linger", h.o.b2Linger.String())...); err != nil {
 		return err
 	}
 	add(srvB2, p, addr)

@@ -13,7 +13,15 @@
 //     write of the same documents, batch for batch (bare.go, sinks.go).
 //
 // It also measures freshness from a 202 to the product's update on Kafka and
-// to the product being visible to a search in OpenSearch (sinkfresh.go).
+// to the product being visible to the readers of every sink (sinkfresh.go),
+// and the start-up of `productstream process` and the takeover of a killed
+// member's partitions (startup.go).
+//
+// By default every client is plaintext; with -config FILE, the kafka and
+// schema_registry sections of a productstream configuration (TLS, SASL,
+// registry credentials) secure every client of the run and are written into
+// the configurations of the productstream processes it starts
+// (security.go).
 //
 // It writes integration/bench/RESULTS.md (see -out) with every figure beside
 // its baseline as a ratio, and the targets of issue 6 and of the sinks issue
@@ -23,6 +31,7 @@
 //	                                            # and for the sinks PRODUCTSTREAM_POSTGRES_DSN, _REDIS_ADDR, _OPENSEARCH_URL
 //	bash integration/bench/run.sh               # starts a real Kafka and registry on its own ports, and the sink backends, first
 //	bash integration/bench/run.sh -sections sinks -out /tmp/sinks.md   # the sinks alone
+//	bash integration/bench/run.sh -sections sinkfresh,startup          # freshness to the sinks, start-up and takeover
 //
 // B1, B2 and B3 run as this same program re-executed with the hidden flag
 // -serve (b1, b2, b3-passthrough, b3-consume); see servers.go. The sinks and
@@ -50,6 +59,8 @@ import (
 type options struct {
 	brokers    []string
 	registry   string
+	configPath string   // -config: a productstream configuration whose kafka and schema_registry sections secure every connection
+	svc        services // how every client of the run reaches Kafka and the registry
 	out        string
 	workDir    string
 	bin        string // a prebuilt productstream binary; empty: build ./cmd/productstream
@@ -99,13 +110,18 @@ type options struct {
 	sinkFreshDuration  time.Duration
 	sinkFreshLinger    time.Duration
 	sinkFreshPoll      time.Duration
+	sinkFreshRates     []float64
+	sinkFreshRefresh   time.Duration // the OpenSearch sink's refresh_interval in the freshness runs; 0: OpenSearch's default
 
-	sections map[string]bool // ingest, processor, fresh, sinks
+	startupLaunches int
+	sessionTimeout  time.Duration // processor.session_timeout of the takeover's members; 0: the configuration's default
+
+	sections map[string]bool // ingest, processor, fresh, sinks, sinkfresh, startup
 	command  string          // shown in RESULTS.md
 }
 
 // allSections are the parts of a run, in order; processor needs ingest.
-var allSections = []string{"ingest", "processor", "fresh", "sinks"}
+var allSections = []string{"ingest", "processor", "fresh", "sinks", "sinkfresh", "startup"}
 
 // allSinkKinds are the sinks the sinks section measures, in order.
 var allSinkKinds = []string{"opensearch", "postgres", "redis", "webhook"}
@@ -147,6 +163,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	brokers := fs.String("brokers", os.Getenv("PRODUCTSTREAM_KAFKA_BROKERS"), "Kafka seed brokers, comma-separated (default $PRODUCTSTREAM_KAFKA_BROKERS)")
 	fs.StringVar(&o.registry, "registry", os.Getenv("PRODUCTSTREAM_SCHEMA_REGISTRY_URL"), "Confluent-API schema registry URL (default $PRODUCTSTREAM_SCHEMA_REGISTRY_URL)")
+	fs.StringVar(&o.configPath, "config", "", "a productstream configuration file whose kafka and schema_registry sections (brokers, URL, TLS, SASL, registry credentials) every client of the run, and every productstream process it starts, uses; the other sections are ignored (default: plaintext to -brokers and -registry)")
 	fs.StringVar(&o.out, "out", "", "results file (default integration/bench/RESULTS.md in the module)")
 	fs.StringVar(&o.workDir, "workdir", "", "directory for the binary, configs and process logs (default: a new temp dir, removed on success)")
 	fs.StringVar(&o.bin, "bin", "", "use this productstream binary (e.g. one built with pprof) instead of building ./cmd/productstream")
@@ -186,10 +203,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.sinkBatch, "sink-batch", config.DefaultSinkBatchRecords, "sinks' batch.max_records, and the most records a baseline writes at once")
 	fs.DurationVar(&o.sinkLinger, "sink-linger", 0, "sinks' batch.linger in the throughput runs (a baseline writes what one poll returns)")
 	fs.IntVar(&o.webhookConcurrency, "webhook-concurrency", config.DefaultWebhookParallel, "webhook sink's concurrency, and its baseline's")
-	fs.DurationVar(&o.sinkFreshDuration, "sink-fresh-duration", 10*time.Second, "open-loop phase (at -fresh-rate) of the freshness run to OpenSearch")
-	fs.DurationVar(&o.sinkFreshLinger, "sink-fresh-linger", config.DefaultSinkLinger, "OpenSearch sink's batch.linger in the freshness run (default: the configuration's default)")
-	fs.DurationVar(&o.sinkFreshPoll, "sink-fresh-poll", 20*time.Millisecond, "how often the freshness run searches OpenSearch for the products not yet visible")
-	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh, sinks (e.g. -sections sinks to rerun the sinks alone); RESULTS.md is complete only with all")
+	fs.DurationVar(&o.sinkFreshDuration, "sink-fresh-duration", 10*time.Second, "open-loop phase of each freshness run to the sinks (one per -sink-fresh-rates)")
+	sinkFreshRates := fs.String("sink-fresh-rates", "200,2000", "offered req/s of the freshness runs to the sinks (each request a new product), comma-separated; the target is checked at the first")
+	fs.DurationVar(&o.sinkFreshLinger, "sink-fresh-linger", config.DefaultSinkLinger, "sinks' batch.linger in the freshness runs (default: the configuration's default)")
+	fs.DurationVar(&o.sinkFreshPoll, "sink-fresh-poll", 20*time.Millisecond, "how often the freshness runs ask OpenSearch, PostgreSQL and Redis for the products not yet visible")
+	fs.DurationVar(&o.sinkFreshRefresh, "sink-fresh-os-refresh", 0, "the OpenSearch sink's refresh_interval in the freshness runs (default: unset, OpenSearch's own 1s)")
+	fs.IntVar(&o.startupLaunches, "startup-launches", 5, "startup: launches of `productstream process` timed from start to consuming every partition (after one more that creates the topics)")
+	fs.DurationVar(&o.sessionTimeout, "takeover-session-timeout", 0, "startup: processor.session_timeout of the dynamic takeover's members (default: the configuration's default, 45s)")
+	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: ingest, processor (needs ingest), fresh, sinks, sinkfresh (freshness to every sink), startup (start-up and takeover of the processor) (e.g. -sections sinks to rerun the sinks alone); RESULTS.md is complete only with all")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -211,7 +232,17 @@ func parseFlags(args []string) (*options, error) {
 			o.sinkKinds = append(o.sinkKinds, k)
 		}
 	}
-	if o.sections["sinks"] {
+	for _, f := range strings.Split(*sinkFreshRates, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("-sink-fresh-rates: %q is not a positive rate", f)
+		}
+		o.sinkFreshRates = append(o.sinkFreshRates, v)
+	}
+	if o.startupLaunches < 1 {
+		return nil, errors.New("-startup-launches must be at least 1")
+	}
+	if o.sections["sinks"] || o.sections["sinkfresh"] {
 		if err := o.checkSinks(); err != nil {
 			return nil, err
 		}
@@ -225,6 +256,9 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	var err error
+	if o.svc, o.brokers, o.registry, err = loadServices(o.configPath, o.brokers, o.registry); err != nil {
+		return nil, err
+	}
 	if o.mix, err = parseMix(*mix); err != nil {
 		return nil, fmt.Errorf("-mix: %w", err)
 	}
@@ -265,7 +299,8 @@ func (o *options) checkSinks() error {
 		"postgres":   {o.postgresDSN, "-postgres-dsn", "PRODUCTSTREAM_POSTGRES_DSN"},
 		"redis":      {o.redisAddr, "-redis-addr", "PRODUCTSTREAM_REDIS_ADDR"},
 	}
-	// The freshness run writes to OpenSearch whatever sinks are measured.
+	// The sinks' environment asks OpenSearch for its version whatever
+	// sinks are measured.
 	for _, k := range append([]string{"opensearch"}, o.sinkKinds...) {
 		if n, ok := need[k]; ok && n.value == "" {
 			return fmt.Errorf("sinks: no %s backend: set %s or %s (`eval \"$(bash integration/backends/backends.sh env)\"`, or use integration/bench/run.sh)", k, n.flag, n.env)

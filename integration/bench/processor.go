@@ -197,7 +197,7 @@ func (h *harness) prepareInput(ctx context.Context, from string, dests []string)
 // readAll reads every partition of topic from the start to its last stable
 // offset (committed records only), calling fn for each record.
 func (h *harness) readAll(ctx context.Context, topic string, fn func(*kgo.Record)) error {
-	_, err := kafka.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(h.o.brokers...)}, []string{topic},
+	_, err := kafka.ReadToEnd(ctx, h.o.svc.opts(), []string{topic},
 		func(r *kgo.Record) error {
 			fn(r)
 			return nil
@@ -216,8 +216,8 @@ type copier struct {
 }
 
 func (h *harness) newCopier() (*copier, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())
+	cl, err := kgo.NewClient(h.o.svc.opts(kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000), edgeCompression())...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
@@ -270,9 +270,9 @@ func (h *harness) runB3(ctx context.Context, in *procInput, topic string, round 
 	if err != nil {
 		return nil, err
 	}
-	r, err := runChild(ctx, filepath.Join(h.work, fmt.Sprintf("b3-passthrough%d.log", round+1)), "b3-passthrough",
-		"-brokers", strings.Join(h.o.brokers, ","), "-topic", topic, "-out-topic", out,
-		"-group", fmt.Sprintf("%s-b3-%d", h.runID, round+1), "-expect", strconv.FormatInt(in.n, 10))
+	r, err := runChild(ctx, filepath.Join(h.work, fmt.Sprintf("b3-passthrough%d.log", round+1)),
+		h.childArgs("b3-passthrough", "-topic", topic, "-out-topic", out,
+			"-group", fmt.Sprintf("%s-b3-%d", h.runID, round+1), "-expect", strconv.FormatInt(in.n, 10))...)
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +307,7 @@ func (h *harness) startProcessorEpoch(ctx context.Context, name, prefix, group s
 	cfg := filepath.Join(h.work, name+".yaml")
 	err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
 		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay,
-		debug: debug, epoch: epoch})
+		debug: debug, epoch: epoch, svc: h.o.svc})
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", cfg, err)
 	}
@@ -454,8 +454,8 @@ func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactly
 // res.counted. It returns the latest record timestamp (when the processor
 // produced it).
 func (h *harness) countUpdates(ctx context.Context, topic string, want int64, res *procResult) (time.Time, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(h.o.brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(h.o.svc.opts(kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("kafka client: %w", err)
 	}
@@ -564,8 +564,8 @@ func (h *harness) buildRestoreInput(ctx context.Context, from, to string) (*rest
 // assignment, and reads what it logged.
 func (h *harness) measureRestore(ctx context.Context, prefix string) (*restoreResult, *childResult, error) {
 	products := prefix + "products"
-	b3, err := runChild(ctx, filepath.Join(h.work, "b3-consume.log"), "b3-consume",
-		"-brokers", strings.Join(h.o.brokers, ","), "-topic", products)
+	b3, err := runChild(ctx, filepath.Join(h.work, "b3-consume.log"),
+		h.childArgs("b3-consume", "-topic", products)...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -110,7 +110,39 @@ func goals(r *results) []goal {
 			sinks = append(sinks, g)
 		}
 	}
-	return append(gs, sinks...)
+	gs = append(gs, sinks...)
+	// Issue 15: freshness to every sink at the first rate, and start-up.
+	if r.o.sections["sinkfresh"] && len(r.o.sinkFreshRates) > 0 {
+		rate := r.o.sinkFreshRates[0]
+		var f *sinkFreshResult
+		if len(r.sinkFresh) > 0 {
+			f = r.sinkFresh[0]
+		}
+		for _, kind := range r.o.sinkKinds {
+			g := goal{name: fmt.Sprintf("Freshness to %s at %s req/s: p99 ≤ %s (202 to visible to its readers)", kind, rateText(rate), durText(freshTarget)),
+				figure: "—", baseline: durText(freshTarget) + " (target)", ratio: math.NaN(), want: 1, atMost: true}
+			if s := f.sink(kind); s != nil {
+				p99 := quantile(s.visible, 0.99)
+				g.figure = "p99 " + durText(p99)
+				g.ratio = div(float64(p99), float64(freshTarget))
+				if len(s.visible) < f.accepted {
+					g.failed = fmt.Sprintf("%d of %d products never visible", f.accepted-len(s.visible), f.accepted)
+				}
+			}
+			gs = append(gs, g)
+		}
+	}
+	if r.o.sections["startup"] {
+		g := goal{name: fmt.Sprintf("Start-up of `productstream process` to consuming every partition: p50 ≤ %s", durText(startupTarget)),
+			figure: "—", baseline: durText(startupTarget) + " (target)", ratio: math.NaN(), want: 1, atMost: true}
+		if s := r.startup; s != nil && len(s.launches) > 0 {
+			p50 := quantile(s.consuming(), 0.5)
+			g.figure = fmt.Sprintf("p50 %s (%d launches)", durText(p50), len(s.launches))
+			g.ratio = div(float64(p50), float64(startupTarget))
+		}
+		gs = append(gs, g)
+	}
+	return gs
 }
 
 // sinkResult returns kind's result, nil when not measured.
@@ -236,7 +268,7 @@ func renderMarkdown(r *results) string {
 	b.WriteString("```sh\n" + o.command + "\n```\n\n")
 
 	b.WriteString("## Targets\n\n")
-	b.WriteString("Issue 6 (ingest, processor, restore, coalescer) and the sinks issue (each sink beside its bare write).\n\n")
+	b.WriteString("Issue 6 (ingest, processor, restore, coalescer), the sinks issue (each sink beside its bare write) and issue 15 (freshness to every sink, start-up).\n\n")
 	var rows [][]string
 	for _, g := range goals(r) {
 		rows = append(rows, []string{g.name, g.figure, g.baseline, g.ratioText(), g.wantText(), g.verdict()})
@@ -281,9 +313,13 @@ func renderMarkdown(r *results) string {
 			thousands(in.n), thousands(in.small), o.procMaxValue, thousands(in.edgeRecords), thousands(int64(o.procMaxChanges)), in.rounds, float64(in.valueBytes)/float64(max(in.n, 1)))})
 	}
 	settings = append(settings, restoreSetting(r))
-	if o.sections["sinks"] {
+	if o.sections["sinks"] || o.sections["sinkfresh"] {
 		settings = append(settings, sinkSettings(r)...)
 	}
+	if o.sections["startup"] {
+		settings = append(settings, []string{"start-up", fmt.Sprintf("%d launches of `productstream process` (exactly once, one member, %d partitions; after one more launch that creates the topics), each stopped with SIGTERM before the next; then two takeovers after a SIGKILL", o.startupLaunches, o.parts)})
+	}
+	settings = append(settings, []string{"connections to Kafka and the registry", r.security})
 	table(&b, []string{"setting", "value"}, settings)
 
 	if len(r.closed) > 0 {
@@ -298,8 +334,11 @@ func renderMarkdown(r *results) string {
 	if len(r.sinks) > 0 {
 		renderSinks(&b, r)
 	}
-	if r.sinkFresh != nil {
+	if len(r.sinkFresh) > 0 {
 		renderSinkFresh(&b, r)
+	}
+	if r.startup != nil {
+		renderStartup(&b, r)
 	}
 	renderErrors(&b, r)
 	renderNotes(&b, r)
@@ -415,11 +454,16 @@ func renderErrors(b *strings.Builder, r *results) {
 	if si := r.sinkIn; si != nil && si.load.errors() > 0 {
 		errRows = append(errRows, errorRow(srvEdge, "sinks input", si.load))
 	}
-	if f := r.sinkFresh; f != nil && f.load.errors() > 0 {
-		errRows = append(errRows, errorRow(srvEdge, "freshness to OpenSearch", f.load))
-	}
-	if f := r.sinkFresh; f != nil && len(f.visible) < f.accepted {
-		errRows = append(errRows, []string{srvEdge + " + processor + OpenSearch sink", "freshness to OpenSearch", fmt.Sprintf("%d accepted products were not visible within the wait", f.accepted-len(f.visible)), ""})
+	for _, f := range r.sinkFresh {
+		phase := "freshness to the sinks at " + rateText(f.rate) + " req/s"
+		if f.load.errors() > 0 {
+			errRows = append(errRows, errorRow(srvEdge, phase, f.load))
+		}
+		for _, s := range f.sinks {
+			if len(s.visible) < f.accepted {
+				errRows = append(errRows, []string{srvEdge + " + processor + " + s.kind + " sink", phase, fmt.Sprintf("%d accepted products were not visible within the wait", f.accepted-len(s.visible)), ""})
+			}
+		}
 	}
 	if r.fresh != nil && r.fresh.seen < r.fresh.accepted {
 		errRows = append(errRows, []string{srvEdge + " + processor", "freshness", fmt.Sprintf("%d accepted products had no update within the wait", r.fresh.accepted-r.fresh.seen), ""})
@@ -521,10 +565,17 @@ func summary(r *results) string {
 	for _, s := range r.sinks {
 		fmt.Fprintf(&b, "sink %-10s %8s records/s vs %s %8s records/s (median rounds): %s (all rounds: %s)\n", s.kind, rateText(s.sink.median()), baselineName(s.kind), rateText(s.base.median()), ratioText(s.ratio()), ratioText(s.totalRatio()))
 	}
-	if f := r.sinkFresh; f != nil {
-		fmt.Fprintf(&b, "freshness to OpenSearch: visible p50 %s p95 %s p99 %s (%d of %d products; on products p50 %s, written p50 %s)\n",
-			durText(quantile(f.visible, 0.5)), durText(quantile(f.visible, 0.95)), durText(quantile(f.visible, 0.99)), len(f.visible), f.accepted,
-			durText(quantile(f.onKafka, 0.5)), durText(quantile(f.written, 0.5)))
+	for _, f := range r.sinkFresh {
+		for _, s := range f.sinks {
+			fmt.Fprintf(&b, "freshness to %-10s at %5s req/s: visible p50 %s p95 %s p99 %s max %s (%d of %d products; on products p50 %s, written p50 %s)\n", s.kind, rateText(f.rate),
+				durText(quantile(s.visible, 0.5)), durText(quantile(s.visible, 0.95)), durText(quantile(s.visible, 0.99)), durText(quantile(s.visible, 1)), len(s.visible), f.accepted,
+				durText(quantile(f.onKafka, 0.5)), durText(quantile(s.written, 0.5)))
+		}
+	}
+	if s := r.startup; s != nil {
+		c := s.consuming()
+		fmt.Fprintf(&b, "start-up to consuming: p50 %s max %s (%d launches); takeover after SIGKILL: dynamic %s, static restarted %s\n",
+			durText(quantile(c, 0.5)), durText(quantile(c, 1)), len(c), durText(s.dynamic.took), durText(s.static.took))
 	}
 	return b.String()
 }
@@ -589,9 +640,21 @@ func sinkSettings(r *results) [][]string {
 		{"sinks input", in + " (`-sink-records`)"},
 		{"sinks", fmt.Sprintf("each of %s runs %d times beside its baseline, in alternating order (baseline, sink, sink, baseline, ...), each run into a fresh index, table or key prefix (dropped after it) with a fresh consumer group; batch.max_records %d, batch.linger %s, batch.max_bytes %s, webhook concurrency %d",
 			strings.Join(o.sinkKinds, ", "), max(1, o.sinkRounds), o.sinkBatch, o.sinkLinger, thousands(config.DefaultSinkBatchBytes)+" bytes", o.webhookConcurrency)},
-		{"freshness to OpenSearch", fmt.Sprintf("%s at %s req/s, one request per product, quiet_period %s, exactly once, with an OpenSearch sink (batch.linger %s) running; OpenSearch polled every %s",
-			o.sinkFreshDuration, rateText(o.freshRate), o.quietPeriod, o.sinkFreshLinger, o.sinkFreshPoll)},
+		{"freshness to the sinks", fmt.Sprintf("%s at each of %s req/s, one request per product, quiet_period %s, max_delay %s, exactly once, with one sink of each of %s running (batch.linger %s, batch.max_records %d); OpenSearch, PostgreSQL and Redis asked every %s",
+			o.sinkFreshDuration, ratesText(o.sinkFreshRates), o.quietPeriod, o.maxDelay, strings.Join(o.sinkKinds, ", "), o.sinkFreshLinger, o.sinkBatch, o.sinkFreshPoll)},
 	}
+}
+
+// ratesText is "200 and 2,000".
+func ratesText(rates []float64) string {
+	t := make([]string, len(rates))
+	for i, r := range rates {
+		t[i] = rateText(r)
+	}
+	if len(t) < 2 {
+		return strings.Join(t, "")
+	}
+	return strings.Join(t[:len(t)-1], ", ") + " and " + t[len(t)-1]
 }
 
 // renderSinks writes the sinks' throughput beside their bare writes, and
@@ -645,24 +708,115 @@ func renderSinks(b *strings.Builder, r *results) {
 	}
 }
 
-// renderSinkFresh writes the freshness run to OpenSearch.
+// sinkReaders say, per sink, what "visible" is.
+var sinkReaders = map[string]string{
+	"opensearch": "the first search of the sink's alias (an `ids` query, the alias's filter applied) that returns it: OpenSearch makes a document searchable at the index's next refresh (`index.refresh_interval`, %s)",
+	"postgres":   "the first `SELECT key FROM <table>_live WHERE key = ANY(...)` that returns it (the sink's upsert commits on its own, so a row is visible once its write is answered)",
+	"redis":      "the first pipelined `HGET <prefix><key> version` that finds the hash",
+	"webhook":    "the arrival of its first request at the receiver, a loopback net/http server in the harness (before the sink's write, which waits for every request of the batch, is answered)",
+}
+
+// renderSinkFresh writes the freshness runs to the sinks.
 func renderSinkFresh(b *strings.Builder, r *results) {
-	f, o := r.sinkFresh, r.o
-	b.WriteString("## Freshness to OpenSearch\n\n")
-	row := func(label string, d []time.Duration) []string {
+	o := r.o
+	b.WriteString("## Freshness to the sinks\n\n")
+	row := func(f *sinkFreshResult, label string, d []time.Duration) []string {
 		return []string{label, fmt.Sprintf("%s of %s", thousands(int64(len(d))), thousands(int64(f.accepted))),
 			durText(quantile(d, 0.5)), durText(quantile(d, 0.95)), durText(quantile(d, 0.99)), durText(quantile(d, 1))}
 	}
-	table(b, []string{"from the 202 to", "products", "p50", "p95", "p99", "max"}, [][]string{
-		row("the product's state record on `products` at a read_committed consumer (what the sink reads)", f.onKafka),
-		row("written: the answer to the sink's bulk request that applied it", f.written),
-		row("**visible to a search of the alias**", f.visible),
-		row("*from the state record on `products` to visible to a search (per product: the sink's share, refresh included)*", f.kafkaToVisible),
-	})
-	fmt.Fprintf(b, "An edge, a transactional processor (quiet_period %s, max_delay %s) and an OpenSearch sink (in the harness process, batch.linger %s) run together, at %s req/s for %s; every request is a new product. \"Visible\" is what readers see: the first search of the sink's alias (an `ids` query, the alias's filter applied) that returns the product; OpenSearch makes a document searchable at the index's next refresh (`index.refresh_interval`, here the default, 1 s), so this is the figure that counts. The harness searches every %s for the products not yet found, and a product's time is the arrival of the first answer that found it: up to one poll interval plus the search's own time late. \"Written\" is when the sink's `_bulk` request that applied the product was answered, noted in the harness by a thin wrapper around the sink's writer (the runner still sees a `sink.Generations` and writes through `At`, as it does to the sink itself). %d searches answered",
-		o.quietPeriod, o.maxDelay, o.sinkFreshLinger, rateText(o.freshRate), o.sinkFreshDuration, o.sinkFreshPoll, f.polls)
-	if f.pollErrs > 0 {
-		fmt.Fprintf(b, ", %d failed (first: %s)", f.pollErrs, strings.ReplaceAll(f.firstPollErr, "|", `\|`))
+	// The headline: visible, per sink and rate.
+	var rows [][]string
+	for _, f := range r.sinkFresh {
+		for _, s := range f.sinks {
+			rows = append(rows, []string{s.kind, rateText(f.rate) + " (" + rateText(f.load.rps()) + " answered 202 per second)",
+				durText(quantile(s.visible, 0.5)), durText(quantile(s.visible, 0.95)), "**" + durText(quantile(s.visible, 0.99)) + "**", durText(quantile(s.visible, 1))})
+		}
 	}
-	b.WriteString(".\n\n")
+	b.WriteString("From the 202 to the product visible to a reader of the sink:\n\n")
+	table(b, []string{"sink", "req/s offered", "p50", "p95", "p99", "max"}, rows)
+	for _, f := range r.sinkFresh {
+		fmt.Fprintf(b, "### Where the time goes at %s req/s\n\n", rateText(f.rate))
+		rows := [][]string{
+			row(f, "the state record produced (its timestamp on `products`): the edge's write, the quiet period (debounce) and the processor's work", f.produced),
+			row(f, "the state record on `products` at a read_committed consumer (what the sinks read): the transaction committed", f.onKafka),
+		}
+		for _, s := range f.sinks {
+			rows = append(rows,
+				row(f, s.kind+": written (the answer to the sink's write that applied it)", s.written),
+				row(f, "**"+s.kind+": visible to its readers**", s.visible),
+				row(f, "*"+s.kind+": from the state record on `products` to visible (per product: the sink's share: linger, batch, write, backend refresh)*", s.kafkaToVisible))
+		}
+		table(b, []string{"from the 202 to", "products", "p50", "p95", "p99", "max"}, rows)
+		var polls []string
+		for _, s := range f.sinks {
+			if s.kind == "webhook" {
+				continue
+			}
+			p := fmt.Sprintf("%s %s", s.kind, thousands(int64(s.polls)))
+			if s.pollErrs > 0 {
+				p += fmt.Sprintf(" (%d failed, first: %s)", s.pollErrs, strings.ReplaceAll(s.firstPollErr, "|", `\|`))
+			}
+			polls = append(polls, p)
+		}
+		fmt.Fprintf(b, "Offered %s req/s for %s: %s accepted (%s req/s). Probes answered: %s.\n\n", rateText(f.rate), o.sinkFreshDuration,
+			thousands(int64(f.accepted)), rateText(f.load.rps()), strings.Join(polls, ", "))
+	}
+	fmt.Fprintf(b, "An edge, a transactional processor (quiet_period %s, max_delay %s) and one sink of each kind (in the harness process, as `productstream sink` runs it: a `sink.Runner` over the real writer, each in a consumer group of its own, batch.linger %s) run together on a topic prefix of their own, one run per rate; every request is a new product. The sinks share the machine with the edge, the processor, Kafka, the backends and the load generator, so at the higher rate they also compete for its %d cores. \"Written\" is when the sink's write that applied the product was answered, noted by a thin wrapper around the sink's writer (the runner still sees a `sink.Generations` where the sink is one, and writes through `At`). \"Visible\" is what a reader of the sink sees:\n\n",
+		o.quietPeriod, o.maxDelay, o.sinkFreshLinger, runtime.NumCPU())
+	refresh := "unset in the sink's configuration: OpenSearch's default, 1 s"
+	if o.sinkFreshRefresh > 0 {
+		refresh = "the sink's `refresh_interval`, " + o.sinkFreshRefresh.String() + " (-sink-fresh-os-refresh)"
+	}
+	for _, kind := range o.sinkKinds {
+		text := sinkReaders[kind]
+		if kind == "opensearch" {
+			text = fmt.Sprintf(text, refresh)
+		}
+		fmt.Fprintf(b, "- **%s**: %s.\n", kind, text)
+	}
+	fmt.Fprintf(b, "\nOpenSearch, PostgreSQL and Redis are asked every %s for the products accepted and not yet seen (at most %d per request, several requests when more are pending), and a product's time is the arrival of the first answer that found it: up to one interval plus the request's own time late.\n\n", o.sinkFreshPoll, maxPollIDs)
+}
+
+// renderStartup writes the start-up and takeover section.
+func renderStartup(b *strings.Builder, r *results) {
+	s, o := r.startup, r.o
+	b.WriteString("## Start-up and takeover of the processor\n\n")
+	var rows [][]string
+	var listening, ready []time.Duration
+	for i, l := range s.launches {
+		rows = append(rows, []string{strconv.Itoa(i + 1), durText(l.listening), durText(l.ready), durText(l.consuming)})
+		listening, ready = append(listening, l.listening), append(ready, l.ready)
+	}
+	slices.Sort(listening)
+	slices.Sort(ready)
+	c := s.consuming()
+	rows = append(rows, []string{"**p50**", durText(quantile(listening, 0.5)), durText(quantile(ready, 0.5)), "**" + durText(quantile(c, 0.5)) + "**"},
+		[]string{"**max**", durText(quantile(listening, 1)), durText(quantile(ready, 1)), durText(quantile(c, 1))})
+	if f := s.first; f != nil {
+		rows = append(rows, []string{"*first launch (creates the topics; not in p50 and max)*", durText(f.listening), durText(f.ready), durText(f.consuming)})
+	}
+	table(b, []string{"launch", "ops listener answers", "/readyz 200", "consuming every partition"}, rows)
+	delay := "unknown (it could not be read)"
+	if s.rebalanceDelay != "" {
+		delay = s.rebalanceDelay + " ms"
+	}
+	fmt.Fprintf(b, "Each launch starts the built `productstream process` (exactly once, ops.listen set) in the same one-member group on the same topics, each stopped with SIGTERM (a dynamic member leaves the group on close) before the next, so every launch is a restart into an empty group. Times run from just before the harness started the process; the harness polls its ops listener every %s: `/healthz` answering, `/readyz` answering 200 (the member owns a partition and Kafka and the registry answer), and `%s` reaching %d (a partition counts once it is restored and processed). The broker's `group.initial.rebalance.delay.ms` (how long a new or empty group waits before its first assignment) is %s; Kafka's default is 3000 ms, which would add that much to every figure here.\n\n",
+		statusPoll, assignedMetric, o.parts, delay)
+	rows = rows[:0]
+	for _, t := range []*takeover{s.dynamic, s.static} {
+		if t == nil {
+			continue
+		}
+		session := "the default session timeout (45 s)"
+		if o.sessionTimeout > 0 {
+			session = "`processor.session_timeout` " + o.sessionTimeout.String() + " (-takeover-session-timeout)"
+		}
+		how := "dynamic members (no `processor.instance_id`), " + session + ": the survivor owns every partition"
+		if t.name == "static" {
+			how = "static members (`processor.instance_id` set), the killed one started again at once with its id: every partition owned again, the restarted member owning some"
+		}
+		rows = append(rows, []string{how, strconv.Itoa(t.killed), "**" + durText(t.took) + "**", strconv.Itoa(max(t.survivorMax, 0))})
+	}
+	table(b, []string{"takeover after SIGKILL of one of two members", "partitions it owned", "SIGKILL to every partition owned again", "most partitions the survivor owned"}, rows)
+	b.WriteString("Two members share a new group on the same topics; once each owns some partitions, the first is killed with SIGKILL (no leave, no commit) while no load runs. A dynamic member's partitions go to the survivor only once the group's session timeout (`processor.session_timeout`, default 45 s) has passed without a heartbeat, then the survivor restores them. A static member restarted with the same `processor.instance_id` takes its own place back in the group without waiting for the session timeout and restores its partitions.\n\n")
 }

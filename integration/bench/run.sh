@@ -5,19 +5,25 @@
 #
 #   bash integration/bench/run.sh [harness flags]     e.g. -duration 20s
 #   bash integration/bench/run.sh -sections sinks -out /tmp/sinks.md   the sinks alone
+#   bash integration/bench/run.sh -sections sinkfresh,startup          freshness to every sink, start-up and takeover
+#   bash integration/bench/run.sh -config secured.yaml ...             every client secured as that file's kafka and
+#                                                                      schema_registry sections say
 #
 # With PRODUCTSTREAM_KAFKA_BROKERS (and PRODUCTSTREAM_SCHEMA_REGISTRY_URL) set,
 # it uses that broker and registry. Otherwise it starts Kafka and Apicurio
 # Registry with integration/realbroker/realbroker.sh on ports and a state dir
 # of its own (so a broker on the default ports is left alone), and stops them
-# when it is done, whatever happens.
+# when it is done, whatever happens. With -config, whose kafka.brokers take
+# the place of that broker, set PRODUCTSTREAM_KAFKA_BROKERS and
+# PRODUCTSTREAM_SCHEMA_REGISTRY_URL too (and -broker-dir, for Kafka's CPU),
+# or a broker the run does not use is started.
 #
 # Likewise for the sinks section's backends: each of PRODUCTSTREAM_POSTGRES_DSN,
 # PRODUCTSTREAM_REDIS_ADDR and PRODUCTSTREAM_OPENSEARCH_URL that is set is
 # used; for the others it runs integration/backends/backends.sh (its ports and
 # state dir, see there), reusing a backend already running (left running) and
-# stopping at the end only those it started. With -sections lacking sinks, no
-# backend is needed.
+# stopping at the end only those it started. With -sections lacking sinks and
+# sinkfresh, no backend is needed.
 #
 # Environment (all optional), for the broker it starts:
 #   BENCH_KAFKA_PORT                 (39092)
@@ -62,7 +68,8 @@ if [[ -z ${PRODUCTSTREAM_KAFKA_BROKERS:-} ]]; then
   eval "$(rb env)"
 fi
 
-# The sinks section needs the backends; it runs unless -sections leaves it out.
+# The sinks and sinkfresh sections need the backends; they run unless
+# -sections leaves them out.
 sections=""
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
@@ -71,7 +78,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     -sections=* | --sections=*) sections=${args[i]#*=} ;;
   esac
 done
-if [[ -z $sections || ,${sections// /}, == *,sinks,* ]]; then
+if [[ -z $sections || ,${sections// /}, == *,sinks,* || ,${sections// /}, == *,sinkfresh,* ]]; then
   declare -A env_of=([postgres]=PRODUCTSTREAM_POSTGRES_DSN [redis]=PRODUCTSTREAM_REDIS_ADDR [opensearch]=PRODUCTSTREAM_OPENSEARCH_URL)
   missing=()
   for name in postgres redis opensearch; do

@@ -35,7 +35,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/productstream/productstream/config"
-	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/sink"
 	"github.com/productstream/productstream/sink/opensearch"
@@ -187,8 +186,7 @@ type sinkEnv struct {
 }
 
 // runSinks builds the sinks' input, measures each sink beside its
-// baseline, profiles those below their target, then measures freshness to
-// OpenSearch.
+// baseline, and profiles those below their target.
 func (h *harness) runSinks(ctx context.Context, res *results) error {
 	h.log.Info("sinks: sending the input's products through the edge and the processor", "products", h.o.sinkRecords)
 	in, err := h.buildSinkInput(ctx)
@@ -224,9 +222,30 @@ func (h *harness) runSinks(ctx context.Context, res *results) error {
 			}
 		}
 	}
-	h.log.Info("freshness to OpenSearch", "rate", h.o.freshRate, "duration", h.o.sinkFreshDuration)
-	if res.sinkFresh, err = e.runFreshness(ctx); err != nil {
-		return fmt.Errorf("freshness to OpenSearch: %w", err)
+	return nil
+}
+
+// runSinkFreshness measures freshness to every sink measured, at each of
+// -sink-fresh-rates.
+func (h *harness) runSinkFreshness(ctx context.Context, res *results) error {
+	e, err := h.newSinkEnv(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if res.backends == nil {
+		res.backends = e.backends
+	}
+	for _, rate := range h.o.sinkFreshRates {
+		h.log.Info("freshness to the sinks", "sinks", h.o.sinkKinds, "rate", rate, "duration", h.o.sinkFreshDuration)
+		f, err := e.runFreshness(ctx, rate)
+		if err != nil {
+			return fmt.Errorf("freshness to the sinks at %s req/s: %w", rateText(rate), err)
+		}
+		for _, s := range f.sinks {
+			h.log.Info("done", "sink", s.kind, "rate", rate, "visible_p50", quantile(s.visible, 0.5), "visible_p99", quantile(s.visible, 0.99), "visible", len(s.visible), "accepted", f.accepted)
+		}
+		res.sinkFresh = append(res.sinkFresh, f)
 	}
 	return nil
 }
@@ -456,7 +475,7 @@ func (e *sinkEnv) runSink(ctx context.Context, kind, name string, prof io.Writer
 	log := e.log.With("sink", name)
 	run, err := e.timed(ctx, kind, group, prof, func(ctx context.Context, assigned kgo.Opt) error {
 		r, err := sink.NewRunner(sink.Config{
-			Name: name, Sink: w, Client: append(kafka.ClientOptions(h.o.brokers, log), assigned),
+			Name: name, Sink: w, Client: h.o.svc.clientOptions(log, assigned),
 			Topic: e.in.topic, Group: group, DLQ: dlq,
 			MaxRecords: h.o.sinkBatch, MaxBytes: config.DefaultSinkBatchBytes, Linger: h.o.sinkLinger,
 			RetryInitial: config.DefaultSinkRetryInitial, RetryMax: config.DefaultSinkRetryMax,
@@ -677,9 +696,7 @@ func (e *sinkEnv) newSink(ctx context.Context, kind, name string) (sink.Sink, st
 	log := e.log.With("sink", name)
 	switch kind {
 	case "opensearch":
-		alias := strings.ToLower(h.runID + "-" + name)
-		s, err := opensearch.New(ctx, config.SinkOpenSearch{URLs: []string{h.o.opensearchURL}, Index: alias}, log)
-		return s, alias, err
+		return e.newOpenSearch(ctx, name, 0)
 	case "postgres":
 		table := pgName(h.runID, name)
 		s, err := postgres.New(ctx, config.SinkPostgres{DSN: h.o.postgresDSN, Table: table}, log)
@@ -690,11 +707,25 @@ func (e *sinkEnv) newSink(ctx context.Context, kind, name string) (sink.Sink, st
 		return s, prefix, err
 	case "webhook":
 		e.hook.reset()
-		s, err := webhook.New(ctx, config.SinkWebhook{URL: e.hook.url, Secrets: []string{e.secret}, Timeout: config.DefaultWebhookTimeout,
-			AllowPrivate: true, Concurrency: h.o.webhookConcurrency}, log)
+		s, err := e.newWebhook(ctx, e.hook.url, name)
 		return s, "", err
 	}
 	return nil, "", fmt.Errorf("unknown sink %q", kind)
+}
+
+// newOpenSearch builds an OpenSearch sink whose alias is named after name,
+// with refresh as its refresh_interval (0: OpenSearch's default); it
+// returns the alias.
+func (e *sinkEnv) newOpenSearch(ctx context.Context, name string, refresh time.Duration) (sink.Sink, string, error) {
+	alias := strings.ToLower(e.h.runID + "-" + name)
+	s, err := opensearch.New(ctx, config.SinkOpenSearch{URLs: []string{e.h.o.opensearchURL}, Index: alias, RefreshInterval: refresh}, e.log.With("sink", name))
+	return s, alias, err
+}
+
+// newWebhook builds a webhook sink posting to url.
+func (e *sinkEnv) newWebhook(ctx context.Context, url, name string) (sink.Sink, error) {
+	return webhook.New(ctx, config.SinkWebhook{URL: url, Secrets: []string{e.secret}, Timeout: config.DefaultWebhookTimeout,
+		AllowPrivate: true, Concurrency: e.h.o.webhookConcurrency}, e.log.With("sink", name))
 }
 
 // pgName is a PostgreSQL table name for a run's object: lower case, '_'
