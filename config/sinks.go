@@ -117,7 +117,7 @@ const (
 	DefaultSinkFrom         = "products"
 	DefaultSinkBatchRecords = 1000
 	DefaultSinkBatchBytes   = 5 << 20
-	DefaultSinkLinger       = 200 * time.Millisecond
+	DefaultSinkLinger       = 50 * time.Millisecond
 	DefaultSinkRetryInitial = 200 * time.Millisecond
 	DefaultSinkRetryMax     = 30 * time.Second
 	DefaultRedisKeyPrefix   = "product:"

@@ -1067,8 +1067,7 @@ func TestSinkSurvivesSIGKILLBetweenWriteAndCommit(t *testing.T) {
 	serde := newSerde(t, dev.registry)
 	const sinkName = "cache"
 	group := config.DefaultTopicPrefix + "sink." + sinkName
-	// linger 0s would read as "unset" and get the 200ms default: 1ms is
-	// the shortest linger the config can say.
+	// Batches written as soon as their records are in, a few at a time.
 	sinkCfg := writeFile(t, dir, "sink.yaml", fmt.Sprintf(`
 kafka:
   brokers: [%q]
