@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -84,6 +85,15 @@ func readFileRef(path string) (string, error) {
 		s = strings.TrimSuffix(s, "\r")
 	}
 	return s, nil
+}
+
+// Same reports whether a and b are the same configuration, every default
+// applied and every reference expanded, as Fingerprint would tell, but
+// at once: for comparisons that show nothing.
+func Same(a, b *Config) bool {
+	da, erra := yaml.Marshal(a)
+	db, errb := yaml.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(da, db)
 }
 
 // fingerprintLen is how many hex digits of the derived key Fingerprint

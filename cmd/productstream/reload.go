@@ -49,7 +49,8 @@ type reloader struct {
 
 	mu      sync.Mutex
 	current *config.Config // in force: the start-only settings as started, the sources as last applied
-	warned  string         // the fingerprint of the last file whose start-only changes were logged
+	warned  *config.Config // the last file whose start-only changes were logged
+	refused bool           // the files on disk were refused at the last reload
 	dirs    []string       // watched
 }
 
@@ -121,11 +122,14 @@ func newConfigMetrics(reg prometheus.Registerer) (*configMetrics, error) {
 	return m, nil
 }
 
-// loaded records cfg as the configuration in force, loaded now.
-func (m *configMetrics) loaded(cfg *config.Config) {
+// loaded records cfg as the configuration in force, loaded now, and
+// returns its fingerprint.
+func (m *configMetrics) loaded(cfg *config.Config) string {
+	fp := cfg.Fingerprint()
 	m.info.Reset()
-	m.info.WithLabelValues(cfg.Fingerprint()).Set(1)
+	m.info.WithLabelValues(fp).Set(1)
 	m.loadedAt.SetToCurrentTime()
+	return fp
 }
 
 // start registers the metrics with reg and, until ctx ends, reloads on
@@ -174,6 +178,9 @@ func (rl *reloader) run(ctx context.Context, w *fsnotify.Watcher) {
 			if !ok {
 				return
 			}
+			if !rl.concerns(ev.Name) {
+				continue // another file of a watched directory, such as a log
+			}
 			rl.log.Debug("configuration file event", "path", ev.Name, "op", ev.Op.String())
 			switch {
 			case fire == nil:
@@ -194,6 +201,30 @@ func (rl *reloader) run(ctx context.Context, w *fsnotify.Watcher) {
 			rl.log.Warn("watching the configuration files; SIGHUP still reloads", "err", err)
 		}
 	}
+}
+
+// concerns reports whether an event on path may change the configuration:
+// path is the configuration file or a file it references, or an entry
+// whose name begins with "..", as Kubernetes names the directories and the
+// link it swaps to update a mounted volume at once. While the files on disk
+// are refused, any file of the watched directories may be the one that
+// mends them (a secret file that was missing, say).
+func (rl *reloader) concerns(path string) bool {
+	if strings.HasPrefix(filepath.Base(path), "..") {
+		return true
+	}
+	rl.mu.Lock()
+	cfg, refused := rl.current, rl.refused
+	rl.mu.Unlock()
+	if refused {
+		return true
+	}
+	for _, f := range append([]string{cfg.Path}, cfg.Files...) {
+		if abs, err := filepath.Abs(f); err == nil && abs == filepath.Clean(path) {
+			return true
+		}
+	}
+	return false
 }
 
 // watch watches the directories of the configuration file and of every
@@ -242,6 +273,7 @@ func (rl *reloader) reload(trigger string, onlyChanges bool) error {
 		return nil
 	}
 	next, sources, err := rl.load(rl.current.Path)
+	rl.refused = err != nil
 	if err != nil {
 		rl.metrics.reloads.WithLabelValues("refused").Inc()
 		log.Error("configuration reload refused; the configuration in force stays", "err", err)
@@ -249,23 +281,23 @@ func (rl *reloader) reload(trigger string, onlyChanges bool) error {
 	}
 	changed := startOnlyChanges(rl.current, next)
 	if len(changed) == 0 {
-		rl.warned = ""
-	} else if fp := next.Fingerprint(); fp != rl.warned || !onlyChanges {
-		rl.warned = fp
+		rl.warned = nil
+	} else if rl.warned == nil || !config.Same(next, rl.warned) || !onlyChanges {
+		rl.warned = next
 		log.Warn("configuration changed in settings that apply only at start; restart to apply them (the running values stay)",
 			"keys", strings.Join(changed, ", "))
 	}
 	effective := *rl.current
 	effective.Sources, effective.Files = next.Sources, next.Files
-	if onlyChanges && effective.Fingerprint() == rl.current.Fingerprint() && slices.Equal(effective.Files, rl.current.Files) {
+	if onlyChanges && config.Same(&effective, rl.current) && slices.Equal(effective.Files, rl.current.Files) {
 		log.Debug("configuration files changed, the sources did not")
 		return nil
 	}
 	rl.current = &effective
 	rl.metrics.reloads.WithLabelValues("ok").Inc()
-	rl.metrics.loaded(&effective)
+	hash := rl.metrics.loaded(&effective)
 	rl.apply(sources)
-	log.Info("configuration reloaded", "hash", effective.Fingerprint(), "sources", len(sources))
+	log.Info("configuration reloaded", "hash", hash, "sources", len(sources))
 	return nil
 }
 

@@ -191,6 +191,35 @@ func TestReloaderFollowsAKubernetesVolumeUpdate(t *testing.T) {
 	}
 }
 
+// Other files of the configuration's directory, such as a log written
+// beside it, are no reason to read the configuration again; the
+// configuration file still is.
+func TestReloaderIgnoresOtherFilesOfItsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	write(t, secret, "s0")
+	path := filepath.Join(dir, "config.yaml")
+	write(t, path, lisaConfig(secret, ""))
+	w := watch(t, path)
+	logFile, err := os.Create(filepath.Join(dir, "edge.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	for i := range 20 {
+		fmt.Fprintf(logFile, "line %d\n", i)
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.none(t, 300*time.Millisecond)
+	if out := w.log.String(); strings.Contains(out, "configuration file event") || strings.Contains(out, "the sources did not") {
+		t.Fatalf("a log file beside the configuration made it read again:\n%s", out)
+	}
+	write(t, secret, "s1")
+	if got := w.next(t); len(got) != 1 || got[0] != "s1" {
+		t.Fatalf("applied secrets %q, want [s1]", got)
+	}
+}
+
 // A burst of rewrites is read once, when it is over; a change that leaves
 // the sources as they are applies nothing.
 func TestReloaderDebouncesABurst(t *testing.T) {
