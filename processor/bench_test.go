@@ -83,7 +83,7 @@ func BenchmarkStateMerge(b *testing.B) {
 					if variant == "occurred" {
 						ch.OccurredAt = t0.Add(time.Duration(i) * time.Millisecond)
 					}
-					e = apply(e, &ch, i, func(schemas.Change) {})
+					e = apply(e, &ch, nil, i, func(schemas.Change) {})
 					if variant == "render" {
 						e.render()
 					}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/productstream/productstream/jsondepth"
 	"github.com/productstream/productstream/schemas"
 )
 
@@ -41,7 +40,8 @@ type decoded struct {
 	rec *kgo.Record
 	ch  schemas.Change
 	err error
-	fp  int64 // the change's fingerprint; 0 without an event id or with dedupe off
+	fp  int64     // the change's fingerprint; 0 without an event id or with dedupe off
+	raw rawObject // ch.Raw split into its members
 }
 
 // ErrRawTooDeep is the dlq-error of a change whose raw JSON nests deeper
@@ -49,13 +49,17 @@ type decoded struct {
 // and sinks whose parsers refuse it.
 var ErrRawTooDeep = errors.New("raw JSON nests too deep")
 
-// decodeChange decodes a record's value into d.ch, refuses a change whose
-// raw nests too deep, and takes the change's fingerprint. It needs no
-// processor state, so decoding goroutines may call it concurrently.
+// decodeChange decodes a record's value into d.ch, splits its raw JSON
+// into members for merging, refuses a change whose raw nests too deep, and
+// takes the change's fingerprint. It needs no processor state, so decoding
+// goroutines may call it concurrently.
 func (p *Processor) decodeChange(d *decoded) {
 	d.ch, d.err = p.cfg.Serde.DecodeChange(context.Background(), d.rec.Value)
-	if d.err == nil && jsondepth.Exceeds(d.ch.Raw, p.cfg.MaxJSONDepth) {
-		d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
+	if d.err == nil {
+		var tooDeep bool
+		if d.raw, tooDeep = splitRaw(d.ch.Raw, make([]rawMember, 0, 8), p.cfg.MaxJSONDepth); tooDeep {
+			d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
+		}
 	}
 	if d.err == nil && d.ch.EventID != "" && p.cfg.DedupeEventIDs > 0 {
 		d.fp = fingerprint(&d.ch)
@@ -153,7 +157,7 @@ func (p *Processor) consume(d *decoded) {
 		return // older than what the state already reflects
 	}
 	p.metrics.changesApplied.Inc()
-	e = apply(e, ch, version, p.derive)
+	e = apply(e, ch, &d.raw, version, p.derive)
 	remember(&e.state, d.fp, p.cfg.DedupeEventIDs)
 	pt.states[key] = e
 	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {

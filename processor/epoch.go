@@ -33,11 +33,26 @@ func Version(epoch int, offset int64) int64 { return int64(epoch)<<EpochShift | 
 var ErrChangesLost = errors.New("restored state is ahead of the changes topic")
 
 // checkVersions returns ErrChangesLost if a restored state of parts is at
-// or past the end of its partition of changes, under the epoch.
-func (p *Processor) checkVersions(ctx context.Context, r *restored) error {
+// or past the end of its partition of changes, under the epoch. early are
+// the end offsets of changes listed while the restore read (nil: none):
+// ends only grow, so states below them are below the current ones, and
+// only a state at or past them has the ends listed again before it counts.
+func (p *Processor) checkVersions(ctx context.Context, r *restored, early kadm.ListedOffsets) error {
+	if early != nil && p.versionsBelow(r, early) == nil {
+		return nil
+	}
+	ends, err := p.changesEnds(ctx)
+	if err != nil {
+		return err
+	}
+	return p.versionsBelow(r, ends)
+}
+
+// changesEnds lists the end offsets of changes.
+func (p *Processor) changesEnds(ctx context.Context) (kadm.ListedOffsets, error) {
 	cl, err := kgo.NewClient(p.clientOptions()...)
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
 	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, p.cfg.Topics.Changes)
@@ -45,8 +60,14 @@ func (p *Processor) checkVersions(ctx context.Context, r *restored) error {
 		err = ends.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("end offsets of %s: %w", p.cfg.Topics.Changes, err)
+		return nil, fmt.Errorf("end offsets of %s: %w", p.cfg.Topics.Changes, err)
 	}
+	return ends, nil
+}
+
+// versionsBelow returns ErrChangesLost if a restored state is at or past
+// ends, under the epoch.
+func (p *Processor) versionsBelow(r *restored, ends kadm.ListedOffsets) error {
 	for part, states := range r.states {
 		end, ok := ends.Lookup(p.cfg.Topics.Changes, part)
 		if !ok {

@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -52,10 +51,11 @@ func (e PendingEntry) Due(quiet, maxDelay time.Duration) time.Time {
 }
 
 // DecodePendingEntry decodes the value of a pending changelog record that
-// is not a tombstone.
+// is not a tombstone, in the form the processor writes or in the JSON form
+// of earlier versions.
 func DecodePendingEntry(value []byte) (PendingEntry, error) {
-	var v pendingValue
-	if err := json.Unmarshal(value, &v); err != nil {
+	v, err := decodePending(value)
+	if err != nil {
 		return PendingEntry{}, fmt.Errorf("decode pending entry: %w", err)
 	}
 	e := PendingEntry{State: v.State, Deleted: v.Deleted, FirstOffset: v.First, Count: v.Count,

@@ -30,7 +30,7 @@ func applyAll(t *testing.T, changes ...schemas.Change) (*entry, []schemas.Change
 		if stale(e, ch) {
 			continue
 		}
-		e = apply(e, ch, int64(i), func(d schemas.Change) { derived = append(derived, d) })
+		e = apply(e, ch, nil, int64(i), func(d schemas.Change) { derived = append(derived, d) })
 	}
 	e.render()
 	return e, derived

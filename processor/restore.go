@@ -2,16 +2,16 @@ package processor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/productstream/productstream/kafka"
-	"github.com/productstream/productstream/schemas"
 )
 
 // restored is what restore read for a set of partitions.
@@ -19,26 +19,6 @@ type restored struct {
 	states  map[int32]map[string]*entry
 	pending []*pending // exactly-once mode: the pending buffer, by first offset
 	records int
-}
-
-// pendingValue is one pending buffer entry in the changelog. The changelog
-// is internal to a processor group, so it is JSON, not a published schema.
-type pendingValue struct {
-	State     schemas.State `json:"state"`
-	Deleted   bool          `json:"deleted"`
-	DeletedAt int64         `json:"deleted_at,omitempty"`
-	First     int64         `json:"first"`
-	Count     int           `json:"count"`
-	FirstSeen time.Time     `json:"first_seen"`
-	LastSeen  time.Time     `json:"last_seen"`
-	FirstRecv time.Time     `json:"first_received"`
-	LastRecv  time.Time     `json:"last_received"`
-}
-
-func encodePending(e *entry, pe *pending) ([]byte, error) {
-	e.render()
-	return json.Marshal(pendingValue{State: e.state, Deleted: e.deleted, DeletedAt: e.deletedAt, First: pe.first, Count: pe.count,
-		FirstSeen: pe.firstSeen, LastSeen: pe.lastSeen, FirstRecv: pe.firstRecv, LastRecv: pe.lastRecv})
 }
 
 // restore reads, for parts, every state topic and (exactly once) the
@@ -68,11 +48,25 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	// Only the pending entries still alive after the whole changelog
 	// count: a later tombstone means the key was flushed (its state is on
 	// its state topic).
+	// They are decoded once the whole changelog is read.
 	type alive struct {
-		v    pendingValue
-		part int32
+		value  []byte
+		part   int32
+		offset int64
 	}
 	pend := map[string]alive{}
+	// The end offsets of changes, for checkVersions, are listed while the
+	// topics are read.
+	earlyCtx, cancelEarly := context.WithCancel(ctx)
+	var (
+		early   kadm.ListedOffsets
+		earlyWG sync.WaitGroup
+	)
+	earlyWG.Go(func() { early, _ = p.changesEnds(earlyCtx) })
+	defer func() {
+		cancelEarly()
+		earlyWG.Wait()
+	}()
 	opts := []kafka.ReadOption{
 		kafka.WithPartitions(parts...),
 		kafka.WithIdleEnd(p.cfg.RestoreIdle),
@@ -85,24 +79,27 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	if p.eos {
 		opts = append(opts, kafka.WithSettledTransactions(settleLimit))
 	}
-	read, err := kafka.ReadToEnd(ctx, p.clientOptions(), topicNames, func(rec *kgo.Record) error {
-		p.metrics.restoreRecords.Inc()
+	// Entries are allocated a slab at a time.
+	var slab []entry
+	// keep files a record read. One goroutine calls it, in the order the
+	// records were read, while the next ones are fetched.
+	keep := func(rec *kgo.Record) {
 		if rec.Topic == p.pending {
 			key := string(rec.Key)
 			if rec.Value == nil {
 				delete(pend, key)
-				return nil
+				return
 			}
-			var v pendingValue
-			if err := json.Unmarshal(rec.Value, &v); err != nil {
-				p.log.Error("skipping undecodable pending entry", "partition", rec.Partition, "offset", rec.Offset, "err", err)
-				return nil
-			}
-			pend[key] = alive{v, rec.Partition}
-			return nil
+			pend[key] = alive{rec.Value, rec.Partition, rec.Offset}
+			return
 		}
 		key := internalKey(tags[rec.Topic], rec.Key)
-		e := &entry{version: headerInt(rec, versionHeader, -1)}
+		if len(slab) == 0 {
+			slab = make([]entry, 256)
+		}
+		e := &slab[0]
+		slab = slab[1:]
+		e.version = headerInt(rec, versionHeader, -1)
 		switch {
 		case rec.Value == nil:
 			// A delete: keep its version, time and memory of the changes
@@ -116,15 +113,35 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 			st, err := p.cfg.Serde.DecodeState(ctx, rec.Value)
 			if err != nil {
 				p.log.Error("skipping undecodable state", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
-				return nil
+				return
 			}
 			e.state, e.version = st, st.Version
 		default:
 			e.enc = rec.Value
 		}
 		r.states[rec.Partition][key] = e
+	}
+	batches := make(chan []*kgo.Record, 4)
+	var keeper sync.WaitGroup
+	keeper.Go(func() {
+		for batch := range batches {
+			for _, rec := range batch {
+				keep(rec)
+			}
+		}
+	})
+	batch := make([]*kgo.Record, 0, restoreBatch)
+	read, err := kafka.ReadToEnd(ctx, p.clientOptions(), topicNames, func(rec *kgo.Record) error {
+		p.metrics.restoreRecords.Inc()
+		if batch = append(batch, rec); len(batch) == restoreBatch {
+			batches <- batch
+			batch = make([]*kgo.Record, 0, restoreBatch)
+		}
 		return nil
 	}, opts...)
+	batches <- batch
+	close(batches)
+	keeper.Wait()
 	if len(read.Idle) > 0 {
 		// Nothing for RestoreIdle before the end offsets: compaction
 		// removed the records at the end (a tombstone past its retention
@@ -139,9 +156,14 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	n := int(read.Records)
 	r.records += n
 	for key, a := range pend {
-		r.states[a.part][key] = &entry{state: a.v.State, version: a.v.State.Version, deleted: a.v.Deleted, deletedAt: a.v.DeletedAt}
-		r.pending = append(r.pending, &pending{key: key, partition: a.part, first: a.v.First, count: a.v.Count,
-			firstSeen: a.v.FirstSeen, lastSeen: a.v.LastSeen, firstRecv: a.v.FirstRecv, lastRecv: a.v.LastRecv})
+		v, err := decodePending(a.value)
+		if err != nil {
+			p.log.Error("skipping undecodable pending entry", "partition", a.part, "offset", a.offset, "err", err)
+			continue
+		}
+		r.states[a.part][key] = &entry{state: v.State, version: v.State.Version, deleted: v.Deleted, deletedAt: v.DeletedAt}
+		r.pending = append(r.pending, &pending{key: key, partition: a.part, first: v.First, count: v.Count,
+			firstSeen: v.FirstSeen, lastSeen: v.LastSeen, firstRecv: v.FirstRecv, lastRecv: v.LastRecv})
 	}
 	slices.SortFunc(r.pending, func(a, b *pending) int { return int(a.first - b.first) })
 	took := time.Since(start)
@@ -150,10 +172,15 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 		p.metrics.restoreLastRate.Set(float64(n) / took.Seconds())
 	}
 	if err == nil {
-		err = p.checkVersions(ctx, r)
+		earlyWG.Wait()
+		err = p.checkVersions(ctx, r, early)
 	}
 	return r, err
 }
+
+// restoreBatch is how many records a restore reads before the goroutine
+// that files them takes them.
+const restoreBatch = 256
 
 // restoreErrorLimit is how long a restore retries fetches that fail (a
 // broker restarting, a leader moving) before it gives up.

@@ -4,10 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
-
-	"github.com/tidwall/gjson"
 
 	"github.com/productstream/productstream/schemas"
 )
@@ -75,15 +74,16 @@ func stale(e *entry, ch *schemas.Change) bool {
 
 // apply merges a change of the given version into e (nil: the key has no state
 // yet) and returns the result, calling derive for each change it implies
-// for another key (collection membership). The caller has decoded e and
-// checked that ch is not stale.
+// for another key (collection membership). raw is ch.Raw split by
+// splitRaw (nil: apply splits it). The caller has decoded e and checked
+// that ch is not stale.
 //
 // Full payloads merge field by field, typed fields and top-level raw keys,
 // the newer occurred time winning (see newer). A notice marks the resource
 // changed with the latest times and carries no fields. A product's
 // collection ids are a union; a POS's are the snapshot of its latest
 // notice; a collection's POS and product sets follow the derived changes.
-func apply(e *entry, ch *schemas.Change, version int64, derive func(schemas.Change)) *entry {
+func apply(e *entry, ch *schemas.Change, raw *rawObject, version int64, derive func(schemas.Change)) *entry {
 	if e == nil || e.deleted {
 		fresh := &entry{state: schemas.State{Namespace: ch.Namespace, Resource: ch.Resource, ProductID: ch.ProductID}}
 		if e != nil {
@@ -117,7 +117,7 @@ func apply(e *entry, ch *schemas.Change, version int64, derive func(schemas.Chan
 	st.Source, st.Provider = ch.Source, ch.Provider
 	if !ch.Notice {
 		mergeFields(st, ch.Fields, t)
-		mergeRaw(e, ch.Raw, t)
+		mergeRaw(e, ch.Raw, raw, t)
 	}
 	switch ch.Resource {
 	case "", "product":
@@ -219,27 +219,23 @@ func mergeFields(st *schemas.State, newerFields schemas.Fields, t int64) {
 type member struct{ key, value string }
 
 // splitObject splits the JSON object text into its members by key, or
-// reports false when text is not a valid JSON object. gjson slices the
-// text without copying or building values.
+// reports false when text is not a valid JSON object. The members slice
+// the text without copying it.
 func splitObject(text string, into map[string]member) bool {
-	if !gjson.Valid(text) {
+	raw, _ := splitRaw(text, nil, math.MaxInt)
+	if !raw.object {
 		return false
 	}
-	obj := gjson.Parse(text)
-	if !obj.IsObject() {
-		return false
+	for _, m := range raw.members {
+		into[m.name] = m.member
 	}
-	obj.ForEach(func(k, v gjson.Result) bool {
-		into[k.String()] = member{k.Raw, v.Raw}
-		return true
-	})
 	return true
 }
 
-// mergeRaw overlays the top-level members of the JSON object raw on the
-// state's, each unless the state's value occurred later. Anything that is
-// not an object replaces what was there.
-func mergeRaw(e *entry, raw string, t int64) {
+// mergeRaw overlays the top-level members of the JSON object raw (split
+// into obj; nil: split here) on the state's, each unless the state's value
+// occurred later. Anything that is not an object replaces what was there.
+func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 	st := &e.state
 	if e.raw == nil && st.Raw != "" {
 		e.raw = map[string]member{}
@@ -247,30 +243,30 @@ func mergeRaw(e *entry, raw string, t int64) {
 			e.raw = nil
 		}
 	}
-	obj := gjson.Parse(raw)
-	if !gjson.Valid(raw) || !obj.IsObject() || (e.raw == nil && st.Raw != "") {
+	if obj == nil {
+		split, _ := splitRaw(raw, nil, math.MaxInt)
+		obj = &split
+	}
+	if !obj.object || (e.raw == nil && st.Raw != "") {
 		st.Raw, e.raw, e.rawDirty = raw, nil, false
 		return
 	}
 	if e.raw == nil {
-		e.raw = make(map[string]member, 16)
+		e.raw = make(map[string]member, max(16, len(obj.members)))
 	}
-	// Each member goes straight into the state's, parsed once: no map of
-	// the incoming members, and no field time looked up for an untimed
-	// change, which replaces every member.
-	obj.ForEach(func(k, v gjson.Result) bool {
-		key := k.String()
+	// No field time is looked up for an untimed change, which replaces
+	// every member.
+	for _, m := range obj.members {
 		if t == 0 {
-			e.raw[key] = member{k.Raw, v.Raw}
-			return true
+			e.raw[m.name] = m.member
+			continue
 		}
-		field := "raw." + key
+		field := "raw." + m.name
 		if newer(t, st.FieldTimes[field]) {
-			e.raw[key] = member{k.Raw, v.Raw}
+			e.raw[m.name] = m.member
 			setTime(st, field, t)
 		}
-		return true
-	})
+	}
 	e.rawDirty = true
 }
 

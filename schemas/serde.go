@@ -28,6 +28,7 @@ type Serde struct {
 	hdr    sr.ConfluentHeader
 	ids    [numKinds]int
 	codecs sync.Map // schema ID -> *goavro.Codec
+	plans  sync.Map // schema ID -> *recordPlan, nil when the map decodes it (DecodeChange)
 }
 
 // NewSerde returns a Serde that looks writer schemas up in reg. Call
@@ -143,8 +144,24 @@ func (s *Serde) decode(ctx context.Context, b []byte) (any, *goavro.Codec, error
 	return native, c, nil
 }
 
-// DecodeChange decodes a ProductChange record value.
+// DecodeChange decodes a ProductChange record value. It decodes field by
+// field where the writer schema allows (changePlan); a value that does not
+// decode so is decoded again through the map, which reports its error.
 func (s *Serde) DecodeChange(ctx context.Context, b []byte) (Change, error) {
+	id, body, err := s.hdr.DecodeID(b)
+	if err != nil {
+		return Change{}, fmt.Errorf("wire header: %w", err)
+	}
+	c, err := s.codec(ctx, id)
+	if err != nil {
+		return Change{}, err
+	}
+	if plan := s.changePlan(id, c); plan != nil {
+		var ch Change
+		if rest, err := changeByPlan(plan, body, &ch); err == nil && len(rest) == 0 {
+			return ch, nil
+		}
+	}
 	n, _, err := s.decode(ctx, b)
 	if err != nil {
 		return Change{}, err

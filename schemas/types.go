@@ -386,8 +386,11 @@ func stringArray(ss []string) []any {
 	return out
 }
 
-func getStrings(m map[string]any, k string) []string {
-	arr, _ := m[k].([]any)
+func getStrings(m map[string]any, k string) []string { return stringsOf(m[k]) }
+
+// stringsOf reads a string array in native form; nil when empty.
+func stringsOf(v any) []string {
+	arr, _ := v.([]any)
 	if len(arr) == 0 {
 		return nil
 	}

@@ -1,0 +1,235 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// Decoding a ProductChange field by field. goavro decodes a record into a
+// map[string]any, with a map for each union value too, which is most of
+// the cost of decoding a change. A changePlan decodes the same bytes with
+// goavro codecs compiled for each field's type, in the writer schema's
+// field order (a record's binary encoding is its fields' encodings, one
+// after the other), and sets each field of the Change as it is decoded:
+// no record or union map is built. A union of null and one other type is
+// its branch index (a zigzag varint) and then, unless null, that type's
+// encoding. A writer schema the plan cannot follow, or whose values would
+// read otherwise than from the map, is decoded through the map: a named
+// type used twice, a union of more types, a union where changeFromNative
+// reads a plain value or the reverse, fields that are no record.
+
+// fieldPlan decodes one field of a record.
+type fieldPlan struct {
+	name   string
+	codec  *goavro.Codec // the field's type; for a nullable union, its other branch
+	null   int64         // a nullable union's null branch: 0 or 1; -1 for no union
+	record *recordPlan   // a record field, decoded field by field
+}
+
+// recordPlan decodes a record, field by field.
+type recordPlan struct{ fields []fieldPlan }
+
+// errNoPlan is why a writer schema is decoded through the map.
+var errNoPlan = errors.New("schema not decodable field by field")
+
+// newChangePlan plans a ProductChange writer schema, given in JSON form.
+// Its fields record is nested; of its other fields only occurred_at is a
+// union, and every field of the fields record is one, as changeFromNative
+// reads them.
+func newChangePlan(schema map[string]any) (*recordPlan, error) {
+	return newRecordPlan(schema, func(name string) bool { return name == "occurred_at" }, true)
+}
+
+// newRecordPlan plans the record schema whose JSON form is schema, whose
+// fields are unions of null and another type where optional says so, and
+// whose field "fields" is a nested record if nest (its fields all unions).
+func newRecordPlan(schema map[string]any, optional func(string) bool, nest bool) (*recordPlan, error) {
+	if schema["type"] != "record" {
+		return nil, errNoPlan
+	}
+	fields, _ := schema["fields"].([]any)
+	plan := &recordPlan{fields: make([]fieldPlan, 0, len(fields))}
+	for _, f := range fields {
+		field, _ := f.(map[string]any)
+		name, _ := field["name"].(string)
+		if name == "" {
+			return nil, errNoPlan
+		}
+		fp := fieldPlan{name: name, null: -1}
+		typ := field["type"]
+		union, isUnion := typ.([]any)
+		if isUnion != optional(name) {
+			return nil, errNoPlan
+		}
+		if isUnion {
+			if len(union) != 2 {
+				return nil, errNoPlan
+			}
+			switch {
+			case union[0] == "null":
+				fp.null, typ = 0, union[1]
+			case union[1] == "null":
+				fp.null, typ = 1, union[0]
+			default:
+				return nil, errNoPlan
+			}
+		}
+		rec, isRecord := typ.(map[string]any)
+		isRecord = isRecord && rec["type"] == "record"
+		if (name == "fields" && nest) != isRecord {
+			return nil, errNoPlan
+		}
+		if isRecord {
+			nested, err := newRecordPlan(rec, func(string) bool { return true }, false)
+			if err != nil {
+				return nil, err
+			}
+			fp.record = nested
+		} else {
+			text, err := json.Marshal(typ)
+			if err != nil {
+				return nil, errNoPlan
+			}
+			// A name defined elsewhere in the schema does not compile on
+			// its own: the map decodes such a schema.
+			if fp.codec, err = goavro.NewCodecForStandardJSONFull(string(text)); err != nil {
+				return nil, errNoPlan
+			}
+		}
+		plan.fields = append(plan.fields, fp)
+	}
+	return plan, nil
+}
+
+// decode decodes the record at the start of buf, calling set with each
+// field's name and native value (nil for null; never a union's map), and
+// returns what follows it. Nested records are decoded by nested, which
+// returns the set function of the nested record's fields.
+func (rp *recordPlan) decode(buf []byte, set func(name string, v any), nested func(name string) func(string, any)) ([]byte, error) {
+	for i := range rp.fields {
+		f := &rp.fields[i]
+		if f.record != nil {
+			var err error
+			if buf, err = f.record.decode(buf, nested(f.name), nested); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if f.null >= 0 {
+			branch, n := binary.Varint(buf)
+			if n <= 0 || (branch != 0 && branch != 1) {
+				return nil, fmt.Errorf("field %q: bad union branch", f.name)
+			}
+			buf = buf[n:]
+			if branch == f.null {
+				set(f.name, nil)
+				continue
+			}
+		}
+		v, rest, err := f.codec.NativeFromBinary(buf)
+		if err != nil {
+			return nil, fmt.Errorf("field %q: %w", f.name, err)
+		}
+		buf = rest
+		set(f.name, v)
+	}
+	return buf, nil
+}
+
+// changePlan is the plan of a writer schema id, or nil when the map
+// decodes it. Plans are kept with the codecs, by schema id.
+func (s *Serde) changePlan(id int, c *goavro.Codec) *recordPlan {
+	if p, ok := s.plans.Load(id); ok {
+		return p.(*recordPlan)
+	}
+	var schema map[string]any
+	var plan *recordPlan
+	if json.Unmarshal([]byte(c.Schema()), &schema) == nil {
+		plan, _ = newChangePlan(schema)
+	}
+	actual, _ := s.plans.LoadOrStore(id, plan)
+	return actual.(*recordPlan)
+}
+
+// changeByPlan decodes a ProductChange body with plan into ch, as
+// changeFromNative would from the map goavro decodes it to.
+func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
+	setField := func(name string, v any) {
+		if ptr := ch.Fields.ptr(name); ptr != nil {
+			if s, ok := v.(string); ok {
+				*ptr = &s
+			}
+		}
+	}
+	set := func(name string, v any) {
+		switch name {
+		case "event_id":
+			ch.EventID, _ = v.(string)
+		case "source":
+			ch.Source, _ = v.(string)
+		case "provider":
+			ch.Provider, _ = v.(string)
+		case "namespace":
+			ch.Namespace, _ = v.(string)
+		case "event_type":
+			ch.EventType, _ = v.(string)
+		case "resource":
+			ch.Resource, _ = v.(string)
+		case "product_id":
+			ch.ProductID, _ = v.(string)
+		case "deleted":
+			ch.Deleted, _ = v.(bool)
+		case "received_at":
+			ch.ReceivedAt, _ = v.(time.Time)
+		case "occurred_at":
+			ch.OccurredAt, _ = v.(time.Time)
+		case "notice":
+			ch.Notice, _ = v.(bool)
+		case "collection_ids":
+			ch.CollectionIDs = stringsOf(v)
+		case "raw":
+			ch.Raw, _ = v.(string)
+		}
+	}
+	nested := func(name string) func(string, any) {
+		if name == "fields" {
+			return setField
+		}
+		return func(string, any) {}
+	}
+	return plan.decode(body, set, nested)
+}
+
+// ptr is the field of f with the given Avro name, or nil.
+func (f *Fields) ptr(name string) **string {
+	switch name {
+	case "title":
+		return &f.Title
+	case "description":
+		return &f.Description
+	case "brand":
+		return &f.Brand
+	case "price":
+		return &f.Price
+	case "sale_price":
+		return &f.SalePrice
+	case "currency":
+		return &f.Currency
+	case "url":
+		return &f.URL
+	case "image_url":
+		return &f.ImageURL
+	case "availability":
+		return &f.Availability
+	case "sku":
+		return &f.SKU
+	case "gtin":
+		return &f.GTIN
+	}
+	return nil
+}
