@@ -312,6 +312,12 @@ type Processor struct {
 	// offsets in one Kafka transaction (default true). Set it false for
 	// brokers without transactions: at-least-once, see README.
 	ExactlyOnce *bool `yaml:"exactly_once"`
+	// PendingFormat is the form the exactly-once pending changelog is
+	// written in: binary (the default) or json, the form of earlier
+	// versions, which read only that one. Both are always read. Set json
+	// while a group upgraded from an earlier version may still have
+	// members of that version, or before rolling back to one.
+	PendingFormat string `yaml:"pending_format"`
 	// MaxPendingKeys bounds the keys buffered at once; past it the keys
 	// closest to their deadline are flushed early (default 1,000,000).
 	MaxPendingKeys int `yaml:"max_pending_keys"`
@@ -417,6 +423,7 @@ const (
 	DefaultMaxDelay       = 30 * time.Second
 	DefaultGroup          = "productstream-processor"
 	DefaultExactlyOnce    = true
+	DefaultPendingFormat  = "binary"
 	DefaultMaxPendingKeys = 1_000_000
 	DefaultDedupeEventIDs = 16
 	DefaultSessionTimeout = 45 * time.Second
@@ -585,6 +592,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Processor.MaxDelay, DefaultMaxDelay)
 	setDefault(&c.Processor.Group, DefaultGroup)
 	setDefaultPtr(&c.Processor.ExactlyOnce, DefaultExactlyOnce)
+	setDefault(&c.Processor.PendingFormat, DefaultPendingFormat)
 	setDefault(&c.Processor.MaxPendingKeys, DefaultMaxPendingKeys)
 	setDefault(&c.Processor.MaxJSONDepth, DefaultMaxJSONDepth)
 	setDefaultPtr(&c.Processor.DedupeEventIDs, DefaultDedupeEventIDs)
@@ -814,6 +822,9 @@ func (p *Processor) validate(errs *fieldErrors) {
 	}
 	if t := p.SessionTimeout; t < MinSessionTimeout || t > MaxSessionTimeout {
 		bad("processor.session_timeout", "must be between %s and %s, got %s", MinSessionTimeout, MaxSessionTimeout, t)
+	}
+	if f := p.PendingFormat; f != "binary" && f != "json" {
+		bad("processor.pending_format", "%q: want binary or json", f)
 	}
 }
 

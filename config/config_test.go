@@ -135,6 +135,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"unknown compression codec", "kafka: {compression: brotli}", Needs{}, "kafka.compression"},
 		{"bad partitions", "kafka: {partitions: -1}", Needs{}, "kafka.partitions"},
 		{"max delay under quiet period", "processor: {quiet_period: 5s, max_delay: 1s}", Needs{}, "processor.max_delay"},
+		{"unknown pending format", "processor: {pending_format: avro}", Needs{}, "processor.pending_format"},
 		{"negative source max_json_depth", "sources: [{name: a, provider: lisa, secrets: [x], max_json_depth: -1}]", Needs{}, "sources[0].max_json_depth"},
 		{"source max_json_depth beyond encoding/json", "sources: [{name: a, provider: lisa, secrets: [x], max_json_depth: 10001}]", Needs{}, "sources[0].max_json_depth"},
 		{"negative processor max_json_depth", "processor: {max_json_depth: -1}", Needs{}, "processor.max_json_depth"},

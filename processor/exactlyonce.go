@@ -287,7 +287,7 @@ func (m *exactlyOnce) pendingRecords(records []*kgo.Record) ([]*kgo.Record, erro
 	parallel(len(keys), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			key := keys[i]
-			v, err := encodePending(p.parts[m.dirty[key]].states[key], p.co.byKey[key])
+			v, err := encodePending(p.parts[m.dirty[key]].states[key], p.co.byKey[key], p.cfg.PendingJSON)
 			out[i], errs[i] = &kgo.Record{Topic: p.pending, Key: []byte(key), Value: v, Partition: m.dirty[key]}, err
 		}
 	})

@@ -93,6 +93,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { p.stopOnce.Do(func() { close(p.stopping) }) })
 	defer stop()
 	if err := p.mode.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
 		return err
 	}
 	defer p.leave()

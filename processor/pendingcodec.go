@@ -51,10 +51,14 @@ type pendingValue struct {
 var errPendingForm = errors.New("malformed pending entry")
 
 // encodePending renders e's raw JSON and encodes the key's changelog
-// value in the binary form. Keys are distinct, so it may be called
-// concurrently for different keys.
-func encodePending(e *entry, pe *pending) ([]byte, error) {
+// value in the binary form, or in the JSON form (asJSON). Keys are
+// distinct, so it may be called concurrently for different keys.
+func encodePending(e *entry, pe *pending, asJSON bool) ([]byte, error) {
 	e.render()
+	if asJSON {
+		return json.Marshal(pendingValue{State: e.state, Deleted: e.deleted, DeletedAt: e.deletedAt, First: pe.first, Count: pe.count,
+			FirstSeen: pe.firstSeen, LastSeen: pe.lastSeen, FirstRecv: pe.firstRecv, LastRecv: pe.lastRecv})
+	}
 	st := &e.state
 	size := 128 + len(st.Raw) + len(st.Namespace) + len(st.ProductID) + len(st.Source) + len(st.Provider) + len(st.LastEventID) +
 		8*len(st.DedupeFingerprints) + 24*len(st.FieldTimes)

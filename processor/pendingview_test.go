@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ func TestPendingViewDecodesWhatTheProcessorWrites(t *testing.T) {
 		FieldTimes: map[string]int64{"fields.title": 1000}, DedupeFingerprints: []int64{-3, 1<<62 + 1}}, deleted: true, deletedAt: t0.UnixMilli()}
 	pe := &pending{key: "pshop:42", first: 15, count: 3, firstSeen: t0, lastSeen: t0.Add(time.Second),
 		firstRecv: t0.Add(-time.Second), lastRecv: t0.Add(time.Millisecond)}
-	v, err := encodePending(e, pe)
+	v, err := encodePending(e, pe, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestPendingBinaryRoundTrip(t *testing.T) {
 		t.Fatalf("schemas.Fields has %d fields, the pending form holds %d", n, len(fieldPtrs(&schemas.Fields{})))
 	}
 	e, pe := pendingFixture()
-	v, err := encodePending(e, pe)
+	v, err := encodePending(e, pe, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestPendingOldJSONEntriesStillDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := encodePending(e, pe)
+	v, _ := encodePending(e, pe, false)
 	fromBinary, err := DecodePendingEntry(v)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +195,13 @@ func TestRestoreReadsOldJSONPendingEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newForm, _ := encodePending(st, pe)
+	newForm, _ := encodePending(st, pe, false)
+	// processor.pending_format: json writes exactly the old form, which
+	// members of earlier versions read.
+	st.deleted = true
+	if asJSON, err := encodePending(st, pe, true); err != nil || !bytes.Equal(asJSON, oldForm) {
+		t.Fatalf("the JSON form written now is %s (%v), want the old form %s", asJSON, err, oldForm)
+	}
 	pendingTopic := e.names.Pending("g")
 	recs := []*kgo.Record{
 		{Topic: e.names.Changes, Key: []byte("x"), Value: []byte("x"), Partition: 0},

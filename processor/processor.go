@@ -75,6 +75,10 @@ type Config struct {
 	Log *slog.Logger
 	// ExactlyOnce selects the transactional mode (see the package doc).
 	ExactlyOnce bool
+	// PendingJSON writes the pending changelog in the JSON form of
+	// earlier versions, which read only that one, instead of the binary
+	// form. Both forms are read either way.
+	PendingJSON bool
 	// MaxPendingKeys bounds the buffered keys; past it the keys closest to
 	// their deadline are flushed early. Required (config's
 	// processor.max_pending_keys).

@@ -654,3 +654,19 @@ func TestNewNamesTheMissingField(t *testing.T) {
 		})
 	}
 }
+
+// A processor stopped while it starts (its context ended before the
+// pending changelog is in place) stops cleanly: Run returns nil.
+func TestRunStoppedWhileStartingIsClean(t *testing.T) {
+	e := newEnv(t)
+	p, err := New(withDefaults(Config{Brokers: e.cluster.ListenAddrs(), Topics: e.names, Group: "starting", QuietPeriod: time.Second,
+		MaxDelay: time.Second, Serde: e.serde, Log: e.log, ExactlyOnce: true, Dialer: e.dial}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("Run stopped while starting: %v, want nil", err)
+	}
+}

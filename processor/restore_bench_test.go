@@ -71,7 +71,7 @@ func BenchmarkRestore(b *testing.B) {
 			Headers: []kgo.RecordHeader{{Key: versionHeader, Value: []byte("0")}}})
 		if i%3 == 0 {
 			key := internalKey('p', []byte(st.Key()))
-			pv, err := encodePending(&entry{state: st}, &pending{key: key, first: 0, count: 2, firstSeen: t0, lastSeen: t0, firstRecv: t0, lastRecv: t0})
+			pv, err := encodePending(&entry{state: st}, &pending{key: key, first: 0, count: 2, firstSeen: t0, lastSeen: t0, firstRecv: t0, lastRecv: t0}, false)
 			if err != nil {
 				b.Fatal(err)
 			}

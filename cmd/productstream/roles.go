@@ -367,6 +367,7 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		Serde:          serde,
 		Log:            log,
 		ExactlyOnce:    *cfg.Processor.ExactlyOnce,
+		PendingJSON:    cfg.Processor.PendingFormat == "json",
 		MaxPendingKeys: cfg.Processor.MaxPendingKeys,
 		MaxJSONDepth:   cfg.Processor.MaxJSONDepth,
 		VersionEpoch:   cfg.Processor.VersionEpoch,
