@@ -216,3 +216,52 @@ func TestFingerprintsText(t *testing.T) {
 		}
 	}
 }
+
+// A record is encoded into a buffer sized for it at once: the size hint is
+// never below the encoded size, and not far above it, for records small
+// and large, with every field, set and map filled.
+func TestEncodeSizesTheBufferOnce(t *testing.T) {
+	s, _ := newSerde(t)
+	now := time.Now()
+	long := strings.Repeat("ü", 3000)
+	full := Fields{Title: str(long), Description: str(long), Brand: str("b"), Price: str("1.00"), SalePrice: str("0.90"),
+		Currency: str("EUR"), URL: str("https://x/" + long), ImageURL: str("https://x/i"), Availability: str("in_stock"),
+		SKU: str("s"), GTIN: str("4006381333931")}
+	for _, tc := range []struct {
+		name string
+		ch   Change
+	}{
+		{"small", Change{EventID: "e", Source: "s", Provider: "lisa", Namespace: "n", EventType: "product.updated", ProductID: "p",
+			ReceivedAt: now, Raw: `{}`}},
+		{"large", Change{EventID: long, Source: "s", Provider: "lisa", Namespace: "n", EventType: "product.updated", ProductID: "p",
+			ReceivedAt: now, OccurredAt: now, Fields: full, CollectionIDs: []string{long, "c2"}, Raw: long + long}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := s.EncodeChange(&tc.ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hint := tc.ch.sizeHint(); cap(b) != hint || len(b) > hint {
+				t.Errorf("change: %d bytes in a buffer of %d, hint %d: grown", len(b), cap(b), hint)
+			}
+			st := State{Namespace: "n", ProductID: "p", Source: "s", Provider: "lisa", Fields: tc.ch.Fields, Raw: tc.ch.Raw,
+				Version: 1 << 50, ChangeCount: 1 << 40, LastEventID: tc.ch.EventID, UpdatedAt: now, OccurredAt: now,
+				CollectionIDs: tc.ch.CollectionIDs, FieldTimes: map[string]int64{"fields.title": now.UnixMilli(), "raw." + long: -1},
+				DedupeFingerprints: []int64{-1, 1 << 62, 7}}
+			b, err = s.EncodeState(&st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hint := st.sizeHint(); cap(b) != hint || len(b) > hint {
+				t.Errorf("state: %d bytes in a buffer of %d, hint %d: grown", len(b), cap(b), hint)
+			}
+			if len(b) < st.sizeHint()/2 && len(b) > 1000 {
+				t.Errorf("state: hint %d for %d bytes: too much memory held", st.sizeHint(), len(b))
+			}
+			up := Update{Namespace: "n", ProductID: "p", ChangeCount: 3, Version: 9, FirstReceivedAt: now, LastReceivedAt: now, EmittedAt: now, State: &st}
+			if b, err = s.EncodeUpdate(&up); err != nil || len(b) > cap(b) || cap(b) > len(b)*2+recordOverhead*2 {
+				t.Errorf("update: %d bytes in a buffer of %d (%v)", len(b), cap(b), err)
+			}
+		})
+	}
+}

@@ -66,13 +66,16 @@ func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
 // ID returns the registered schema ID of kind (0 before Register).
 func (s *Serde) ID(k Kind) int { return s.ids[k] }
 
-func (s *Serde) encode(k Kind, native map[string]any) ([]byte, error) {
+// encode encodes native as kind k's current schema, into a buffer of
+// sizeHint bytes: the record's encoded size, estimated from its strings,
+// so that goavro writes it without growing the buffer again and again.
+func (s *Serde) encode(k Kind, native map[string]any, sizeHint int) ([]byte, error) {
 	id := s.ids[k]
 	if id == 0 {
 		return nil, fmt.Errorf("%s: %w", k, ErrNotRegistered)
 	}
 	c, _ := s.codecs.Load(id)
-	b, _ := s.hdr.AppendEncode(make([]byte, 0, 256), id, nil)
+	b, _ := s.hdr.AppendEncode(make([]byte, 0, sizeHint), id, nil)
 	b, err := c.(*goavro.Codec).BinaryFromNative(b, native)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k, err)
@@ -81,22 +84,34 @@ func (s *Serde) encode(k Kind, native map[string]any) ([]byte, error) {
 }
 
 // EncodeChange encodes a change as a ProductChange record value.
-func (s *Serde) EncodeChange(c *Change) ([]byte, error) { return s.encode(KindChange, c.native()) }
+func (s *Serde) EncodeChange(c *Change) ([]byte, error) {
+	return s.encode(KindChange, c.native(), c.sizeHint())
+}
 
 // EncodeState encodes a state: a product's as a ProductState record value,
 // any other resource's as a ResourceState.
 func (s *Serde) EncodeState(st *State) ([]byte, error) {
 	if st.IsProduct() {
-		return s.encode(KindState, st.native())
+		return s.encode(KindState, st.native(), st.sizeHint())
 	}
-	return s.encode(KindResource, st.resourceNative())
+	return s.encode(KindResource, st.resourceNative(), st.sizeHint())
 }
 
 // EncodeUpdate encodes an update as a ProductUpdate record value.
-func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) { return s.encode(KindUpdate, u.native()) }
+func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) {
+	hint := recordOverhead + len(u.Namespace) + len(u.ProductID)
+	if u.State != nil {
+		hint += u.State.sizeHint()
+	}
+	return s.encode(KindUpdate, u.native(), hint)
+}
 
 // EncodeEvent encodes an analytics event as an AnalyticsEvent record value.
-func (s *Serde) EncodeEvent(e *Event) ([]byte, error) { return s.encode(KindEvent, e.native()) }
+func (s *Serde) EncodeEvent(e *Event) ([]byte, error) {
+	hint := recordOverhead + len(e.EventID) + len(e.Source) + len(e.Provider) + len(e.Namespace) + len(e.EventType) +
+		len(e.Subject) + len(e.Raw)
+	return s.encode(KindEvent, e.native(), hint)
+}
 
 // DecodeEvent decodes an AnalyticsEvent record value.
 func (s *Serde) DecodeEvent(ctx context.Context, b []byte) (Event, error) {

@@ -507,3 +507,46 @@ func eventFromNative(v any) (Event, error) {
 		Raw:        getString(m, "raw"),
 	}, nil
 }
+
+// recordOverhead bounds what a record adds to its strings once encoded:
+// the wire header, lengths, union branches, longs and booleans.
+const recordOverhead = 128
+
+// size is the length of f's strings.
+func (f *Fields) size() int {
+	n := 0
+	for _, p := range []*string{f.Title, f.Description, f.Brand, f.Price, f.SalePrice, f.Currency, f.URL, f.ImageURL,
+		f.Availability, f.SKU, f.GTIN} {
+		if p != nil {
+			n += len(*p) + 2
+		}
+	}
+	return n
+}
+
+// stringsSize is the length of ss, each with the few bytes of its own
+// length.
+func stringsSize(ss []string) int {
+	n := 0
+	for _, s := range ss {
+		n += len(s) + 2
+	}
+	return n
+}
+
+// sizeHint estimates c's encoded size.
+func (c *Change) sizeHint() int {
+	return recordOverhead + len(c.EventID) + len(c.Source) + len(c.Provider) + len(c.Namespace) + len(c.EventType) +
+		len(c.Resource) + len(c.ProductID) + c.Fields.size() + stringsSize(c.CollectionIDs) + len(c.Raw) + 4
+}
+
+// sizeHint estimates s's encoded size, as a state or an update's state.
+func (s *State) sizeHint() int {
+	n := recordOverhead + len(s.Namespace) + len(s.Resource) + len(s.ProductID) + len(s.Source) + len(s.Provider) +
+		s.Fields.size() + len(s.Raw) + 4 + len(s.LastEventID) + stringsSize(s.CollectionIDs) + stringsSize(s.PosIDs) +
+		stringsSize(s.ProductIDs) + 10*len(s.DedupeFingerprints)
+	for k := range s.FieldTimes {
+		n += len(k) + 12
+	}
+	return n
+}
