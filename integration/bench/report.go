@@ -72,8 +72,21 @@ func div(a, b float64) float64 {
 	return a / b
 }
 
-// goals are the targets of issue 6 and of the sinks issue with this run's
-// figures.
+// cpuPerChangeBefore is the CPU per change, in µs, that issue 15 quotes
+// for the profiled processor run named name, and asks to cut by a third;
+// false for another run.
+func cpuPerChangeBefore(name string) (float64, bool) {
+	switch name {
+	case "processor, transactions off":
+		return 18, true
+	case "processor, transactions on":
+		return 23, true
+	}
+	return 0, false
+}
+
+// goals are the targets of issue 6, of the sinks issue and of issue 15
+// with this run's figures.
 func goals(r *results) []goal {
 	ec, bc, b1 := r.closed[srvEdge], r.closed[srvB2], r.closed[srvB1]
 	eo, bo := r.open[srvEdge], r.open[srvB2]
@@ -83,13 +96,13 @@ func goals(r *results) []goal {
 		b3consume = float64(r.b3consume.Records) / r.b3consume.Seconds
 	}
 	gs := []goal{
-		{name: "Ingest throughput ≥ 0.8 × B2 (1 KB, closed loop)", figure: rateText(ec.rps()) + " req/s", baseline: rateText(bc.rps()) + " req/s",
-			ratio: div(ec.rps(), bc.rps()), want: 0.8},
+		{name: "Ingest throughput ≥ 0.9 × B2 (1 KB, closed loop)", figure: rateText(ec.rps()) + " req/s", baseline: rateText(bc.rps()) + " req/s",
+			ratio: div(ec.rps(), bc.rps()), want: 0.9},
 		{name: "Ingest throughput ≥ 0.35 × B1 (1 KB, closed loop)", figure: rateText(ec.rps()) + " req/s", baseline: rateText(b1.rps()) + " req/s",
 			ratio: div(ec.rps(), b1.rps()), want: 0.35},
-		{name: fmt.Sprintf("Ingest p99 at half of its maximum (%s req/s) ≤ 1.5 × B2's p99 at the same rate", rateText(r.openRate)),
+		{name: fmt.Sprintf("Ingest p99 at half of its maximum (%s req/s) ≤ 1.2 × B2's p99 at the same rate", rateText(r.openRate)),
 			figure: durText(eo.pct(0.99)), baseline: durText(bo.pct(0.99)),
-			ratio: div(float64(eo.pct(0.99)), float64(bo.pct(0.99))), want: 1.5, atMost: true},
+			ratio: div(float64(eo.pct(0.99)), float64(bo.pct(0.99))), want: 1.2, atMost: true},
 		{name: "Processor throughput, transactions off ≥ 0.6 × B3", figure: rateText(r.alo.rate()) + " changes/s", baseline: rateText(b3rate) + " records/s",
 			ratio: div(r.alo.rate(), b3rate), want: 0.6},
 		{name: "Processor throughput, transactions on ≥ 0.4 × B3", figure: rateText(r.eos.rate()) + " changes/s", baseline: rateText(b3rate) + " records/s",
@@ -111,6 +124,17 @@ func goals(r *results) []goal {
 		}
 	}
 	gs = append(gs, sinks...)
+	// Issue 15: CPU per change a third below the figures it quotes, in
+	// both modes (the profiled runs' sampled CPU).
+	for _, p := range r.profiles {
+		was, ok := cpuPerChangeBefore(p.name)
+		if !ok {
+			continue
+		}
+		us := p.total / float64(max(p.changes, 1)) * 1e6
+		gs = append(gs, goal{name: fmt.Sprintf("CPU per change, %s ≤ ⅔ × %.0f µs (issue 15's figure)", p.name, was),
+			figure: fmt.Sprintf("%.1f µs", us), baseline: fmt.Sprintf("%.0f µs", was), ratio: us / was, want: 2.0 / 3, atMost: true})
+	}
 	// Issue 15: freshness to every sink at the first rate, and start-up.
 	if r.o.sections["sinkfresh"] && len(r.o.sinkFreshRates) > 0 {
 		rate := r.o.sinkFreshRates[0]
@@ -268,7 +292,7 @@ func renderMarkdown(r *results) string {
 	b.WriteString("```sh\n" + o.command + "\n```\n\n")
 
 	b.WriteString("## Targets\n\n")
-	b.WriteString("Issue 6 (ingest, processor, restore, coalescer), the sinks issue (each sink beside its bare write) and issue 15 (freshness to every sink, start-up).\n\n")
+	b.WriteString("Issue 6 (processor, restore, coalescer), the sinks issue (each sink beside its bare write) and issue 15 (ingest beside B2, CPU per change, freshness to every sink, start-up).\n\n")
 	var rows [][]string
 	for _, g := range goals(r) {
 		rows = append(rows, []string{g.name, g.figure, g.baseline, g.ratioText(), g.wantText(), g.verdict()})
