@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
@@ -23,14 +21,8 @@ import (
 // every check scans all of it. "dedupe=0" is the processor without the
 // memory.
 func BenchmarkConsume(b *testing.B) {
-	reg := srfake.New()
-	b.Cleanup(reg.Close)
-	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
-	serde := schemas.NewSerde(rcl)
 	names := topics.For("t.")
-	if err := serde.Register(b.Context(), names.ByKind()); err != nil {
-		b.Fatal(err)
-	}
+	serde := newSerde(b, names)
 	const keys, perKey = 1000, 32
 	values := make([][]byte, keys*perKey)
 	recKeys := make([][]byte, keys)

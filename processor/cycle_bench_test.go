@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
@@ -38,14 +36,8 @@ func cpuTime() time.Duration {
 // delay, a key comes due after about five changes. cpu-ns/change is the
 // process's CPU time per change, the decoding goroutines included.
 func BenchmarkCycle(b *testing.B) {
-	reg := srfake.New()
-	b.Cleanup(reg.Close)
-	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
-	serde := schemas.NewSerde(rcl)
 	names := topics.For("t.")
-	if err := serde.Register(b.Context(), names.ByKind()); err != nil {
-		b.Fatal(err)
-	}
+	serde := newSerde(b, names)
 	const keys, perKey, poll = 1000, 20, 500
 	values := make([][]byte, keys*perKey)
 	recKeys := make([][]byte, keys)

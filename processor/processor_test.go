@@ -127,7 +127,7 @@ func (e *env) newClient(opts ...kgo.Opt) *kgo.Client {
 
 // newSerde registers the schemas of names on a fake registry of its own.
 // Once registered, the serde encodes and decodes without the registry.
-func newSerde(t *testing.T, names topics.Names) *schemas.Serde {
+func newSerde(t testing.TB, names topics.Names) *schemas.Serde {
 	t.Helper()
 	reg := srfake.New()
 	t.Cleanup(reg.Close)

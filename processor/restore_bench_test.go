@@ -12,8 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
@@ -25,14 +23,8 @@ import (
 // them. Each round reads everything once each way, in alternating order;
 // x-plain is the plain consumer's time over the restore's (1 is as fast).
 func BenchmarkRestore(b *testing.B) {
-	reg := srfake.New()
-	b.Cleanup(reg.Close)
-	rcl, _ := sr.NewClient(sr.URLs(reg.URL()))
-	serde := schemas.NewSerde(rcl)
 	names := topics.For("t.")
-	if err := serde.Register(b.Context(), names.ByKind()); err != nil {
-		b.Fatal(err)
-	}
+	serde := newSerde(b, names)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		b.Fatal(err)
