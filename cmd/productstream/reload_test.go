@@ -86,6 +86,19 @@ func watch(t *testing.T, path string) *watched {
 	return w
 }
 
+// watchLisa writes, in a directory of its own, the secret file holding
+// secret and a configuration of one LiSA source reading it, beside extra,
+// and runs a reloader on it.
+func watchLisa(t *testing.T, secret, extra string) (dir, secretPath, path string, w *watched) {
+	t.Helper()
+	dir = t.TempDir()
+	secretPath = filepath.Join(dir, "secret")
+	write(t, secretPath, secret)
+	path = filepath.Join(dir, "config.yaml")
+	write(t, path, lisaConfig(secretPath, extra))
+	return dir, secretPath, path, watch(t, path)
+}
+
 // next waits for the next set of sources applied, and returns the first
 // source's secrets.
 func (w *watched) next(t *testing.T) []string {
@@ -195,12 +208,7 @@ func TestReloaderFollowsAKubernetesVolumeUpdate(t *testing.T) {
 // beside it, are no reason to read the configuration again; the
 // configuration file still is.
 func TestReloaderIgnoresOtherFilesOfItsDirectory(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	write(t, secret, "s0")
-	path := filepath.Join(dir, "config.yaml")
-	write(t, path, lisaConfig(secret, ""))
-	w := watch(t, path)
+	dir, secret, _, w := watchLisa(t, "s0", "")
 	logFile, err := os.Create(filepath.Join(dir, "edge.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -223,12 +231,7 @@ func TestReloaderIgnoresOtherFilesOfItsDirectory(t *testing.T) {
 // A burst of rewrites is read once, when it is over; a change that leaves
 // the sources as they are applies nothing.
 func TestReloaderDebouncesABurst(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	write(t, secret, "s0")
-	path := filepath.Join(dir, "config.yaml")
-	write(t, path, lisaConfig(secret, ""))
-	w := watch(t, path)
+	_, secret, path, w := watchLisa(t, "s0", "")
 	for i := 1; i <= 10; i++ {
 		if err := os.WriteFile(secret, fmt.Appendf(nil, "s%d\n", i), 0o600); err != nil {
 			t.Fatal(err)
@@ -249,12 +252,7 @@ func TestReloaderDebouncesABurst(t *testing.T) {
 // field named, counted, and the sources in force stay; a referenced file
 // that goes missing is refused the same way; fixing it applies it.
 func TestReloaderRefusesAnInvalidConfiguration(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	write(t, secret, "s1")
-	path := filepath.Join(dir, "config.yaml")
-	write(t, path, lisaConfig(secret, ""))
-	w := watch(t, path)
+	dir, _, path, w := watchLisa(t, "s1", "")
 	before := w.hash(t)
 
 	write(t, path, "sources:\n  - {name: lisa-main, provider: lisa, secrets: [s2]}\n") // no api_keys
@@ -279,12 +277,7 @@ func TestReloaderRefusesAnInvalidConfiguration(t *testing.T) {
 // Settings that apply only at start are logged at warn, by key, and keep
 // their running values; the sources of the same file are applied.
 func TestReloaderKeepsStartOnlySettings(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	write(t, secret, "s1")
-	path := filepath.Join(dir, "config.yaml")
-	write(t, path, lisaConfig(secret, "http: {listen: \"127.0.0.1:1\"}\n"))
-	w := watch(t, path)
+	_, secret, path, w := watchLisa(t, "s1", "http: {listen: \"127.0.0.1:1\"}\n")
 
 	write(t, secret, "s2")
 	write(t, path, lisaConfig(secret, "http: {listen: \"127.0.0.1:2\"}\nkafka: {partitions: 3}\n"))
