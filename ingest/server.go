@@ -455,8 +455,11 @@ func readAll(r io.Reader, size int64) ([]byte, error) {
 	}
 }
 
-// maxPresize bounds the buffer readAll allocates up front.
-const maxPresize = 256 << 10
+// maxPresize bounds the buffer readAll allocates up front on the sender's
+// word, before any byte of the body came: small, so that connections that
+// announce large bodies and send nothing hold little memory. Most
+// deliveries fit; a larger body grows as io.ReadAll's does.
+const maxPresize = 16 << 10
 
 // logRefusal logs a refused request with its source and, once the
 // delivery was verified, its delivery id (an unverified one is the
