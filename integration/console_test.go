@@ -844,6 +844,25 @@ processor:
 // swKeyBase64 is sw-main's key, base64: "console-test-key".
 const swKeyBase64 = "Y29uc29sZS10ZXN0LWtleQ=="
 
+// replicaSources are the sources of the tests that run several ingest
+// replicas: a Standard Webhooks source (sw-main, swKeyBase64) and a LiSA
+// source (lisa-main, secret s1, API key k1).
+const replicaSources = `sources:
+  - name: sw-main
+    provider: standardwebhooks
+    namespace: vendor
+    secrets: ["whsec_` + swKeyBase64 + `"]
+    options:
+      payload:
+        id_pointer: /id
+  - name: lisa-main
+    provider: lisa
+    id: plugin-42
+    namespace: shop-eu
+    secrets: ["s1"]
+    api_keys: ["k1"]
+`
+
 // swHeaders signs body as a Standard Webhooks sender does, with id.
 func swHeaders(t *testing.T, id string, body []byte) http.Header {
 	t.Helper()

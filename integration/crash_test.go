@@ -508,14 +508,7 @@ func (env *stressEnv) startProcessor(t *testing.T) *procInstance {
 	return p
 }
 
-func (p *procInstance) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *procInstance) exited() bool { return closed(p.done) }
 
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *procInstance) kill() {

@@ -34,25 +34,11 @@ func TestBackendRetriesAcrossIngestReplicasCountOnce(t *testing.T) {
 		// Each key's deliveries of a round are a few requests apart: far
 		// inside a quiet period, even on a slow broker.
 		const quiet = 2 * time.Second
-		config := roleConfigs(t, b, prefix, fmt.Sprintf(`sources:
-  - name: sw-main
-    provider: standardwebhooks
-    namespace: vendor
-    secrets: ["whsec_%s"]
-    options:
-      payload:
-        id_pointer: /id
-  - name: lisa-main
-    provider: lisa
-    id: plugin-42
-    namespace: shop-eu
-    secrets: ["s1"]
-    api_keys: ["k1"]
-processor:
+		config := roleConfigs(t, b, prefix, replicaSources+fmt.Sprintf(`processor:
   quiet_period: %s
   max_delay: 20s
   group: %q
-`, swKeyBase64, quiet, prefix+"processor"))
+`, quiet, prefix+"processor"))
 		replicas := []string{freeAddr(t), freeAddr(t)}
 		for i, addr := range replicas {
 			startRole(t, "ingest", config(fmt.Sprintf("ingest-%d", i), fmt.Sprintf("http:\n  listen: %q\n  drain_delay: 0s\n", addr)))

@@ -223,14 +223,7 @@ func startRoleMember(t *testing.T, role, name, cfg, ops string) *member {
 	return m
 }
 
-func (m *member) exited() bool {
-	select {
-	case <-m.done:
-		return true
-	default:
-		return false
-	}
-}
+func (m *member) exited() bool { return closed(m.done) }
 
 func (m *member) logs() string {
 	m.stderr.mu.Lock()

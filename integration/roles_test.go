@@ -78,3 +78,13 @@ func TestRoleRefusesInvalidConfig(t *testing.T) {
 		t.Fatalf("want a start-up error naming sources[0].provider and the provider, got %v: %s", err, out)
 	}
 }
+
+// closed reports whether done is closed, without waiting.
+func closed(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}

@@ -53,25 +53,11 @@ func TestBackendRollingRestartLosesNothing(t *testing.T) {
 		prefix := uniquePrefix(t)
 		names := topics.For(prefix)
 		const drain, shutdownTimeout = 2 * time.Second, 15 * time.Second
-		config := roleConfigs(t, b, prefix, fmt.Sprintf(`sources:
-  - name: sw-main
-    provider: standardwebhooks
-    namespace: vendor
-    secrets: ["whsec_%s"]
-    options:
-      payload:
-        id_pointer: /id
-  - name: lisa-main
-    provider: lisa
-    id: plugin-42
-    namespace: shop-eu
-    secrets: ["s1"]
-    api_keys: ["k1"]
-processor:
+		config := roleConfigs(t, b, prefix, replicaSources+fmt.Sprintf(`processor:
   quiet_period: 200ms
   max_delay: 2s
   group: %q
-`, swKeyBase64, prefix+"processor"))
+`, prefix+"processor"))
 		fleet := newFleet(t)
 		var replicas []*replica
 		for _, name := range []string{"A", "B"} {
@@ -664,14 +650,7 @@ func (f *fleet) start(t *testing.T, name, role, cfg string) *roleProc {
 	return p
 }
 
-func (p *roleProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *roleProc) exited() bool { return closed(p.done) }
 
 // signal sends SIGTERM.
 func (p *roleProc) signal(t *testing.T) {
