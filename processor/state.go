@@ -35,10 +35,11 @@ type entry struct {
 	version   int64  // state.Version, also while enc is undecoded
 	deleted   bool   // the last applied change was a delete
 	deletedAt int64  // occurred time (ms) of that delete, 0 when it did not say
-	// raw is state.Raw split into its top-level members, kept between
-	// changes so that a merge parses only the incoming change; rawDirty
-	// says state.Raw must be rendered from it again.
-	raw      map[string]member
+	// raw is state.Raw split into its top-level members, one per name,
+	// sorted by name, kept between changes so that a merge parses only
+	// the incoming change; nil while state.Raw is not split (or is no
+	// object). rawDirty says state.Raw must be rendered from it again.
+	raw      []rawMember
 	rawDirty bool
 }
 
@@ -233,14 +234,14 @@ func splitObject(text string, into map[string]member) bool {
 }
 
 // mergeRaw overlays the top-level members of the JSON object raw (split
-// into obj; nil: split here) on the state's, each unless the state's value
-// occurred later. Anything that is not an object replaces what was there.
+// into obj, whose members it uses up; nil: split here) on the state's, each
+// unless the state's value occurred later. Anything that is not an object
+// replaces what was there.
 func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 	st := &e.state
 	if e.raw == nil && st.Raw != "" {
-		e.raw = map[string]member{}
-		if !splitObject(st.Raw, e.raw) {
-			e.raw = nil
+		if held, _ := splitRaw(st.Raw, nil, math.MaxInt); held.object {
+			e.raw = setMembers(make([]rawMember, 0, len(held.members)), held.members)
 		}
 	}
 	if obj == nil {
@@ -252,23 +253,69 @@ func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 		return
 	}
 	if e.raw == nil {
-		e.raw = make(map[string]member, max(16, len(obj.members)))
+		e.raw = make([]rawMember, 0, len(obj.members))
 	}
 	// No field time is looked up for an untimed change, which replaces
-	// every member.
-	for _, m := range obj.members {
-		if t == 0 {
-			e.raw[m.name] = m.member
-			continue
-		}
-		field := "raw." + m.name
-		if newer(t, st.FieldTimes[field]) {
-			e.raw[m.name] = m.member
-			setTime(st, field, t)
+	// every member. A timed one keeps, in place, the members it wins.
+	members := obj.members
+	if t != 0 {
+		members = members[:0]
+		for _, m := range obj.members {
+			field := "raw." + m.name
+			if newer(t, st.FieldTimes[field]) {
+				members = append(members, m)
+				setTime(st, field, t)
+			}
 		}
 	}
+	e.raw = setMembers(e.raw, members)
 	e.rawDirty = true
 }
+
+// setMembers sets each of members (later ones winning over earlier ones
+// of the same name) in held, which is sorted by name with one member per
+// name, and returns held so kept. A name held already is replaced in
+// place; new names are sorted and merged in at once, so that a change
+// with many new members costs a sort, not an insertion each.
+func setMembers(held, members []rawMember) []rawMember {
+	var added []rawMember
+	for _, m := range members {
+		if i, found := slices.BinarySearchFunc(held, m.name, byName); found {
+			held[i] = m
+		} else {
+			added = append(added, m)
+		}
+	}
+	if len(added) == 0 {
+		return held
+	}
+	// Stable, so that of one name added twice the last comes last and
+	// stays.
+	slices.SortStableFunc(added, func(a, b rawMember) int { return strings.Compare(a.name, b.name) })
+	last := added[:0]
+	for i, m := range added {
+		if i+1 < len(added) && added[i+1].name == m.name {
+			continue
+		}
+		last = append(last, m)
+	}
+	// Merge from the back into held grown by len(last).
+	n := len(held)
+	held = slices.Grow(held, len(last))[:n+len(last)]
+	for i, j, k := n-1, len(last)-1, len(held)-1; j >= 0; k-- {
+		if i >= 0 && held[i].name > last[j].name {
+			held[k] = held[i]
+			i--
+		} else {
+			held[k] = last[j]
+			j--
+		}
+	}
+	return held
+}
+
+// byName orders a member against a name.
+func byName(m rawMember, name string) int { return strings.Compare(m.name, name) }
 
 // render brings state.Raw up to date with the merged members, in key
 // order.
@@ -276,21 +323,17 @@ func (e *entry) render() {
 	if !e.rawDirty {
 		return
 	}
-	keys := make([]string, 0, len(e.raw))
 	size := 2
-	for k, m := range e.raw {
-		keys = append(keys, k)
+	for _, m := range e.raw {
 		size += len(m.key) + len(m.value) + 2
 	}
-	slices.Sort(keys)
 	var b strings.Builder
 	b.Grow(size)
 	b.WriteByte('{')
-	for i, k := range keys {
+	for i, m := range e.raw {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		m := e.raw[k]
 		b.WriteString(m.key)
 		b.WriteByte(':')
 		b.WriteString(m.value)
