@@ -9,10 +9,13 @@ import (
 )
 
 // rawMember is one top-level member of a JSON object: its key unescaped
-// (name), as written, and its value's text.
+// (name), as written, and its value's text. A member a state holds also
+// keeps its key in the state's field times ("raw.<name>"; "" until one is
+// needed).
 type rawMember struct {
 	name string
 	member
+	timeKey string
 }
 
 // rawObject is a change's raw JSON split into its top-level members, once,
@@ -128,7 +131,7 @@ func (sc *jsonScanner) object(i, depth int, members *[]rawMember) (int, bool) {
 			if escaped {
 				name = gjson.Parse(key).String()
 			}
-			*members = append(*members, rawMember{name, member{key: key, value: s[valueAt:i]}})
+			*members = append(*members, rawMember{name: name, member: member{key: key, value: s[valueAt:i]}})
 		}
 		if i = skipSpace(s, i); i >= len(s) {
 			return i, false

@@ -35,7 +35,7 @@ func TestSplitRawMatchesGJSON(t *testing.T) {
 			}
 			var want []rawMember
 			obj.ForEach(func(k, v gjson.Result) bool {
-				want = append(want, rawMember{k.String(), member{k.Raw, v.Raw}})
+				want = append(want, rawMember{name: k.String(), member: member{k.Raw, v.Raw}})
 				return true
 			})
 			if len(raw.members) != len(want) {
@@ -72,7 +72,7 @@ func FuzzSplitRaw(f *testing.F) {
 		}
 		i := 0
 		obj.ForEach(func(k, v gjson.Result) bool {
-			if i >= len(raw.members) || raw.members[i] != (rawMember{k.String(), member{k.Raw, v.Raw}}) {
+			if i >= len(raw.members) || raw.members[i] != (rawMember{name: k.String(), member: member{k.Raw, v.Raw}}) {
 				t.Fatalf("member %d: %q", i, raw.members)
 			}
 			i++

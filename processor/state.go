@@ -206,11 +206,11 @@ func mergeFields(st *schemas.State, newerFields schemas.Fields, t int64) {
 		st.Fields.Overlay(newerFields)
 		return
 	}
-	st.Fields.OverlayIf(newerFields, func(name string) bool {
-		if !newer(t, st.FieldTimes["fields."+name]) {
+	st.Fields.OverlayIf(newerFields, func(timeKey string) bool {
+		if !newer(t, st.FieldTimes[timeKey]) {
 			return false
 		}
-		setTime(st, "fields."+name, t)
+		setTime(st, timeKey, t)
 		return true
 	})
 }
@@ -234,14 +234,13 @@ func splitObject(text string, into map[string]member) bool {
 }
 
 // mergeRaw overlays the top-level members of the JSON object raw (split
-// into obj, whose members it uses up; nil: split here) on the state's, each
-// unless the state's value occurred later. Anything that is not an object
-// replaces what was there.
+// into obj; nil: split here) on the state's, each unless the state's value
+// occurred later. Anything that is not an object replaces what was there.
 func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 	st := &e.state
 	if e.raw == nil && st.Raw != "" {
 		if held, _ := splitRaw(st.Raw, nil, math.MaxInt); held.object {
-			e.raw = setMembers(make([]rawMember, 0, len(held.members)), held.members)
+			e.raw = addMembers(make([]rawMember, 0, len(held.members)), held.members)
 		}
 	}
 	if obj == nil {
@@ -255,42 +254,45 @@ func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 	if e.raw == nil {
 		e.raw = make([]rawMember, 0, len(obj.members))
 	}
-	// No field time is looked up for an untimed change, which replaces
-	// every member. A timed one keeps, in place, the members it wins.
-	members := obj.members
-	if t != 0 {
-		members = members[:0]
-		for _, m := range obj.members {
-			field := "raw." + m.name
-			if newer(t, st.FieldTimes[field]) {
-				members = append(members, m)
-				setTime(st, field, t)
-			}
-		}
-	}
-	e.raw = setMembers(e.raw, members)
-	e.rawDirty = true
-}
-
-// setMembers sets each of members (later ones winning over earlier ones
-// of the same name) in held, which is sorted by name with one member per
-// name, and returns held so kept. A name held already is replaced in
-// place; new names are sorted and merged in at once, so that a change
-// with many new members costs a sort, not an insertion each.
-func setMembers(held, members []rawMember) []rawMember {
+	// An untimed change replaces every member it carries; a timed one
+	// those it wins. A held member keeps its key in the field times, so
+	// that only a name new to the key costs making one.
 	var added []rawMember
-	for _, m := range members {
-		if i, found := slices.BinarySearchFunc(held, m.name, byName); found {
-			held[i] = m
+	for _, m := range obj.members {
+		i, found := slices.BinarySearchFunc(e.raw, m.name, byName)
+		if t != 0 {
+			m.timeKey = ""
+			if found {
+				m.timeKey = e.raw[i].timeKey
+			}
+			if m.timeKey == "" {
+				m.timeKey = "raw." + m.name
+			}
+			if !newer(t, st.FieldTimes[m.timeKey]) {
+				continue
+			}
+			setTime(st, m.timeKey, t)
+		}
+		if found {
+			e.raw[i] = m
 		} else {
 			added = append(added, m)
 		}
 	}
+	e.raw = addMembers(e.raw, added)
+	e.rawDirty = true
+}
+
+// addMembers merges added, whose names held (sorted by name, one member
+// per name) lacks, into held and returns it so kept; of one name added
+// twice the later stays. The new names are sorted and merged in at once,
+// so that a change with many new members costs a sort, not an insertion
+// each.
+func addMembers(held, added []rawMember) []rawMember {
 	if len(added) == 0 {
 		return held
 	}
-	// Stable, so that of one name added twice the last comes last and
-	// stays.
+	// Stable, so that of one name added twice the last comes last.
 	slices.SortStableFunc(added, func(a, b rawMember) int { return strings.Compare(a.name, b.name) })
 	last := added[:0]
 	for i, m := range added {

@@ -4,38 +4,73 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/productstream/productstream/schemas"
 )
 
-// setMembers keeps what a map from name to member would hold, later
-// members winning, sorted by name: over random batches of new, repeated
-// and duplicated names, from empty and from held members.
-func TestSetMembersMatchesAMap(t *testing.T) {
+// Merged raw members come out as a map from name to member would hold
+// them, later members winning, in name order: over random objects of new,
+// repeated and duplicated names, untimed and timed, onto a key without
+// raw and onto one restored with raw of its own.
+func TestMergeRawMatchesAMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 500 {
-		want := map[string]member{}
-		var held []rawMember
+	for round := range 400 {
+		want := map[string]string{}
+		e := &entry{}
+		if round%2 == 1 { // restored: raw rendered before, not yet split
+			e.state.Raw = `{"k00":"held","k29":"held"}`
+			want[`"k00"`], want[`"k29"`] = `"held"`, `"held"`
+		}
 		for batch := range 1 + rng.IntN(6) {
-			members := make([]rawMember, rng.IntN(40))
-			for i := range members {
-				name := fmt.Sprintf("k%02d", rng.IntN(30))
-				members[i] = rawMember{name, member{key: `"` + name + `"`, value: fmt.Sprint(round, batch, i)}}
-				want[name] = members[i].member
+			var members []string
+			for i := range rng.IntN(40) {
+				key, value := fmt.Sprintf(`"k%02d"`, rng.IntN(30)), fmt.Sprintf(`"%d.%d.%d"`, round, batch, i)
+				members = append(members, key+":"+value)
+				want[key] = value
 			}
-			held = setMembers(held, members)
-			names := make([]string, 0, len(want))
-			for name := range want {
-				names = append(names, name)
+			var ts int64
+			if round%3 == 0 {
+				ts = int64(1000 + batch) // every batch newer than the last
 			}
-			slices.Sort(names)
-			if len(held) != len(names) {
-				t.Fatalf("round %d batch %d: %d members held, want %d", round, batch, len(held), len(names))
+			mergeRaw(e, "{"+strings.Join(members, ",")+"}", nil, ts)
+			e.render()
+			keys := make([]string, 0, len(want))
+			for k := range want {
+				keys = append(keys, k)
 			}
-			for i, name := range names {
-				if held[i].name != name || held[i].member != want[name] {
-					t.Fatalf("round %d batch %d: member %d is %v, want %s %v", round, batch, i, held[i], name, want[name])
+			slices.Sort(keys)
+			var b strings.Builder
+			for i, k := range keys {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(k + ":" + want[k])
+			}
+			if got := e.state.Raw; got != "{"+b.String()+"}" {
+				t.Fatalf("round %d batch %d: raw %s, want {%s}", round, batch, got, b.String())
+			}
+			if ts != 0 {
+				for _, k := range keys {
+					if k != `"k00"` && k != `"k29"` && e.state.FieldTimes["raw."+k[1:len(k)-1]] == 0 {
+						t.Fatalf("round %d batch %d: no field time for %s: %v", round, batch, k, e.state.FieldTimes)
+					}
 				}
 			}
 		}
+	}
+}
+
+// A typed field's key in the field times is "fields." and its Avro name.
+func TestFieldTimeKeys(t *testing.T) {
+	var f schemas.Fields
+	var keys []string
+	f.OverlayIf(schemas.Fields{Title: new("t"), GTIN: new("g"), SalePrice: new("1")}, func(timeKey string) bool {
+		keys = append(keys, timeKey)
+		return true
+	})
+	if want := []string{"fields.title", "fields.sale_price", "fields.gtin"}; !slices.Equal(keys, want) {
+		t.Errorf("time keys %v, want %v", keys, want)
 	}
 }

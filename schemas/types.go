@@ -26,20 +26,25 @@ type Fields struct {
 	GTIN         *string
 }
 
-// fieldRefs pairs each Avro field name with its Go field; the one place
-// that lists them, so conversion and merging cannot drift apart.
+// FieldTimesPrefix prefixes a typed field's Avro name in State.FieldTimes.
+const FieldTimesPrefix = "fields."
+
+// refs pairs each Avro field name, and its key in State.FieldTimes, with
+// its Go field; the one place that lists them, so conversion and merging
+// cannot drift apart.
 func (f *Fields) refs() []struct {
-	name string
-	ptr  **string
+	name, timeKey string
+	ptr           **string
 } {
+	const p = FieldTimesPrefix
 	return []struct {
-		name string
-		ptr  **string
+		name, timeKey string
+		ptr           **string
 	}{
-		{"title", &f.Title}, {"description", &f.Description}, {"brand", &f.Brand},
-		{"price", &f.Price}, {"sale_price", &f.SalePrice}, {"currency", &f.Currency},
-		{"url", &f.URL}, {"image_url", &f.ImageURL}, {"availability", &f.Availability},
-		{"sku", &f.SKU}, {"gtin", &f.GTIN},
+		{"title", p + "title", &f.Title}, {"description", p + "description", &f.Description}, {"brand", p + "brand", &f.Brand},
+		{"price", p + "price", &f.Price}, {"sale_price", p + "sale_price", &f.SalePrice}, {"currency", p + "currency", &f.Currency},
+		{"url", p + "url", &f.URL}, {"image_url", p + "image_url", &f.ImageURL}, {"availability", p + "availability", &f.Availability},
+		{"sku", p + "sku", &f.SKU}, {"gtin", p + "gtin", &f.GTIN},
 	}
 }
 
@@ -53,12 +58,12 @@ func (f *Fields) Overlay(newer Fields) {
 	}
 }
 
-// OverlayIf sets each field that newer carries and keep, given the field's
-// Avro name, allows.
-func (f *Fields) OverlayIf(newer Fields, keep func(name string) bool) {
+// OverlayIf sets each field that newer carries and keep allows, given the
+// field's key in State.FieldTimes: FieldTimesPrefix and its Avro name.
+func (f *Fields) OverlayIf(newer Fields, keep func(timeKey string) bool) {
 	dst, src := f.refs(), newer.refs()
 	for i := range dst {
-		if *src[i].ptr != nil && keep(dst[i].name) {
+		if *src[i].ptr != nil && keep(dst[i].timeKey) {
 			*dst[i].ptr = *src[i].ptr
 		}
 	}

@@ -117,8 +117,8 @@ func (r *Reader) pending(rec *kgo.Record) *Pending {
 func fieldNames(typed schemas.Fields, raw string) []string {
 	names := []string{}
 	var none schemas.Fields
-	none.OverlayIf(typed, func(name string) bool { // called with each field typed carries
-		names = append(names, "fields."+name)
+	none.OverlayIf(typed, func(timeKey string) bool { // called with each field typed carries
+		names = append(names, timeKey)
 		return false
 	})
 	if raw == "" {
