@@ -1048,14 +1048,47 @@ func recordVersion(t *testing.T, serde *schemas.Serde, r *kgo.Record) int64 {
 	return st.Version
 }
 
+// appliedWrites returns the records that a call of the Redis sink's write
+// script (sink/redis's writeScript) says it wrote, key (without keyPrefix)
+// -> version: cmd is the call, EVALSHA (or EVAL) script numkeys KEYS...
+// ARGV..., the ARGV five per key with the version first, and reply its
+// answer, one integer per key, 1 for written. It returns none for any other
+// command or reply.
+func appliedWrites(keyPrefix string, cmd []string, reply respValue) map[string]int64 {
+	if len(cmd) < 3 || !strings.EqualFold(cmd[0], "EVALSHA") && !strings.EqualFold(cmd[0], "EVAL") {
+		return nil
+	}
+	n, err := strconv.Atoi(cmd[2])
+	if err != nil || n < 1 || len(cmd) != 3+6*n || reply.kind != '*' || len(reply.elems) != n {
+		return nil
+	}
+	keys, args := cmd[3:3+n], cmd[3+n:]
+	out := map[string]int64{}
+	for i, k := range keys {
+		key, ours := strings.CutPrefix(k, keyPrefix)
+		if a := reply.elems[i]; !ours || a.kind != ':' || a.str != "1" {
+			continue
+		}
+		if v, err := strconv.ParseInt(args[5*i], 10, 64); err == nil {
+			out[key] = v
+		}
+	}
+	return out
+}
+
 // The sink role SIGKILLed mid-stream, in the middle of its batches (five
-// records each): after the kill some applied writes are not committed, and
-// none committed is missing from Redis; restarted, it repeats them harmlessly
-// and ends with every key at the latest version and price on products and
-// the end of products committed.
+// records each), once at a random point and once between a write and its
+// commit (Redis's reply to the write held back): after each kill none
+// committed is missing from Redis, and after the second some applied writes
+// are not committed; restarted, it repeats them harmlessly and ends with
+// every key at the latest version and price on products and the end of
+// products committed.
 func TestSinkSurvivesSIGKILLBetweenWriteAndCommit(t *testing.T) {
 	start := time.Now()
 	redisAddr := sinktest.StartBackend(t, "redis")
+	// The sink reaches Redis through a proxy that can hold back Redis's
+	// reply to a write; the test reads Redis directly.
+	proxy := startRedisProxy(t, redisAddr)
 	run := runID()
 	keyPrefix := "it-sigkill/" + run + "/"
 	rdb := goredis.NewClient(&goredis.Options{Addr: redisAddr})
@@ -1078,7 +1111,7 @@ sinks:
     type: redis
     batch: {max_records: 5, linger: 1ms}
     redis: {addr: %q, key_prefix: %q}
-`, dev.kafka, dev.registry, sinkName, redisAddr, keyPrefix))
+`, dev.kafka, dev.registry, sinkName, proxy.addr(), keyPrefix))
 	logs := &lockedWriter{w: &bytes.Buffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -1151,7 +1184,8 @@ sinks:
 	}
 	defer stopSending()
 
-	// snapshot is every key's Redis version (0: none) in one pipeline.
+	// snapshot is every key's Redis version (-1: none; versions start at
+	// 0) in one pipeline.
 	ctx := context.Background()
 	snapshot := func() map[string]int64 {
 		h, err := redisHashes(ctx, rdb, keyPrefix, keys)
@@ -1160,52 +1194,103 @@ sinks:
 		}
 		out := make(map[string]int64, len(h))
 		for k, v := range h {
-			out[k] = v.version
+			out[k] = -1
+			if v.found {
+				out[k] = v.version
+			}
 		}
 		return out
 	}
 
-	// Kill cycles: start the sink, SIGKILL it once Redis shows its writes
-	// (some new versions since it started), and compare what it wrote with
-	// what it committed. A kill lands at a random point of the sink's
-	// cycle of fetch, write, commit; the cycles repeat (at most 30, each
-	// one a fraction of a second) until one lands between a write and its
-	// commit.
+	// Two kill cycles: start the sink, SIGKILL it, and compare what it
+	// wrote with what it committed. The first kill lands at a random point
+	// of the sink's cycle of fetch, write, commit, once Redis shows some of
+	// its writes (new versions since it started), while the stream is
+	// still being sent. The second lands between a write and its commit by
+	// construction: the proxy lets the sink's first write that applies a
+	// record reach Redis but holds back Redis's reply, and every reply
+	// after it, so the sink, which commits a batch only once its write has
+	// answered, is waiting when it is killed; the kill comes once Redis
+	// shows the write.
 	var (
 		role             *sinkRole
 		kills, inFlight  int
 		firstKillMidSend bool
 		committedNotHeld []string
 	)
-	for cycle := 1; cycle <= 30 && inFlight == 0; cycle++ {
+	for cycle := 1; cycle <= 2; cycle++ {
+		var (
+			heldReplies <-chan heldReply
+			heldWrites  map[string]int64 // cycle 2: the records of the write held, key -> version
+		)
 		if cycle == 1 {
 			// A backlog first: the sink starts behind, as after an outage.
 			for roundsSent.Load() < 1 {
 				time.Sleep(10 * time.Millisecond)
 			}
+		} else {
+			// Armed before the sink starts, for the write script's reply
+			// only, and only one that reports a record written: the sink's
+			// startup (HELLO, PING, SCRIPT LOAD, the pointer script), its
+			// reads of the pointer and the writes it repeats from the
+			// first cycle (answered "already held") pass.
+			heldReplies = proxy.arm(func(cmd []string, reply respValue) bool {
+				return len(appliedWrites(keyPrefix, cmd, reply)) > 0
+			})
 		}
 		before := snapshot()
 		role = startSinkRole(t, sinkCfg, sinkName, logs)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			now, changed := snapshot(), 0
-			for k, v := range now {
-				if v != before[k] {
-					changed++
+		if cycle == 1 {
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				now, changed := snapshot(), 0
+				for k, v := range now {
+					if v != before[k] {
+						changed++
+					}
 				}
+				if changed >= 10 {
+					break
+				}
+				select {
+				case <-role.done:
+					t.Fatalf("cycle %d: the sink exited on its own: %v", cycle, role.err)
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("cycle %d: the sink wrote %d new versions to Redis within 30s", cycle, changed)
+				}
+				time.Sleep(time.Millisecond)
 			}
-			if changed >= 10 {
-				break
-			}
+		} else {
 			select {
+			case h := <-heldReplies:
+				heldWrites = appliedWrites(keyPrefix, h.cmd, h.reply)
 			case <-role.done:
 				t.Fatalf("cycle %d: the sink exited on its own: %v", cycle, role.err)
-			default:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("cycle %d: the sink applied no record in Redis within 30s", cycle)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cycle %d: the sink wrote %d new versions to Redis within 30s", cycle, changed)
+			t.Logf("cycle %d: Redis's reply to a write of %d records held: %v", cycle, len(heldWrites), heldWrites)
+			// Redis answered the write, so it shows it already; the test
+			// sees it for itself before the kill.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				now := snapshot()
+				var missing []string
+				for k, v := range heldWrites {
+					if now[k] != v {
+						missing = append(missing, fmt.Sprintf("%s@%d (Redis holds %d)", k, v, now[k]))
+					}
+				}
+				if len(missing) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("cycle %d: Redis answered that it applied writes it does not show: %v", cycle, missing)
+				}
+				time.Sleep(time.Millisecond)
 			}
-			time.Sleep(time.Millisecond)
 		}
 		midSend := roundsSent.Load() < rounds
 		role.kill(t)
@@ -1213,6 +1298,10 @@ sinks:
 		if cycle == 1 {
 			firstKillMidSend = midSend
 		}
+		// The killed sink's connections are closed already (its end
+		// closed their client sides); this waits for the proxy to be done
+		// with them and lets the next sink's replies through.
+		proxy.reset()
 
 		// What the killed sink left: a record at or past the committed
 		// offset whose version Redis holds, newer than every record of its
@@ -1239,14 +1328,16 @@ sinks:
 		}
 		uncommitted := 0
 		var written []string
+		writtenVersion := map[string]int64{} // key -> version written and not committed
 		for _, r := range recs {
 			if isCommitted(r) {
 				continue
 			}
 			uncommitted++
 			key, v := string(r.Key), recordVersion(t, serde, r)
-			if inRedis[key] == v && v > committedVersion[key] {
+			if c, ok := committedVersion[key]; inRedis[key] == v && (!ok || v > c) {
 				written = append(written, fmt.Sprintf("%s@%d(%d/%d, committed %d)", key, v, r.Partition, r.Offset, committed[r.Partition]))
+				writtenVersion[key] = v
 			}
 		}
 		inFlight += len(written)
@@ -1254,6 +1345,19 @@ sinks:
 			cycle, time.Since(start).Round(time.Millisecond), sent.Load(), uncommitted, len(written), written)
 		if len(committedNotHeld) > 0 {
 			t.Fatalf("after SIGKILL, the sink had committed past records Redis does not hold:\n%s", strings.Join(committedNotHeld, "\n"))
+		}
+		// The write whose reply was held is in Redis and its records are
+		// not committed; were they, the sink would have committed a batch
+		// before its write had answered.
+		var heldCommitted []string
+		for k, v := range heldWrites {
+			if w, ok := writtenVersion[k]; !ok || w != v {
+				heldCommitted = append(heldCommitted, fmt.Sprintf("%s@%d", k, v))
+			}
+		}
+		if len(heldCommitted) > 0 {
+			slices.Sort(heldCommitted)
+			t.Fatalf("cycle %d: records whose write Redis applied but had not yet acknowledged were committed (or not found past the committed offsets): %v", cycle, heldCommitted)
 		}
 		evictMembers(t, dev.kafka, group)
 	}
