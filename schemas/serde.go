@@ -29,6 +29,11 @@ type Serde struct {
 	ids    [numKinds]int
 	codecs sync.Map // schema ID -> *goavro.Codec
 	plans  sync.Map // schema ID -> *recordPlan, nil when the map decodes it (DecodeChange)
+	// enc encodes the current schemas, planned by the first Register
+	// (before any kind has an ID).
+	encOnce sync.Once
+	enc     encoders
+	encErr  error
 }
 
 // NewSerde returns a Serde that looks writer schemas up in reg. Call
@@ -42,6 +47,10 @@ func NewSerde(reg *sr.Client) *Serde { return &Serde{reg: reg} }
 // (registries that number by content give the same ID everywhere; a reader
 // looks any ID up, whatever subject holds it).
 func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
+	s.encOnce.Do(func() { s.encErr = s.enc.plan() })
+	if s.encErr != nil {
+		return fmt.Errorf("plan the schemas' encoding: %w", s.encErr)
+	}
 	for kind, names := range topics {
 		text := Current(kind)
 		codec, err := goavro.NewCodecForStandardJSONFull(text)
@@ -66,17 +75,16 @@ func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
 // ID returns the registered schema ID of kind (0 before Register).
 func (s *Serde) ID(k Kind) int { return s.ids[k] }
 
-// encode encodes native as kind k's current schema, into a buffer of
+// encode encodes x with re as kind k's current schema, into a buffer of
 // sizeHint bytes: the record's encoded size, estimated from its strings,
-// so that goavro writes it without growing the buffer again and again.
-func (s *Serde) encode(k Kind, native map[string]any, sizeHint int) ([]byte, error) {
+// so that it is written without growing the buffer again and again.
+func encode[T any](s *Serde, k Kind, re *recordEncoder[T], x *T, sizeHint int) ([]byte, error) {
 	id := s.ids[k]
 	if id == 0 {
 		return nil, fmt.Errorf("%s: %w", k, ErrNotRegistered)
 	}
-	c, _ := s.codecs.Load(id)
 	b, _ := s.hdr.AppendEncode(make([]byte, 0, sizeHint), id, nil)
-	b, err := c.(*goavro.Codec).BinaryFromNative(b, native)
+	b, err := re.encode(b, x)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k, err)
 	}
@@ -85,32 +93,29 @@ func (s *Serde) encode(k Kind, native map[string]any, sizeHint int) ([]byte, err
 
 // EncodeChange encodes a change as a ProductChange record value.
 func (s *Serde) EncodeChange(c *Change) ([]byte, error) {
-	return s.encode(KindChange, c.native(), c.sizeHint())
+	return encode(s, KindChange, s.enc.change, c, c.sizeHint())
 }
 
 // EncodeState encodes a state: a product's as a ProductState record value,
 // any other resource's as a ResourceState.
 func (s *Serde) EncodeState(st *State) ([]byte, error) {
 	if st.IsProduct() {
-		return s.encode(KindState, st.native(), st.sizeHint())
+		return encode(s, KindState, s.enc.state, st, st.sizeHint())
 	}
-	return s.encode(KindResource, st.resourceNative(), st.sizeHint())
+	return encode(s, KindResource, s.enc.resource, st, st.sizeHint())
 }
 
 // EncodeUpdate encodes an update as a ProductUpdate record value.
 func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) {
-	hint := recordOverhead + len(u.Namespace) + len(u.ProductID)
-	if u.State != nil {
-		hint += u.State.sizeHint()
-	}
-	return s.encode(KindUpdate, u.native(), hint)
+	_, b, err := s.EncodeStateAndUpdate(u.State, u)
+	return b, err
 }
 
 // EncodeEvent encodes an analytics event as an AnalyticsEvent record value.
 func (s *Serde) EncodeEvent(e *Event) ([]byte, error) {
 	hint := recordOverhead + len(e.EventID) + len(e.Source) + len(e.Provider) + len(e.Namespace) + len(e.EventType) +
 		len(e.Subject) + len(e.Raw)
-	return s.encode(KindEvent, e.native(), hint)
+	return encode(s, KindEvent, s.enc.event, e, hint)
 }
 
 // DecodeEvent decodes an AnalyticsEvent record value.

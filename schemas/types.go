@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/linkedin/goavro/v2"
 )
 
 // Fields are the typed product fields productstream understands. A nil field
@@ -69,14 +67,6 @@ func (f *Fields) OverlayIf(newer Fields, keep func(timeKey string) bool) {
 	}
 }
 
-func (f Fields) native() map[string]any {
-	m := make(map[string]any, 11)
-	for _, r := range f.refs() {
-		m[r.name] = optString(*r.ptr)
-	}
-	return m
-}
-
 func fieldsFromNative(v any) (Fields, error) {
 	var f Fields
 	if v == nil { // written by a schema without typed fields
@@ -119,25 +109,6 @@ func (c *Change) Key() string { return Key(c.Namespace, c.ProductID) }
 
 // Key builds a record key "<namespace>:<id>".
 func Key(namespace, id string) string { return namespace + ":" + id }
-
-func (c *Change) native() map[string]any {
-	return map[string]any{
-		"event_id":       c.EventID,
-		"source":         c.Source,
-		"provider":       c.Provider,
-		"namespace":      c.Namespace,
-		"event_type":     c.EventType,
-		"resource":       c.Resource,
-		"product_id":     c.ProductID,
-		"deleted":        c.Deleted,
-		"received_at":    c.ReceivedAt,
-		"occurred_at":    optTime(c.OccurredAt),
-		"fields":         c.Fields.native(),
-		"notice":         c.Notice,
-		"collection_ids": stringArray(c.CollectionIDs),
-		"raw":            c.Raw,
-	}
-}
 
 func changeFromNative(v any) (Change, error) {
 	m, ok := v.(map[string]any)
@@ -201,41 +172,6 @@ func (s *State) Key() string { return Key(s.Namespace, s.ProductID) }
 // IsProduct reports whether the state is a product's.
 func (s *State) IsProduct() bool { return s.Resource == "" || s.Resource == "product" }
 
-func (s *State) native() map[string]any {
-	m := s.sharedNative()
-	m["product_id"] = s.ProductID
-	m["fields"] = s.Fields.native()
-	return m
-}
-
-func (s *State) resourceNative() map[string]any {
-	m := s.sharedNative()
-	m["resource"] = s.Resource
-	m["id"] = s.ProductID
-	m["pos_ids"] = stringArray(s.PosIDs)
-	m["product_ids"] = stringArray(s.ProductIDs)
-	return m
-}
-
-// sharedNative is the native form of the fields a ProductState and a
-// ResourceState record share.
-func (s *State) sharedNative() map[string]any {
-	return map[string]any{
-		"namespace":           s.Namespace,
-		"source":              s.Source,
-		"provider":            s.Provider,
-		"raw":                 s.Raw,
-		"version":             s.Version,
-		"change_count":        s.ChangeCount,
-		"last_event_id":       s.LastEventID,
-		"updated_at":          s.UpdatedAt,
-		"occurred_at":         optTime(s.OccurredAt),
-		"collection_ids":      stringArray(s.CollectionIDs),
-		"field_times":         times(s.FieldTimes),
-		"dedupe_fingerprints": FingerprintsText(s.DedupeFingerprints),
-	}
-}
-
 // stateFromNative reads a ProductState or a ResourceState record.
 func stateFromNative(v any) (State, error) {
 	m, ok := v.(map[string]any)
@@ -287,24 +223,6 @@ type Update struct {
 // Key is the record key of the update.
 func (u *Update) Key() string { return Key(u.Namespace, u.ProductID) }
 
-func (u *Update) native() map[string]any {
-	var st any
-	if u.State != nil {
-		st = goavro.Union("io.productstream.ProductState", u.State.native())
-	}
-	return map[string]any{
-		"namespace":         u.Namespace,
-		"product_id":        u.ProductID,
-		"deleted":           u.Deleted,
-		"change_count":      u.ChangeCount,
-		"version":           u.Version,
-		"first_received_at": u.FirstReceivedAt,
-		"last_received_at":  u.LastReceivedAt,
-		"emitted_at":        u.EmittedAt,
-		"state":             st,
-	}
-}
-
 func updateFromNative(v any) (Update, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -333,20 +251,6 @@ func updateFromNative(v any) (Update, error) {
 // Native-form helpers. goavro represents a non-null union value as a one-key
 // map naming the branch; fields a writer schema lacked are absent and read
 // as their zero value.
-
-func optString(s *string) any {
-	if s == nil {
-		return nil
-	}
-	return goavro.Union("string", *s)
-}
-
-func optTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return goavro.Union("long.timestamp-millis", t)
-}
 
 func unionValue(v any) any {
 	if m, ok := v.(map[string]any); ok && len(m) == 1 {
@@ -480,20 +384,6 @@ type Event struct {
 
 // Key is the record key of the event.
 func (e *Event) Key() string { return Key(e.Namespace, e.Subject) }
-
-func (e *Event) native() map[string]any {
-	return map[string]any{
-		"event_id":    e.EventID,
-		"source":      e.Source,
-		"provider":    e.Provider,
-		"namespace":   e.Namespace,
-		"event_type":  e.EventType,
-		"subject":     e.Subject,
-		"received_at": e.ReceivedAt,
-		"occurred_at": optTime(e.OccurredAt),
-		"raw":         e.Raw,
-	}
-}
 
 func eventFromNative(v any) (Event, error) {
 	m, ok := v.(map[string]any)

@@ -1,0 +1,264 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// Encoding a record field by field, the counterpart of fielddecode.go.
+// goavro encodes a record from a map[string]any, with a map for each union
+// value too, and looks every field up in it by name: building and reading
+// those maps was most of the cost of encoding a state. A recordEncoder
+// encodes the same bytes with goavro codecs compiled for each field's type,
+// in the schema's field order (a record's binary encoding is its fields'
+// encodings, one after the other), taking each value straight from the Go
+// struct. A union of null and one other type is its branch index (a zigzag
+// varint) and then, unless null, that type's encoding. Tests check the
+// bytes against goavro's encoding of the whole record.
+
+// fieldEncoder encodes one field of a T.
+type fieldEncoder[T any] struct {
+	codec *goavro.Codec // the field's type; for a nullable union, its other branch
+	null  int64         // a nullable union's null branch: 0 or 1; -1 for no union
+	value func(*T) any  // the field's native value; nil for a union's null
+	// nested encodes a field that is a record of its own, instead of
+	// codec and value.
+	nested func(buf []byte, x *T) ([]byte, error)
+}
+
+// recordEncoder encodes a T as one record schema.
+type recordEncoder[T any] struct{ fields []fieldEncoder[T] }
+
+// encode appends x's encoding to buf.
+func (re *recordEncoder[T]) encode(buf []byte, x *T) ([]byte, error) {
+	var err error
+	for i := range re.fields {
+		f := &re.fields[i]
+		if f.nested != nil {
+			if buf, err = f.nested(buf, x); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		v := f.value(x)
+		if f.null >= 0 {
+			if v == nil {
+				buf = binary.AppendVarint(buf, f.null)
+				continue
+			}
+			buf = binary.AppendVarint(buf, 1-f.null)
+		}
+		if buf, err = f.codec.BinaryFromNative(buf, v); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// newRecordEncoder plans the record schema whose JSON form is schema for
+// a T whose fields values gives by name; a field that is a record of its
+// own is encoded by nested[name]. Every field of the schema must be in
+// one of them, and every field in them in the schema.
+func newRecordEncoder[T any](schema map[string]any, values map[string]func(*T) any,
+	nested map[string]func([]byte, *T) ([]byte, error)) (*recordEncoder[T], error) {
+	if schema["type"] != "record" {
+		return nil, fmt.Errorf("%v: not a record", schema["name"])
+	}
+	fields, _ := schema["fields"].([]any)
+	re := &recordEncoder[T]{fields: make([]fieldEncoder[T], 0, len(fields))}
+	for _, f := range fields {
+		field, _ := f.(map[string]any)
+		name, _ := field["name"].(string)
+		if enc, ok := nested[name]; ok {
+			re.fields = append(re.fields, fieldEncoder[T]{null: -1, nested: enc})
+			continue
+		}
+		value, ok := values[name]
+		if !ok {
+			return nil, fmt.Errorf("%v: no value for field %q", schema["name"], name)
+		}
+		fe := fieldEncoder[T]{null: -1, value: value}
+		typ := field["type"]
+		if union, ok := typ.([]any); ok {
+			switch {
+			case len(union) == 2 && union[0] == "null":
+				fe.null, typ = 0, union[1]
+			case len(union) == 2 && union[1] == "null":
+				fe.null, typ = 1, union[0]
+			default:
+				return nil, fmt.Errorf("%v: field %q is a union of other than null and one type", schema["name"], name)
+			}
+		}
+		text, err := json.Marshal(typ)
+		if err != nil {
+			return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+		}
+		if fe.codec, err = goavro.NewCodecForStandardJSONFull(string(text)); err != nil {
+			return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+		}
+		re.fields = append(re.fields, fe)
+	}
+	if len(re.fields) != len(values)+len(nested) {
+		return nil, fmt.Errorf("%v: %d fields, but values for %d", schema["name"], len(re.fields), len(values)+len(nested))
+	}
+	return re, nil
+}
+
+// encoders are the record encoders of the current schemas.
+type encoders struct {
+	change     *recordEncoder[Change]
+	state      *recordEncoder[State]  // ProductState
+	resource   *recordEncoder[State]  // ResourceState
+	updateHead *recordEncoder[Update] // ProductUpdate without its last field, state
+	event      *recordEncoder[Event]
+}
+
+// plan plans the current schema of every kind.
+func (enc *encoders) plan() error {
+	schema := func(k Kind) (map[string]any, error) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(Current(k)), &m); err != nil {
+			return nil, fmt.Errorf("%s schema: %w", k, err)
+		}
+		return m, nil
+	}
+	var (
+		err error
+		sch [numKinds]map[string]any
+	)
+	for k := range Kind(numKinds) {
+		if sch[k], err = schema(k); err != nil {
+			return err
+		}
+	}
+	// ProductFields, as nested in ProductChange and ProductState.
+	fieldsSchema := func(k Kind) map[string]any {
+		for _, f := range sch[k]["fields"].([]any) {
+			if f := f.(map[string]any); f["name"] == "fields" {
+				m, _ := f["type"].(map[string]any)
+				return m
+			}
+		}
+		return nil
+	}
+	fieldValues := map[string]func(*Fields) any{}
+	for _, r := range new(Fields).refs() {
+		fieldValues[r.name] = func(f *Fields) any {
+			if p := *f.ptr(r.name); p != nil {
+				return *p
+			}
+			return nil
+		}
+	}
+	changeFields, err := newRecordEncoder(fieldsSchema(KindChange), fieldValues, nil)
+	if err != nil {
+		return err
+	}
+	stateFields, err := newRecordEncoder(fieldsSchema(KindState), fieldValues, nil)
+	if err != nil {
+		return err
+	}
+
+	enc.change, err = newRecordEncoder(sch[KindChange], map[string]func(*Change) any{
+		"event_id":       func(c *Change) any { return c.EventID },
+		"source":         func(c *Change) any { return c.Source },
+		"provider":       func(c *Change) any { return c.Provider },
+		"namespace":      func(c *Change) any { return c.Namespace },
+		"event_type":     func(c *Change) any { return c.EventType },
+		"resource":       func(c *Change) any { return c.Resource },
+		"product_id":     func(c *Change) any { return c.ProductID },
+		"deleted":        func(c *Change) any { return c.Deleted },
+		"received_at":    func(c *Change) any { return c.ReceivedAt },
+		"occurred_at":    func(c *Change) any { return optionalTime(c.OccurredAt) },
+		"notice":         func(c *Change) any { return c.Notice },
+		"collection_ids": func(c *Change) any { return stringArray(c.CollectionIDs) },
+		"raw":            func(c *Change) any { return c.Raw },
+	}, map[string]func([]byte, *Change) ([]byte, error){
+		"fields": func(buf []byte, c *Change) ([]byte, error) { return changeFields.encode(buf, &c.Fields) },
+	})
+	if err != nil {
+		return err
+	}
+
+	// The fields ProductState and ResourceState share.
+	shared := func() map[string]func(*State) any {
+		return map[string]func(*State) any{
+			"namespace":           func(s *State) any { return s.Namespace },
+			"source":              func(s *State) any { return s.Source },
+			"provider":            func(s *State) any { return s.Provider },
+			"raw":                 func(s *State) any { return s.Raw },
+			"version":             func(s *State) any { return s.Version },
+			"change_count":        func(s *State) any { return s.ChangeCount },
+			"last_event_id":       func(s *State) any { return s.LastEventID },
+			"updated_at":          func(s *State) any { return s.UpdatedAt },
+			"occurred_at":         func(s *State) any { return optionalTime(s.OccurredAt) },
+			"collection_ids":      func(s *State) any { return stringArray(s.CollectionIDs) },
+			"field_times":         func(s *State) any { return times(s.FieldTimes) },
+			"dedupe_fingerprints": func(s *State) any { return FingerprintsText(s.DedupeFingerprints) },
+		}
+	}
+	product := shared()
+	product["product_id"] = func(s *State) any { return s.ProductID }
+	enc.state, err = newRecordEncoder(sch[KindState], product, map[string]func([]byte, *State) ([]byte, error){
+		"fields": func(buf []byte, s *State) ([]byte, error) { return stateFields.encode(buf, &s.Fields) },
+	})
+	if err != nil {
+		return err
+	}
+	resource := shared()
+	resource["resource"] = func(s *State) any { return s.Resource }
+	resource["id"] = func(s *State) any { return s.ProductID }
+	resource["pos_ids"] = func(s *State) any { return stringArray(s.PosIDs) }
+	resource["product_ids"] = func(s *State) any { return stringArray(s.ProductIDs) }
+	if enc.resource, err = newRecordEncoder(sch[KindResource], resource, nil); err != nil {
+		return err
+	}
+
+	update := sch[KindUpdate]
+	fields, _ := update["fields"].([]any)
+	if len(fields) == 0 || fields[len(fields)-1].(map[string]any)["name"] != "state" {
+		return fmt.Errorf("ProductUpdate: state must be the last field")
+	}
+	head := map[string]any{"type": "record", "name": "ProductUpdateHead", "fields": fields[:len(fields)-1]}
+	enc.updateHead, err = newRecordEncoder(head, map[string]func(*Update) any{
+		"namespace":         func(u *Update) any { return u.Namespace },
+		"product_id":        func(u *Update) any { return u.ProductID },
+		"deleted":           func(u *Update) any { return u.Deleted },
+		"change_count":      func(u *Update) any { return u.ChangeCount },
+		"version":           func(u *Update) any { return u.Version },
+		"first_received_at": func(u *Update) any { return u.FirstReceivedAt },
+		"last_received_at":  func(u *Update) any { return u.LastReceivedAt },
+		"emitted_at":        func(u *Update) any { return u.EmittedAt },
+	}, nil)
+	if err != nil {
+		return err
+	}
+
+	enc.event, err = newRecordEncoder(sch[KindEvent], map[string]func(*Event) any{
+		"event_id":    func(e *Event) any { return e.EventID },
+		"source":      func(e *Event) any { return e.Source },
+		"provider":    func(e *Event) any { return e.Provider },
+		"namespace":   func(e *Event) any { return e.Namespace },
+		"event_type":  func(e *Event) any { return e.EventType },
+		"subject":     func(e *Event) any { return e.Subject },
+		"received_at": func(e *Event) any { return e.ReceivedAt },
+		"occurred_at": func(e *Event) any { return optionalTime(e.OccurredAt) },
+		"raw":         func(e *Event) any { return e.Raw },
+	}, nil)
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// optionalTime is a nullable time's native value: nil for the zero time.
+func optionalTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
