@@ -29,6 +29,11 @@ type fieldPlan struct {
 	codec  *goavro.Codec // the field's type; for a nullable union, its other branch
 	null   int64         // a nullable union's null branch: 0 or 1; -1 for no union
 	record *recordPlan   // a record field, decoded field by field
+	// text: the field is a string, decoded by a bytes codec (the binary
+	// encodings are the same) and handed over as the bytes read, so that
+	// it is copied once, into the string the field is set to, and never
+	// boxed in an interface.
+	text bool
 }
 
 // recordPlan decodes a record, field by field.
@@ -95,6 +100,9 @@ func newRecordPlan(schema map[string]any, optional func(string) bool, nest bool)
 			if err != nil {
 				return nil, errNoPlan
 			}
+			if typ == "string" {
+				fp.text, text = true, []byte(`"bytes"`)
+			}
 			// A name defined elsewhere in the schema does not compile on
 			// its own: the map decodes such a schema.
 			if fp.codec, err = goavro.NewCodecForStandardJSONFull(string(text)); err != nil {
@@ -106,16 +114,23 @@ func newRecordPlan(schema map[string]any, optional func(string) bool, nest bool)
 	return plan, nil
 }
 
-// decode decodes the record at the start of buf, calling set with each
-// field's name and native value (nil for null; never a union's map), and
-// returns what follows it. Nested records are decoded by nested, which
-// returns the set function of the nested record's fields.
-func (rp *recordPlan) decode(buf []byte, set func(name string, v any), nested func(name string) func(string, any)) ([]byte, error) {
+// fieldSink takes a record's decoded fields: set a field's native value
+// (nil for null; never a union's map), text a string field's bytes (only
+// valid during the call), and nested the sink of a nested record's fields.
+type fieldSink struct {
+	set    func(name string, v any)
+	text   func(name string, b []byte)
+	nested func(name string) fieldSink
+}
+
+// decode decodes the record at the start of buf into sink and returns
+// what follows it.
+func (rp *recordPlan) decode(buf []byte, sink fieldSink) ([]byte, error) {
 	for i := range rp.fields {
 		f := &rp.fields[i]
 		if f.record != nil {
 			var err error
-			if buf, err = f.record.decode(buf, nested(f.name), nested); err != nil {
+			if buf, err = f.record.decode(buf, sink.nested(f.name)); err != nil {
 				return nil, err
 			}
 			continue
@@ -127,7 +142,7 @@ func (rp *recordPlan) decode(buf []byte, set func(name string, v any), nested fu
 			}
 			buf = buf[n:]
 			if branch == f.null {
-				set(f.name, nil)
+				sink.set(f.name, nil)
 				continue
 			}
 		}
@@ -136,7 +151,11 @@ func (rp *recordPlan) decode(buf []byte, set func(name string, v any), nested fu
 			return nil, fmt.Errorf("field %q: %w", f.name, err)
 		}
 		buf = rest
-		set(f.name, v)
+		if b, ok := v.([]byte); ok && f.text {
+			sink.text(f.name, b)
+			continue
+		}
+		sink.set(f.name, v)
 	}
 	return buf, nil
 }
@@ -159,50 +178,60 @@ func (s *Serde) changePlan(id int, c *goavro.Codec) *recordPlan {
 // changeByPlan decodes a ProductChange body with plan into ch, as
 // changeFromNative would from the map goavro decodes it to.
 func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
-	setField := func(name string, v any) {
-		if ptr := ch.Fields.ptr(name); ptr != nil {
-			if s, ok := v.(string); ok {
+	fields := fieldSink{
+		set: func(string, any) {}, // a null: the field stays nil
+		text: func(name string, b []byte) {
+			if ptr := ch.Fields.ptr(name); ptr != nil {
+				s := string(b)
 				*ptr = &s
 			}
-		}
+		},
 	}
-	set := func(name string, v any) {
-		switch name {
-		case "event_id":
-			ch.EventID, _ = v.(string)
-		case "source":
-			ch.Source, _ = v.(string)
-		case "provider":
-			ch.Provider, _ = v.(string)
-		case "namespace":
-			ch.Namespace, _ = v.(string)
-		case "event_type":
-			ch.EventType, _ = v.(string)
-		case "resource":
-			ch.Resource, _ = v.(string)
-		case "product_id":
-			ch.ProductID, _ = v.(string)
-		case "deleted":
-			ch.Deleted, _ = v.(bool)
-		case "received_at":
-			ch.ReceivedAt, _ = v.(time.Time)
-		case "occurred_at":
-			ch.OccurredAt, _ = v.(time.Time)
-		case "notice":
-			ch.Notice, _ = v.(bool)
-		case "collection_ids":
-			ch.CollectionIDs = stringsOf(v)
-		case "raw":
-			ch.Raw, _ = v.(string)
-		}
+	ignore := fieldSink{set: func(string, any) {}, text: func(string, []byte) {}}
+	ignore.nested = func(string) fieldSink { return ignore }
+	sink := fieldSink{
+		set: func(name string, v any) {
+			switch name {
+			case "deleted":
+				ch.Deleted, _ = v.(bool)
+			case "received_at":
+				ch.ReceivedAt, _ = v.(time.Time)
+			case "occurred_at":
+				ch.OccurredAt, _ = v.(time.Time)
+			case "notice":
+				ch.Notice, _ = v.(bool)
+			case "collection_ids":
+				ch.CollectionIDs = stringsOf(v)
+			}
+		},
+		text: func(name string, b []byte) {
+			switch name {
+			case "event_id":
+				ch.EventID = string(b)
+			case "source":
+				ch.Source = string(b)
+			case "provider":
+				ch.Provider = string(b)
+			case "namespace":
+				ch.Namespace = string(b)
+			case "event_type":
+				ch.EventType = string(b)
+			case "resource":
+				ch.Resource = string(b)
+			case "product_id":
+				ch.ProductID = string(b)
+			case "raw":
+				ch.Raw = string(b)
+			}
+		},
+		nested: func(name string) fieldSink {
+			if name == "fields" {
+				return fields
+			}
+			return ignore
+		},
 	}
-	nested := func(name string) func(string, any) {
-		if name == "fields" {
-			return setField
-		}
-		return func(string, any) {}
-	}
-	return plan.decode(body, set, nested)
+	return plan.decode(body, sink)
 }
 
 // ptr is the field of f with the given Avro name, or nil.
