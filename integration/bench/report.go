@@ -612,6 +612,7 @@ func renderProfiles(b *strings.Builder, r *results) {
 	b.WriteString("## Where the processor's CPU goes\n\n")
 	b.WriteString("An extra run of the processor in each mode, after the measured ones and over another copy of the same input, with `ops.listen` set; the harness took back-to-back 1 s CPU profiles through it for the whole run and merged them with `go tool pprof`. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %.\n\n")
 	renderProfileTable(b, r.profiles, profileAreas, "change")
+	b.WriteString("Before the work of issue 15, its profile put the processor at about 18 µs per change with transactions off and 23 µs with them on: goavro's decoding 33 %, merging and rendering 24 %, franz-go 16 %, the garbage collector 7 %, and, with transactions on, the pending changelog's `encoding/json` about 9 %.\n\n")
 }
 
 // renderProfileTable writes the share of each area in each profile, and
