@@ -15,10 +15,36 @@ import (
 
 // partition is the state of one assigned partition of the changes topic.
 type partition struct {
-	states    map[string]*entry
+	states map[string]*entry
+	// stored holds the keys restored and untouched since, apart from
+	// states: their state records' values, encoded, with their versions,
+	// in a fraction of an entry's memory. lookup moves a key to states.
+	stored    map[string]storedState
 	next      int64      // offset after the last consumed record; -1 before any
 	queue     []*pending // buffered keys in the order of their first offset
 	committed int64
+}
+
+// storedState is a restored state record's value and version.
+type storedState struct {
+	enc     []byte
+	version int64
+}
+
+// lookup returns key's entry, nil when it has none. A key restored and
+// untouched since moves from stored to states, its state still encoded.
+func (pt *partition) lookup(key string) *entry {
+	if e := pt.states[key]; e != nil {
+		return e
+	}
+	s, ok := pt.stored[key]
+	if !ok {
+		return nil
+	}
+	delete(pt.stored, key)
+	e := &entry{enc: s.enc, version: s.version}
+	pt.states[key] = e
+	return e
 }
 
 // watermark is the offset that is safe to commit: the first buffered change
@@ -141,7 +167,7 @@ func (p *Processor) consume(d *decoded) {
 		return // a resource without a state topic stays on changes only
 	}
 	key := internalKey(tag, r.Key)
-	e := pt.states[key]
+	e := pt.lookup(key)
 	version := Version(p.cfg.VersionEpoch, r.Offset)
 	if e != nil && version <= e.version {
 		p.metrics.changesReplayed.Inc()

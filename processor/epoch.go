@@ -74,11 +74,23 @@ func (p *Processor) versionsBelow(r *restored, ends kadm.ListedOffsets) error {
 			return fmt.Errorf("%w: %s has no partition %d", ErrChangesLost, p.cfg.Topics.Changes, part)
 		}
 		limit := Version(p.cfg.VersionEpoch, end.Offset)
-		for key, e := range states {
-			if e.version >= limit {
+		versions := func(yield func(string, int64) bool) {
+			for key, e := range states {
+				if !yield(key, e.version) {
+					return
+				}
+			}
+			for key, s := range r.stored[part] {
+				if !yield(key, s.version) {
+					return
+				}
+			}
+		}
+		for key, version := range versions {
+			if version >= limit {
 				return fmt.Errorf("%w: key %q of partition %d is at version %d, but %s ends at offset %d (version %d under epoch %d); "+
 					"if changes was re-created, raise processor.version_epoch and rebuild every sink (docs/processor.md)",
-					ErrChangesLost, key[1:], part, e.version, p.cfg.Topics.Changes, end.Offset, limit, p.cfg.VersionEpoch)
+					ErrChangesLost, key[1:], part, version, p.cfg.Topics.Changes, end.Offset, limit, p.cfg.VersionEpoch)
 			}
 		}
 	}

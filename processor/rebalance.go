@@ -82,7 +82,7 @@ func (p *Processor) restoreAssigned(ctx context.Context, cl *kgo.Client, parts [
 // install). Called with mu held.
 func (p *Processor) install(parts []int32, r *restored) {
 	for _, part := range parts {
-		p.parts[part] = &partition{states: r.states[part], next: -1, committed: -1}
+		p.parts[part] = &partition{states: r.states[part], stored: r.stored[part], next: -1, committed: -1}
 	}
 	for _, pe := range r.pending {
 		if !slices.Contains(parts, pe.partition) {

@@ -14,9 +14,13 @@ import (
 	"github.com/productstream/productstream/kafka"
 )
 
-// restored is what restore read for a set of partitions.
+// restored is what restore read for a set of partitions: by partition,
+// the keys whose state is kept encoded (stored) and the others (states:
+// deleted keys, states written without a version header, and in
+// exactly-once mode the pending ones). A key is in one of the two.
 type restored struct {
 	states  map[int32]map[string]*entry
+	stored  map[int32]map[string]storedState
 	pending []*pending // exactly-once mode: the pending buffer, by first offset
 	records int
 }
@@ -30,9 +34,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	p.metrics.restoring.Add(float64(len(parts)))
 	defer p.metrics.restoring.Sub(float64(len(parts)))
 	start := time.Now()
-	r := &restored{states: make(map[int32]map[string]*entry, len(parts))}
+	r := &restored{states: make(map[int32]map[string]*entry, len(parts)), stored: make(map[int32]map[string]storedState, len(parts))}
 	for _, part := range parts {
-		r.states[part] = map[string]*entry{}
+		r.states[part], r.stored[part] = map[string]*entry{}, map[string]storedState{}
 	}
 	tags := map[string]byte{}
 	for resource, topic := range p.cfg.Topics.Resources() {
@@ -94,12 +98,21 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 			return
 		}
 		key := internalKey(tags[rec.Topic], rec.Key)
+		states, stored := r.states[rec.Partition], r.stored[rec.Partition]
+		version := headerInt(rec, versionHeader, -1)
+		if rec.Value != nil && version >= 0 {
+			stored[key] = storedState{rec.Value, version}
+			if len(states) > 0 {
+				delete(states, key) // an older record of the key, not yet compacted away
+			}
+			return
+		}
 		if len(slab) == 0 {
 			slab = make([]entry, 256)
 		}
 		e := &slab[0]
 		slab = slab[1:]
-		e.version = headerInt(rec, versionHeader, -1)
+		e.version = version
 		switch {
 		case rec.Value == nil:
 			// A delete: keep its version, time and memory of the changes
@@ -116,10 +129,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 				return
 			}
 			e.state, e.version = st, st.Version
-		default:
-			e.enc = rec.Value
 		}
-		r.states[rec.Partition][key] = e
+		states[key] = e
+		delete(stored, key)
 	}
 	batches := make(chan []*kgo.Record, 4)
 	var keeper sync.WaitGroup
@@ -162,6 +174,7 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 			continue
 		}
 		r.states[a.part][key] = &entry{state: v.State, version: v.State.Version, deleted: v.Deleted, deletedAt: v.DeletedAt}
+		delete(r.stored[a.part], key)
 		r.pending = append(r.pending, &pending{key: key, partition: a.part, first: v.First, count: v.Count,
 			firstSeen: v.FirstSeen, lastSeen: v.LastSeen, firstRecv: v.FirstRecv, lastRecv: v.LastRecv})
 	}
