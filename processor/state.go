@@ -259,7 +259,7 @@ func mergeRaw(e *entry, raw string, obj *rawObject, t int64) {
 	// that only a name new to the key costs making one.
 	var added []rawMember
 	for _, m := range obj.members {
-		i, found := slices.BinarySearchFunc(e.raw, m.name, byName)
+		i, found := findMember(e.raw, m.name)
 		if t != 0 {
 			m.timeKey = ""
 			if found {
@@ -316,8 +316,20 @@ func addMembers(held, added []rawMember) []rawMember {
 	return held
 }
 
-// byName orders a member against a name.
-func byName(m rawMember, name string) int { return strings.Compare(m.name, name) }
+// findMember returns the index of the member named name in held (sorted by
+// name) and whether it is there. Most objects have a few members, which
+// are found faster by comparing names for equality than by ordering them.
+func findMember(held []rawMember, name string) (int, bool) {
+	if len(held) > 16 {
+		return slices.BinarySearchFunc(held, name, func(m rawMember, name string) int { return strings.Compare(m.name, name) })
+	}
+	for i := range held {
+		if held[i].name == name {
+			return i, true
+		}
+	}
+	return 0, false
+}
 
 // render brings state.Raw up to date with the merged members, in key
 // order.
