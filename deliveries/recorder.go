@@ -2,7 +2,6 @@ package deliveries
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +59,10 @@ type Recorder struct {
 
 var _ ingest.Observer = (*Recorder)(nil)
 
+// recordSize and writtenSize are about the JSON sizes of a Record listing
+// nothing and of each record it lists, for its buffer: most fit at once.
+const recordSize, writtenSize = 320, 144
+
 // dropLogEvery spaces the warnings about dropped records.
 const dropLogEvery = time.Minute
 
@@ -92,7 +95,8 @@ func NewRecorder(cl *kgo.Client, topic, instance string, log *slog.Logger, reg p
 
 // Observe writes d's Record, without waiting for Kafka.
 func (r *Recorder) Observe(d ingest.Delivery) {
-	v, err := json.Marshal(recordOf(d, r.instance))
+	rec := recordOf(d, r.instance)
+	v, err := rec.appendJSON(make([]byte, 0, recordSize+len(rec.Written)*writtenSize))
 	if err != nil {
 		r.drop(err)
 		return
