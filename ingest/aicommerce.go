@@ -110,7 +110,7 @@ func (a *aicommerce) Normalize(_ context.Context, v Verified) (Batch, error) {
 				URL:         text("url"),
 				ImageURL:    text("imageUrl", "image"),
 			},
-			Raw: string(v.Body),
+			Raw: bodyText(v.Body),
 		}}}, nil
 	}
 
@@ -147,6 +147,6 @@ func (a *aicommerce) Normalize(_ context.Context, v Verified) (Batch, error) {
 		Subject:    subject,
 		ReceivedAt: v.Received,
 		OccurredAt: ts,
-		Raw:        string(v.Body),
+		Raw:        bodyText(v.Body),
 	}}}, nil
 }

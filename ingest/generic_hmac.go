@@ -96,7 +96,7 @@ func newHMACSource(cfg config.Source, _ Deps) (Adapter, error) {
 
 // compileHMACScheme compiles h into a verifier of keys; at names the block
 // holding h's keys ("options", or the deprecated "hmac") in errors.
-func compileHMACScheme(h config.HMAC, keys [][]byte, at string) (*hmacVerifier, error) {
+func compileHMACScheme(h config.HMAC, keys []*macKey, at string) (*hmacVerifier, error) {
 	field := func(key string) string { return at + "." + key }
 	v := &hmacVerifier{header: h.Header, prefix: h.Prefix, tsHeader: h.TimestampHeader, tolerance: h.Tolerance, keys: keys}
 	switch {

@@ -105,7 +105,7 @@ func (s *iimmpact) Normalize(_ context.Context, v Verified) (Batch, error) {
 		Deleted:    deleted,
 		ReceivedAt: v.Received,
 		OccurredAt: ts,
-		Raw:        string(v.Body),
+		Raw:        bodyText(v.Body),
 	}
 	if kind == "product" && data != nil {
 		ch.Fields = schemas.Fields{

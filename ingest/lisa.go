@@ -116,7 +116,7 @@ func (l *lisa) Normalize(_ context.Context, v Verified) (Batch, error) {
 			SKU:          o.text("sku"),
 			GTIN:         o.text("gtin", "ean", "barcode"),
 		},
-		Raw: string(v.Body),
+		Raw: bodyText(v.Body),
 	}}}, nil
 }
 

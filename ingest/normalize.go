@@ -13,11 +13,23 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 
 	"github.com/productstream/productstream/jsondepth"
 )
+
+// bodyText is body as a string, without copying it: the raw JSON a change
+// carries, and the text parseObject parses. Its callers never write to a
+// body once it was read (readBody reads into a buffer of its own, and a
+// message is decoded into one), so the string stays what it was; and what
+// holds the string lives no longer than the request: the batch until it
+// is encoded, an object's keys. Strings kept longer (ids, dedupe keys)
+// are copies.
+func bodyText(body []byte) string {
+	return unsafe.String(unsafe.SliceData(body), len(body))
+}
 
 // maxIDLen bounds a product id: it becomes part of a Kafka key.
 const maxIDLen = 512
@@ -29,9 +41,9 @@ type object map[string]json.RawMessage
 // provider's Normalize makes. It refuses invalid UTF-8, so the raw body can
 // travel as an Avro string, and nesting deeper than maxDepth levels, which
 // the parsers of consumers and sinks refuse; both are linear scans made
-// before parsing. The values are slices of body (gjson validates and splits
-// without copying or decoding); a repeated key keeps its last value, as
-// encoding/json does.
+// before parsing. The values are slices of body, and the keys, unless
+// escaped, substrings of it (gjson validates and splits without copying or
+// decoding); a repeated key keeps its last value, as encoding/json does.
 func parseObject(body []byte, maxDepth int) (object, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not valid UTF-8", ErrInvalidPayload)
@@ -42,11 +54,13 @@ func parseObject(body []byte, maxDepth int) (object, error) {
 	if !gjson.ValidBytes(body) {
 		return nil, explainInvalid(body)
 	}
-	parsed := gjson.ParseBytes(body)
+	parsed := gjson.Parse(bodyText(body))
 	if !parsed.IsObject() {
 		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
 	}
-	o := make(object, 16)
+	// Room for 8 members, the most a map holds without a table of its
+	// own: most payloads fit, and a larger one grows as it must.
+	o := make(object, 8)
 	parsed.ForEach(func(k, v gjson.Result) bool {
 		o[k.String()] = json.RawMessage(body[v.Index : v.Index+len(v.Raw) : v.Index+len(v.Raw)])
 		return true
@@ -178,17 +192,38 @@ func (o object) decimal(keys ...string) *string {
 		if len(raw) == 0 || raw[0] == '{' || raw[0] == '[' || raw[0] == 'n' || raw[0] == 't' || raw[0] == 'f' {
 			continue // absent, or not a number or a string
 		}
-		var n json.Number
-		if err := json.Unmarshal(raw, &n); err != nil {
+		n, ok := jsonNumber(raw)
+		if !ok {
 			continue
 		}
-		if _, err := strconv.ParseFloat(n.String(), 64); err == nil {
-			s := n.String()
-			return &s
+		if _, err := strconv.ParseFloat(n, 64); err == nil {
+			return &n
 		}
 	}
 	return nil
 }
+
+// jsonNumber returns the number raw holds, as encoding/json decodes a
+// json.Number: a number as written, or the text of a string that is one.
+// The plain cases are read without decoding through reflection: a valid
+// JSON text that starts with a minus or a digit and ends with a digit is
+// exactly one number.
+func jsonNumber(raw json.RawMessage) (string, bool) {
+	plain := raw
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		plain = raw[1 : len(raw)-1]
+	}
+	if len(plain) > 0 && (plain[0] == '-' || isDigit(plain[0])) && isDigit(plain[len(plain)-1]) && json.Valid(plain) {
+		return string(plain), true
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", false
+	}
+	return n.String(), true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // availability returns a stock state as text: a string as sent, or
 // "in_stock"/"out_of_stock" for a boolean.
@@ -197,6 +232,9 @@ func (o object) availability(keys ...string) *string {
 		return s
 	}
 	for _, k := range keys {
+		if len(o[k]) == 0 {
+			continue // absent
+		}
 		var b bool
 		if err := json.Unmarshal(o[k], &b); err == nil {
 			s := "out_of_stock"
@@ -227,5 +265,10 @@ func bodyEventID(source string, body []byte) string {
 	h.Write([]byte(source))
 	h.Write([]byte{0})
 	h.Write(body)
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:32]
+	var sum [sha256.Size]byte
+	const prefix = "sha256:"
+	id := [len(prefix) + 32]byte{}
+	copy(id[:], prefix)
+	hex.Encode(id[len(prefix):], h.Sum(sum[:0])[:16]) // 32 hex digits
+	return string(id[:])
 }

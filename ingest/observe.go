@@ -2,7 +2,10 @@ package ingest
 
 import (
 	"errors"
+	"maps"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -145,6 +148,63 @@ type Metrics struct {
 	requests   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	deliveries *prometheus.CounterVec
+	// byRoute and byOutcome are the vectors' children Observe has used,
+	// by their labels: a request counted again is not hashed again.
+	byRoute   children[routeStatus, routeMetrics]
+	byOutcome children[sourceOutcome, prometheus.Counter]
+}
+
+// routeStatus and sourceOutcome are label sets of the vectors.
+type (
+	routeStatus struct {
+		route  string
+		status int
+	}
+	sourceOutcome struct {
+		source  string
+		outcome Outcome
+		reason  Reason
+	}
+)
+
+// routeMetrics are the children of one route and status.
+type routeMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+// children maps label sets to the metrics resolved for them. Reads take no
+// lock: the map is replaced whole, under mu, when a label set is first
+// seen. It holds no label set its vectors do not hold already (they keep
+// every child), so it is as bounded as they are.
+type children[K comparable, V any] struct {
+	m  atomic.Pointer[map[K]V]
+	mu sync.Mutex
+}
+
+// get returns the metrics of k, resolving them with resolve the first time.
+func (c *children[K, V]) get(k K, resolve func(K) V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	m := make(map[K]V, 1)
+	if old != nil {
+		m = maps.Clone(*old)
+	}
+	v := resolve(k)
+	m[k] = v
+	c.m.Store(&m)
+	return v
 }
 
 // unknownSource is the source label of a request whose route named no
@@ -188,7 +248,16 @@ func (m *Metrics) Observe(d Delivery) {
 	if source == "" {
 		source = unknownSource
 	}
-	m.requests.WithLabelValues(d.Route, strconv.Itoa(d.Status)).Inc()
-	m.latency.WithLabelValues(d.Route).Observe(d.Elapsed.Seconds())
-	m.deliveries.WithLabelValues(source, string(d.Outcome), string(d.Reason)).Inc()
+	r := m.byRoute.get(routeStatus{d.Route, d.Status}, m.routeMetrics)
+	r.requests.Inc()
+	r.latency.Observe(d.Elapsed.Seconds())
+	m.byOutcome.get(sourceOutcome{source, d.Outcome, d.Reason}, m.outcomeCounter).Inc()
+}
+
+func (m *Metrics) routeMetrics(k routeStatus) routeMetrics {
+	return routeMetrics{requests: m.requests.WithLabelValues(k.route, strconv.Itoa(k.status)), latency: m.latency.WithLabelValues(k.route)}
+}
+
+func (m *Metrics) outcomeCounter(k sourceOutcome) prometheus.Counter {
+	return m.deliveries.WithLabelValues(k.source, string(k.outcome), string(k.reason))
 }

@@ -57,3 +57,22 @@ func FuzzParseObjectMatchesEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// jsonNumber reads what encoding/json decodes into a json.Number, and
+// refuses what it refuses, whatever raw holds.
+func FuzzJSONNumberMatchesEncodingJSON(f *testing.F) {
+	for _, seed := range []string{
+		`19.99`, `"19.99"`, `-0`, `1e400`, `"-1.5E+3"`, `01`, `"01"`, `1 `, ` 1`, `"1 "`, `"\u0031"`, `""`, `"`, `"1`, `1"`,
+		`-`, `"-"`, `1.`, `"1."`, `null`, `true`, `"abc"`, `{}`, `[1]`, `"1"2"`, `"١"`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, ok := jsonNumber(raw)
+		var want json.Number
+		wantErr := json.Unmarshal(raw, &want)
+		if ok != (wantErr == nil) || ok && got != want.String() {
+			t.Fatalf("%q: jsonNumber %q %v, encoding/json %q %v", raw, got, ok, want, wantErr)
+		}
+	})
+}

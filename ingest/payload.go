@@ -280,7 +280,7 @@ func (m *payloadMapping) change(src origin, req *Request, provider, eventID stri
 			SKU:          holder.text("sku"),
 			GTIN:         holder.text("gtin", "ean", "barcode"),
 		},
-		Raw: string(req.Body),
+		Raw: bodyText(req.Body),
 	}, nil
 }
 

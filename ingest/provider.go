@@ -275,13 +275,13 @@ func badField(field, format string, args ...any) *config.FieldError {
 
 // secretKeys returns the source's secrets as keys; at least one is
 // required by the providers that sign with a secret.
-func secretKeys(cfg config.Source) ([][]byte, error) {
+func secretKeys(cfg config.Source) ([]*macKey, error) {
 	if len(cfg.Secrets) == 0 {
 		return nil, badField("secrets", "%s needs at least one secret", cfg.Provider)
 	}
-	keys := make([][]byte, len(cfg.Secrets))
+	keys := make([]*macKey, len(cfg.Secrets))
 	for i, s := range cfg.Secrets {
-		keys[i] = []byte(s)
+		keys[i] = &macKey{secret: []byte(s)}
 	}
 	return keys, nil
 }

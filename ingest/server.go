@@ -178,8 +178,12 @@ func (s *Server) routes() *gin.Engine {
 // when the route named no configured source.
 func (s *Server) serve(c *gin.Context, set *sourceSet, src *Source) {
 	start := time.Now()
-	client, budgeted := clientPrefix(c.ClientIP())
-	budgeted = budgeted && s.refusals != nil
+	// The client is only worked out for a refusal budget.
+	var client netip.Prefix
+	budgeted := s.refusals != nil
+	if budgeted {
+		client, budgeted = clientPrefix(c.ClientIP())
+	}
 	var a acceptance
 	var err error
 	if budgeted && s.refusals.exhausted(client, s.now()) {
@@ -241,12 +245,20 @@ func (s *Server) serve(c *gin.Context, set *sourceSet, src *Source) {
 		c.JSON(status, gin.H{"error": msg})
 		return
 	}
-	// {"accepted":n}, written without reflection: the answer to nearly
-	// every request.
+	// {"accepted":n}, written without reflection and without gin's
+	// rendering: the answer to nearly every request.
 	body := make([]byte, 0, 24)
 	body = strconv.AppendInt(append(body, `{"accepted":`...), int64(n), 10)
-	c.Data(status, "application/json; charset=utf-8", append(body, '}'))
+	if h := c.Writer.Header(); len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = jsonContentType
+	}
+	c.Status(status)
+	_, _ = c.Writer.Write(append(body, '}')) // a failed write is the client's loss: it has gone
 }
+
+// jsonContentType is the Content-Type of the JSON answers written without
+// gin's rendering; it is shared, and never written to.
+var jsonContentType = []string{"application/json; charset=utf-8"}
 
 // observe tells every observer of d.
 func (s *Server) observe(d Delivery) {
@@ -323,7 +335,7 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 	if err != nil {
 		return a, err
 	}
-	records, err := s.records(src, batch)
+	records, written, err := s.records(src, batch)
 	if err != nil {
 		return a, err
 	}
@@ -333,7 +345,11 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
 			return a, err
 		}
-		a.written = written(records)
+		// The producer has set each record's partition and offset by now.
+		for i, r := range records {
+			written[i].Partition, written[i].Offset = r.Partition, r.Offset
+		}
+		a.written = written
 	}
 	if replayKey != "" {
 		replays.Add(replayKey, len(records))
@@ -343,22 +359,6 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 	}
 	a.records = len(records)
 	return a, nil
-}
-
-// written lists what records, acknowledged by Kafka, were written: the
-// producer has set each one's partition and offset by then.
-func written(records []*kgo.Record) []Written {
-	out := make([]Written, len(records))
-	for i, r := range records {
-		out[i] = Written{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key)}
-		for _, h := range r.Headers {
-			if h.Key == "event-id" {
-				out[i].EventID = string(h.Value)
-				break
-			}
-		}
-	}
-	return out
 }
 
 // key is what the dedupe memory remembers the delivery by: its id alone
@@ -373,27 +373,32 @@ func (id Identity) key(body []byte) string {
 	return id.ID + "\x00" + hex.EncodeToString(sum[:16])
 }
 
-// records encodes a batch as Kafka records, changes first.
-func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, error) {
+// records encodes a batch as Kafka records, changes first, and lists
+// what each one is: the delivery's Written, once Kafka has acknowledged
+// them and their partitions and offsets are known.
+func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, []Written, error) {
 	records := make([]*kgo.Record, 0, b.Len())
-	headers := func(eventID string) []kgo.RecordHeader {
-		return []kgo.RecordHeader{{Key: "event-id", Value: []byte(eventID)}, {Key: "source", Value: []byte(src.Name)}}
+	written := make([]Written, 0, b.Len())
+	add := func(topic, key, eventID string, value []byte) {
+		records = append(records, &kgo.Record{Topic: topic, Key: []byte(key), Value: value,
+			Headers: []kgo.RecordHeader{{Key: "event-id", Value: []byte(eventID)}, {Key: "source", Value: []byte(src.Name)}}})
+		written = append(written, Written{Topic: topic, Key: key, EventID: eventID})
 	}
 	for i := range b.Changes {
 		v, err := s.out.Encoder.EncodeChange(&b.Changes[i])
 		if err != nil {
-			return nil, fmt.Errorf("encode change: %w", err)
+			return nil, nil, fmt.Errorf("encode change: %w", err)
 		}
-		records = append(records, &kgo.Record{Topic: s.out.ChangesTopic, Key: []byte(b.Changes[i].Key()), Value: v, Headers: headers(b.Changes[i].EventID)})
+		add(s.out.ChangesTopic, b.Changes[i].Key(), b.Changes[i].EventID, v)
 	}
 	for i := range b.Events {
 		v, err := s.out.Encoder.EncodeEvent(&b.Events[i])
 		if err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
+			return nil, nil, fmt.Errorf("encode event: %w", err)
 		}
-		records = append(records, &kgo.Record{Topic: s.out.EventsTopic, Key: []byte(b.Events[i].Key()), Value: v, Headers: headers(b.Events[i].EventID)})
+		add(s.out.EventsTopic, b.Events[i].Key(), b.Events[i].EventID, v)
 	}
-	return records, nil
+	return records, written, nil
 }
 
 // checkBasicAuth enforces the source's basic auth, when it has one.
