@@ -236,29 +236,10 @@ func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
 
 // ptr is the field of f with the given Avro name, or nil.
 func (f *Fields) ptr(name string) **string {
-	switch name {
-	case "title":
-		return &f.Title
-	case "description":
-		return &f.Description
-	case "brand":
-		return &f.Brand
-	case "price":
-		return &f.Price
-	case "sale_price":
-		return &f.SalePrice
-	case "currency":
-		return &f.Currency
-	case "url":
-		return &f.URL
-	case "image_url":
-		return &f.ImageURL
-	case "availability":
-		return &f.Availability
-	case "sku":
-		return &f.SKU
-	case "gtin":
-		return &f.GTIN
+	for i, r := range fieldNames {
+		if r.name == name {
+			return f.ptrs()[i]
+		}
 	}
 	return nil
 }

@@ -146,9 +146,9 @@ func (enc *encoders) plan() error {
 		return nil
 	}
 	fieldValues := map[string]func(*Fields) any{}
-	for _, r := range new(Fields).refs() {
+	for i, r := range fieldNames {
 		fieldValues[r.name] = func(f *Fields) any {
-			if p := *f.ptr(r.name); p != nil {
+			if p := *f.ptrs()[i]; p != nil {
 				return *p
 			}
 			return nil

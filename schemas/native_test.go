@@ -11,8 +11,8 @@ import (
 
 func (f Fields) native() map[string]any {
 	m := make(map[string]any, 11)
-	for _, r := range f.refs() {
-		m[r.name] = optString(*r.ptr)
+	for i, p := range f.ptrs() {
+		m[fieldNames[i].name] = optString(*p)
 	}
 	return m
 }

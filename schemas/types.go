@@ -27,31 +27,31 @@ type Fields struct {
 // FieldTimesPrefix prefixes a typed field's Avro name in State.FieldTimes.
 const FieldTimesPrefix = "fields."
 
-// refs pairs each Avro field name, and its key in State.FieldTimes, with
-// its Go field; the one place that lists them, so conversion and merging
-// cannot drift apart.
-func (f *Fields) refs() []struct {
-	name, timeKey string
-	ptr           **string
-} {
-	const p = FieldTimesPrefix
-	return []struct {
-		name, timeKey string
-		ptr           **string
-	}{
-		{"title", p + "title", &f.Title}, {"description", p + "description", &f.Description}, {"brand", p + "brand", &f.Brand},
-		{"price", p + "price", &f.Price}, {"sale_price", p + "sale_price", &f.SalePrice}, {"currency", p + "currency", &f.Currency},
-		{"url", p + "url", &f.URL}, {"image_url", p + "image_url", &f.ImageURL}, {"availability", p + "availability", &f.Availability},
-		{"sku", p + "sku", &f.SKU}, {"gtin", p + "gtin", &f.GTIN},
-	}
+// fieldNames are the typed fields' Avro names and keys in State.FieldTimes,
+// in the order of ptrs; with ptrs, the one place that lists the fields, so
+// conversion and merging cannot drift apart.
+var fieldNames = [numFields]struct{ name, timeKey string }{
+	{"title", FieldTimesPrefix + "title"}, {"description", FieldTimesPrefix + "description"}, {"brand", FieldTimesPrefix + "brand"},
+	{"price", FieldTimesPrefix + "price"}, {"sale_price", FieldTimesPrefix + "sale_price"}, {"currency", FieldTimesPrefix + "currency"},
+	{"url", FieldTimesPrefix + "url"}, {"image_url", FieldTimesPrefix + "image_url"}, {"availability", FieldTimesPrefix + "availability"},
+	{"sku", FieldTimesPrefix + "sku"}, {"gtin", FieldTimesPrefix + "gtin"},
+}
+
+// numFields is how many typed fields there are.
+const numFields = 11
+
+// ptrs are f's fields, in the order of fieldNames.
+func (f *Fields) ptrs() [numFields]**string {
+	return [numFields]**string{&f.Title, &f.Description, &f.Brand, &f.Price, &f.SalePrice, &f.Currency, &f.URL, &f.ImageURL,
+		&f.Availability, &f.SKU, &f.GTIN}
 }
 
 // Overlay sets every field that newer carries; the others keep their value.
 func (f *Fields) Overlay(newer Fields) {
-	dst, src := f.refs(), newer.refs()
+	dst, src := f.ptrs(), newer.ptrs()
 	for i := range dst {
-		if *src[i].ptr != nil {
-			*dst[i].ptr = *src[i].ptr
+		if *src[i] != nil {
+			*dst[i] = *src[i]
 		}
 	}
 }
@@ -59,10 +59,10 @@ func (f *Fields) Overlay(newer Fields) {
 // OverlayIf sets each field that newer carries and keep allows, given the
 // field's key in State.FieldTimes: FieldTimesPrefix and its Avro name.
 func (f *Fields) OverlayIf(newer Fields, keep func(timeKey string) bool) {
-	dst, src := f.refs(), newer.refs()
+	dst, src := f.ptrs(), newer.ptrs()
 	for i := range dst {
-		if *src[i].ptr != nil && keep(dst[i].timeKey) {
-			*dst[i].ptr = *src[i].ptr
+		if *src[i] != nil && keep(fieldNames[i].timeKey) {
+			*dst[i] = *src[i]
 		}
 	}
 }
@@ -76,8 +76,8 @@ func fieldsFromNative(v any) (Fields, error) {
 	if !ok {
 		return f, fmt.Errorf("fields: want record, got %T", v)
 	}
-	for _, r := range f.refs() {
-		*r.ptr = getOptString(m, r.name)
+	for i, p := range f.ptrs() {
+		*p = getOptString(m, fieldNames[i].name)
 	}
 	return f, nil
 }
@@ -410,10 +410,9 @@ const recordOverhead = 128
 // size is the length of f's strings.
 func (f *Fields) size() int {
 	n := 0
-	for _, p := range []*string{f.Title, f.Description, f.Brand, f.Price, f.SalePrice, f.Currency, f.URL, f.ImageURL,
-		f.Availability, f.SKU, f.GTIN} {
-		if p != nil {
-			n += len(*p) + 2
+	for _, p := range f.ptrs() {
+		if *p != nil {
+			n += len(**p) + 2
 		}
 	}
 	return n
