@@ -392,6 +392,10 @@ share.coordinator.state.topic.min.isr=1
 default.replication.factor=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
+# A transaction's first write to a partition waits for the markers of the
+# producer's previous transaction; the broker retries it every 20 ms by
+# default, which every exactly-once cycle paid (docs/processor.md).
+add.partitions.to.txn.retry.backoff.ms=1
 auto.create.topics.enable=false
 delete.topic.enable=true
 # Make log compaction observable within seconds.
