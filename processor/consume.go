@@ -1,11 +1,13 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -76,14 +78,14 @@ type decoded struct {
 var ErrRawTooDeep = errors.New("raw JSON nests too deep")
 
 // decodeChange decodes a record's value into d.ch, splits its raw JSON
-// into members for merging, refuses a change whose raw nests too deep, and
-// takes the change's fingerprint. It needs no processor state, so decoding
-// goroutines may call it concurrently.
-func (p *Processor) decodeChange(d *decoded) {
+// into members for merging (appended to members), refuses a change whose
+// raw nests too deep, and takes the change's fingerprint. It needs no
+// processor state, so decoding goroutines may call it concurrently.
+func (p *Processor) decodeChange(d *decoded, members []rawMember) {
 	d.ch, d.err = p.cfg.Serde.DecodeChange(context.Background(), d.rec.Value)
 	if d.err == nil {
 		var tooDeep bool
-		if d.raw, tooDeep = splitRaw(d.ch.Raw, make([]rawMember, 0, 8), p.cfg.MaxJSONDepth); tooDeep {
+		if d.raw, tooDeep = splitRaw(d.ch.Raw, members, p.cfg.MaxJSONDepth); tooDeep {
 			d.err = fmt.Errorf("%w: more than %d levels", ErrRawTooDeep, p.cfg.MaxJSONDepth)
 		}
 	}
@@ -103,8 +105,12 @@ func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
 	fetches.EachRecord(func(r *kgo.Record) { batch = append(batch, decoded{rec: r}) })
 	n := len(batch)
 	decode := func(lo, hi int) {
+		// Room for the raw members of each change, allocated at once;
+		// merging copies what it keeps of them.
+		room := make([]rawMember, membersRoom*(hi-lo))
 		for i := lo; i < hi; i++ {
-			p.decodeChange(&batch[i])
+			at := membersRoom * (i - lo)
+			p.decodeChange(&batch[i], room[at:at:at+membersRoom])
 		}
 	}
 	chunks := (n + decodeChunk - 1) / decodeChunk
@@ -135,6 +141,10 @@ func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
 
 // decodeChunk is how many records a decoding goroutine takes at a time.
 const decodeChunk = 256
+
+// membersRoom is how many raw members of a change fit in the room decoding
+// sets aside for it; a change with more has them allocated apart.
+const membersRoom = 8
 
 // consumeAll applies a poll's decoded records in order. Called with mu held.
 func (p *Processor) consumeAll(batch []decoded) {
@@ -227,11 +237,17 @@ func (p *Processor) derive(ch schemas.Change) {
 // with headers naming the error and its origin; processing goes on.
 func (p *Processor) deadLetter(r *kgo.Record, err error) {
 	p.log.Error("record sent to the dead letter topic", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-	headers := append([]kgo.RecordHeader{
+	// The record is recycled once the cycle is done (see recycle), which
+	// at least once may be before its dead letter was sent: what the dead
+	// letter carries of it is cloned.
+	headers := []kgo.RecordHeader{
 		{Key: "dlq-error", Value: []byte(err.Error())},
 		{Key: "dlq-origin-topic", Value: []byte(r.Topic)},
 		{Key: "dlq-origin-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
 		{Key: "dlq-origin-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	}, r.Headers...)
-	p.dlq = append(p.dlq, &kgo.Record{Topic: p.cfg.Topics.DLQ, Key: r.Key, Value: r.Value, Headers: headers})
+	}
+	for _, h := range r.Headers {
+		headers = append(headers, kgo.RecordHeader{Key: strings.Clone(h.Key), Value: bytes.Clone(h.Value)})
+	}
+	p.dlq = append(p.dlq, &kgo.Record{Topic: p.cfg.Topics.DLQ, Key: bytes.Clone(r.Key), Value: bytes.Clone(r.Value), Headers: headers})
 }

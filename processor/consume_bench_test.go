@@ -51,7 +51,7 @@ func BenchmarkConsume(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				d := decoded{rec: &kgo.Record{Key: recKeys[i%keys], Value: values[i%len(values)], Offset: int64(i)}}
-				p.decodeChange(&d)
+				p.decodeChange(&d, nil)
 				p.consume(&d)
 				i++
 			}

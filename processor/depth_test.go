@@ -91,7 +91,7 @@ func TestDecodeChangeRefusesDeepRaw(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := decoded{rec: &kgo.Record{Value: v}}
-		p.decodeChange(&d)
+		p.decodeChange(&d, nil)
 		if errors.Is(d.err, ErrRawTooDeep) != wantErr || !wantErr && d.err != nil {
 			t.Fatalf("depth %d with max_json_depth 3: err %v", depth, d.err)
 		}

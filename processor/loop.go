@@ -133,6 +133,7 @@ func (p *Processor) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return p.shutdown() // the records put back are the next owner's
 				}
+				recycle(fetches)
 				continue // polled again
 			}
 			p.client.AllowRebalance()
@@ -142,6 +143,7 @@ func (p *Processor) Run(ctx context.Context) error {
 			continue
 		}
 		err := p.cycle(ctx, fetches)
+		recycle(fetches)
 		switch {
 		case err != nil && permanent(err):
 			return err
@@ -153,6 +155,15 @@ func (p *Processor) Run(ctx context.Context) error {
 			return p.shutdown()
 		}
 	}
+}
+
+// recycle gives the buffers of a poll's records back to the member's
+// decompression pool once nothing refers to the records any more: a cycle
+// keeps nothing of them but copies (the decoded changes, the keys, a dead
+// letter's key, value and headers). A poll that ends Run is left to the
+// garbage collector.
+func recycle(fetches kgo.Fetches) {
+	fetches.EachRecord(func(r *kgo.Record) { r.Recycle() })
 }
 
 // shutdown has the mode end its work once Run's context has ended. A

@@ -208,7 +208,12 @@ func New(cfg Config) (*Processor, error) {
 		return nil, err
 	}
 	p := newProcessor(cfg)
+	// The member decompresses what it fetches into buffers of a pool of
+	// its own, which the loop gets back by recycling each poll's records
+	// once the cycle is done with them (see Run).
+	decompress := kafka.NewDecompressPool()
 	p.memberOpts = append(append(p.clientOptions(), p.groupOptions()...),
+		kgo.WithPools(decompress), kgo.WithHooks(decompress),
 		cfg.Compression.ProducerOpt(),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics.Changes),
