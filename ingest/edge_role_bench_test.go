@@ -24,12 +24,13 @@ import (
 	"github.com/productstream/productstream/schemas"
 )
 
-// BenchmarkEdgeRole is BenchmarkEdge on the edge the ingest role builds:
-// the listener's handler, the refusal budget at its defaults, the
-// Prometheus observer and the delivery log's recorder writing to a topic
-// through a client of its own, both clients compressing as the role's do.
-// It is what the edge spends per request besides the HTTP server and the
-// wire, all of it.
+// BenchmarkEdgeRole is one LiSA delivery of 1 KB, the load harness's body,
+// from the request to Kafka's acknowledgement, through the edge the ingest
+// role builds, on an in-process broker: the listener's handler, the
+// refusal budget at its defaults, the Prometheus observer and the delivery
+// log's recorder writing to a topic through a client of its own, both
+// clients compressing as the role's do. It is what the edge spends per
+// request besides the HTTP server and the wire, all of it.
 func BenchmarkEdgeRole(b *testing.B) {
 	const changes, events, log = "c", "e", "d"
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, changes, events, log))
