@@ -1,39 +1,32 @@
 package integration
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/productstream/productstream/loopback"
 )
 
-// freeAddr returns a loopback address with a port free right now, and
-// never one it returned before in this test binary: a port closed after
-// it was picked can be handed out again, and two roles of one test would
-// then race for it.
+// freeAddr returns a loopback address with a port free right now, outside
+// the range outgoing connections take their ports from, and never one it
+// returned before in this test binary.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
-		}
+	addr, err := ports.Addr()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return addr
 }
 
-// handedOut are the addresses freeAddr returned (test-binary state: the
-// ports of one run's roles must differ).
-var handedOut sync.Map
+// ports hands out the roles' addresses (test-binary state: the ports of
+// one run's roles must differ).
+var ports loopback.Ports
 
 // startRole runs `productstream ROLE --config FILE` and stops it (SIGTERM)
 // when the test ends. A file for the secured backend gets its security

@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/productstream/productstream/loopback"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
 )
@@ -57,14 +58,16 @@ func restartableTest(t *testing.T, eos bool, fn func(t *testing.T, e *env)) {
 }
 
 // newRestartableEnv is restartableTest's broker on real TCP, for a test
-// on the wall clock.
+// on the wall clock. Its port is outside the ephemeral range: while the
+// broker is down, no client's outgoing connection can take it.
 func newRestartableEnv(t *testing.T, eos bool) *env {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var ports loopback.Ports
+	addr, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
 	e := newEnvOn(t, newSerde(t, topics.For("t.")), nil, kfake.DataDir(t.TempDir()), kfake.Ports(port))
 	e.eos = eos
 	return e

@@ -18,21 +18,26 @@ import (
 
 	"github.com/productstream/productstream/config"
 	"github.com/productstream/productstream/devstack"
+	"github.com/productstream/productstream/loopback"
 	"github.com/productstream/productstream/topics"
 )
 
 var testClient = &http.Client{Timeout: 10 * time.Second}
 
-// freeAddr returns a loopback address with a port free right now.
+// freeAddr returns a loopback address with a port free right now, outside
+// the range outgoing connections take their ports from.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := ports.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
+
+// ports hands out the test servers' addresses (test-binary state: two
+// servers of one test must not be given one port).
+var ports loopback.Ports
 
 // get answers url's status and body.
 func get(url string) (int, string, error) {

@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/productstream/productstream/loopback"
 	"github.com/productstream/productstream/schemas"
 )
 
@@ -42,8 +43,9 @@ type harness struct {
 	adm    *kadm.Client
 	serde  *schemas.Serde
 	reg    *sr.Client
-	rb     realBroker // kafkaPID 0: unknown
-	rbNote string     // why Kafka's CPU is not measured, when it is not
+	rb     realBroker     // kafkaPID 0: unknown
+	rbNote string         // why Kafka's CPU is not measured, when it is not
+	ports  loopback.Ports // the listen addresses of the processes it starts
 }
 
 // results is everything one run measured; report.go renders it.
@@ -358,7 +360,7 @@ func (h *harness) maxBody() int {
 // public listener answers (/openapi.json, its one route that is not a
 // webhook).
 func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, string, error) {
-	addr, err := freeAddr()
+	addr, err := h.ports.Addr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -380,7 +382,7 @@ func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, st
 
 // startBaseline runs this program as B1 or B2 and waits for /healthz.
 func (h *harness) startBaseline(ctx context.Context, role string, extra ...string) (*proc, string, error) {
-	addr, err := freeAddr()
+	addr, err := h.ports.Addr()
 	if err != nil {
 		return nil, "", err
 	}

@@ -378,7 +378,7 @@ func (h *harness) runProcessor(ctx context.Context, name, prefix string, exactly
 	var debug string
 	if prof != nil {
 		var err error
-		if debug, err = freeAddr(); err != nil {
+		if debug, err = h.ports.Addr(); err != nil {
 			return nil, err
 		}
 	}

@@ -231,18 +231,6 @@ func findRealBroker(dir string, brokers []string) (realBroker, error) {
 	return rb, nil
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago
-// (it may be taken again before it is used; the process then fails to start,
-// loudly).
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // waitHealthy polls GET http://addr+path until it answers 200, p exits,
 // or timeout passes.
 func waitHealthy(ctx context.Context, p *proc, addr, path string, timeout time.Duration) error {

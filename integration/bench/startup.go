@@ -78,7 +78,7 @@ type member struct {
 // startMember starts `productstream process` on prefix in group, with
 // ops.listen set, and returns at once.
 func (h *harness) startMember(name, prefix, group, instanceID string, session time.Duration) (*member, error) {
-	ops, err := freeAddr()
+	ops, err := h.ports.Addr()
 	if err != nil {
 		return nil, err
 	}
