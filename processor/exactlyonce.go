@@ -64,9 +64,10 @@ func (m *exactlyOnce) newClient(opts []kgo.Opt) (*kgo.Client, error) {
 }
 
 // start creates the pending changelog if it is missing, retrying while
-// Kafka does not answer.
+// Kafka does not answer, and has the client get its producer id meanwhile.
 func (m *exactlyOnce) start(ctx context.Context) error {
 	p := m.p
+	m.initProducerID(ctx)
 	for tries := 1; ; tries++ {
 		err := topics.EnsurePending(ctx, kadm.NewClient(p.client), p.cfg.Topics, p.cfg.Group, p.cfg.TopicSpec)
 		if err == nil {
@@ -81,6 +82,21 @@ func (m *exactlyOnce) start(ctx context.Context) error {
 	}
 }
 
+// initProducerID has the client find its transaction coordinator and get
+// its producer id in the background, while the member joins the group and
+// restores, instead of in its first transaction: on a broker whose
+// coordinator for the id is not loaded yet, that took the first cycle
+// several hundred milliseconds. A failure is left to the first
+// transaction, which reports it.
+func (m *exactlyOnce) initProducerID(ctx context.Context) {
+	cl := m.p.client
+	go func() {
+		if _, _, err := cl.ProducerID(ctx); err != nil && ctx.Err() == nil {
+			m.p.log.Debug("producer id not loaded ahead of the first transaction", "err", err)
+		}
+	}()
+}
+
 func (m *exactlyOnce) close() { m.sess.CloseAllowingRebalance() }
 
 // renew closes the session (its member leaves the group, or a static one
@@ -92,6 +108,7 @@ func (m *exactlyOnce) renew() error {
 		return err
 	}
 	m.p.client = cl
+	m.initProducerID(context.Background())
 	return nil
 }
 
