@@ -177,13 +177,36 @@ func (s *Serde) changePlan(id int, c *goavro.Codec) *recordPlan {
 
 // changeByPlan decodes a ProductChange body with plan into ch, as
 // changeFromNative would from the map goavro decodes it to.
+//
+// Every string of the change is a piece of one copy of body, made when the
+// first is decoded, and the typed fields point into one array of their
+// values: a change costs two allocations for its strings, not two for
+// each. A piece keeps the whole copy alive, which is little more than its
+// raw JSON, the largest field and the one a state keeps pieces of anyway.
 func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
+	var whole string
+	text := func(b []byte) string {
+		// goavro's bytes codec hands out b as a piece of the buffer it
+		// decodes, a piece of body: cap tells where it starts.
+		off := cap(body) - cap(b)
+		if len(b) == 0 || off < 0 || off+len(b) > len(body) || &body[off] != &b[0] {
+			return string(b)
+		}
+		if whole == "" {
+			whole = string(body)
+		}
+		return whole[off : off+len(b)]
+	}
+	var values *[numFields]string
 	fields := fieldSink{
 		set: func(string, any) {}, // a null: the field stays nil
 		text: func(name string, b []byte) {
-			if ptr := ch.Fields.ptr(name); ptr != nil {
-				s := string(b)
-				*ptr = &s
+			if i := fieldIndex(name); i >= 0 {
+				if values == nil {
+					values = new([numFields]string)
+				}
+				values[i] = text(b)
+				*ch.Fields.ptrs()[i] = &values[i]
 			}
 		},
 	}
@@ -207,21 +230,21 @@ func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
 		text: func(name string, b []byte) {
 			switch name {
 			case "event_id":
-				ch.EventID = string(b)
+				ch.EventID = text(b)
 			case "source":
-				ch.Source = string(b)
+				ch.Source = text(b)
 			case "provider":
-				ch.Provider = string(b)
+				ch.Provider = text(b)
 			case "namespace":
-				ch.Namespace = string(b)
+				ch.Namespace = text(b)
 			case "event_type":
-				ch.EventType = string(b)
+				ch.EventType = text(b)
 			case "resource":
-				ch.Resource = string(b)
+				ch.Resource = text(b)
 			case "product_id":
-				ch.ProductID = string(b)
+				ch.ProductID = text(b)
 			case "raw":
-				ch.Raw = string(b)
+				ch.Raw = text(b)
 			}
 		},
 		nested: func(name string) fieldSink {
@@ -234,12 +257,13 @@ func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
 	return plan.decode(body, sink)
 }
 
-// ptr is the field of f with the given Avro name, or nil.
-func (f *Fields) ptr(name string) **string {
+// fieldIndex is the index in fieldNames of the field with the given Avro
+// name, or -1.
+func fieldIndex(name string) int {
 	for i, r := range fieldNames {
 		if r.name == name {
-			return f.ptrs()[i]
+			return i
 		}
 	}
-	return nil
+	return -1
 }

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"testing"
@@ -80,6 +81,19 @@ func TestDecodeChangeFieldByFieldMatchesTheMap(t *testing.T) {
 				}
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("field by field\n%+v\nthrough the map\n%+v", got, want)
+				}
+				// The change keeps nothing of the buffer it was decoded
+				// from, which a consumer reuses.
+				reused := bytes.Clone(wire)
+				kept, err := s.DecodeChange(ctx, reused)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range reused {
+					reused[i] = 'x'
+				}
+				if !reflect.DeepEqual(kept, want) {
+					t.Errorf("after its buffer was overwritten, the change decoded from it is\n%+v\nnot\n%+v", kept, want)
 				}
 				for cut := 5; cut < len(wire); cut++ {
 					if _, err := s.DecodeChange(ctx, wire[:cut]); err == nil {
