@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -18,7 +19,8 @@ import (
 // after the other), and sets each field of the Change as it is decoded:
 // no record or union map is built. A union of null and one other type is
 // its branch index (a zigzag varint) and then, unless null, that type's
-// encoding. A writer schema the plan cannot follow, or whose values would
+// encoding. A string, the most common type, is its length (a zigzag
+// varint too) and its bytes, read without a codec. A writer schema the plan cannot follow, or whose values would
 // read otherwise than from the map, is decoded through the map: a named
 // type used twice, a union of more types, a union where changeFromNative
 // reads a plain value or the reverse, fields that are no record.
@@ -26,13 +28,12 @@ import (
 // fieldPlan decodes one field of a record.
 type fieldPlan struct {
 	name   string
-	codec  *goavro.Codec // the field's type; for a nullable union, its other branch
+	codec  *goavro.Codec // the field's type; for a nullable union, its other branch; nil for text
 	null   int64         // a nullable union's null branch: 0 or 1; -1 for no union
 	record *recordPlan   // a record field, decoded field by field
-	// text: the field is a string, decoded by a bytes codec (the binary
-	// encodings are the same) and handed over as the bytes read, so that
-	// it is copied once, into the string the field is set to, and never
-	// boxed in an interface.
+	// text: the field is a string, read by textFromBinary and handed over
+	// as the bytes read, so that it is copied once, into the string the
+	// field is set to, and never boxed in an interface.
 	text bool
 }
 
@@ -96,12 +97,14 @@ func newRecordPlan(schema map[string]any, optional func(string) bool, nest bool)
 			}
 			fp.record = nested
 		} else {
+			if typ == "string" {
+				fp.text = true
+				plan.fields = append(plan.fields, fp)
+				continue
+			}
 			text, err := json.Marshal(typ)
 			if err != nil {
 				return nil, errNoPlan
-			}
-			if typ == "string" {
-				fp.text, text = true, []byte(`"bytes"`)
 			}
 			// A name defined elsewhere in the schema does not compile on
 			// its own: the map decodes such a schema.
@@ -146,18 +149,42 @@ func (rp *recordPlan) decode(buf []byte, sink fieldSink) ([]byte, error) {
 				continue
 			}
 		}
+		if f.text {
+			b, rest, err := textFromBinary(buf)
+			if err != nil {
+				return nil, fmt.Errorf("field %q: %w", f.name, err)
+			}
+			buf = rest
+			sink.text(f.name, b)
+			continue
+		}
 		v, rest, err := f.codec.NativeFromBinary(buf)
 		if err != nil {
 			return nil, fmt.Errorf("field %q: %w", f.name, err)
 		}
 		buf = rest
-		if b, ok := v.([]byte); ok && f.text {
-			sink.text(f.name, b)
-			continue
-		}
 		sink.set(f.name, v)
 	}
 	return buf, nil
+}
+
+// textFromBinary reads the string at the start of buf, as its bytes (a
+// piece of buf), and returns what follows it. A string's encoding is its
+// length in bytes, a long (a zigzag varint, like a union's branch), and
+// then the bytes; it is read here, not by goavro, whose codecs hand the
+// bytes over boxed in an interface, an allocation for every string.
+func textFromBinary(buf []byte) ([]byte, []byte, error) {
+	size, n := binary.Varint(buf)
+	switch {
+	case n <= 0:
+		return nil, nil, errors.New("cannot decode binary string: bad length")
+	case size < 0:
+		return nil, nil, fmt.Errorf("cannot decode binary string: negative size: %d", size)
+	case size > int64(len(buf)-n):
+		return nil, nil, fmt.Errorf("cannot decode binary string: %w", io.ErrShortBuffer)
+	}
+	buf = buf[n:]
+	return buf[:size], buf[size:], nil
 }
 
 // changePlan is the plan of a writer schema id, or nil when the map

@@ -115,3 +115,36 @@ func optTimeSecond(t time.Time) any {
 	}
 	return goavro.Union("long.timestamp-millis", t)
 }
+
+// textFromBinary reads what goavro's string codec reads, and refuses what
+// it refuses.
+func FuzzTextFromBinaryMatchesGoavro(f *testing.F) {
+	codec, err := goavro.NewCodec(`"string"`)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"", "a", "héllo", string(make([]byte, 300))} {
+		enc, _ := codec.BinaryFromNative(nil, s)
+		f.Add(enc)
+		f.Add(append(enc, 7, 8))
+		f.Add(enc[:len(enc)/2])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x01})                                                             // length -1
+	f.Add([]byte{0x80})                                                             // a varint cut short
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}) // a varint too long
+	f.Add([]byte{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})       // the largest length
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		want, wantRest, wantErr := codec.NativeFromBinary(buf)
+		got, rest, err := textFromBinary(buf)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%x: error %v, goavro's %v", buf, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if string(got) != want.(string) || !bytes.Equal(rest, wantRest) {
+			t.Fatalf("%x: read %q and left %x; goavro read %q and left %x", buf, got, rest, want, wantRest)
+		}
+	})
+}
