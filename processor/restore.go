@@ -83,6 +83,20 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	if p.eos {
 		opts = append(opts, kafka.WithSettledTransactions(settleLimit))
 	}
+	// Each partition's stored states are made room for at once, for as
+	// many keys as its state topics hold records: filling a map that grows
+	// on the way was most of filing a record.
+	opts = append(opts, kafka.WithPlanned(func(plan []kafka.Partition) {
+		records := map[int32]int64{}
+		for _, at := range plan {
+			if at.Topic != p.pending {
+				records[at.Partition] += at.End - at.Next
+			}
+		}
+		for part, n := range records {
+			r.stored[part] = make(map[string]storedState, min(n, restorePresizeLimit))
+		}
+	}))
 	// Entries are allocated a slab at a time.
 	var slab []entry
 	// keep files a record read. One goroutine calls it, in the order the
@@ -143,7 +157,11 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 		}
 	})
 	batch := make([]*kgo.Record, 0, restoreBatch)
-	read, err := kafka.ReadToEnd(ctx, p.clientOptions(), topicNames, func(rec *kgo.Record) error {
+	// Batches are decompressed where their records stay, without the
+	// copy franz-go otherwise makes of each: the values kept are most of
+	// what is read. Nothing is recycled, so the pool only sizes buffers.
+	pool := kafka.NewDecompressPool()
+	read, err := kafka.ReadToEnd(ctx, append(p.clientOptions(), kgo.WithPools(pool), kgo.WithHooks(pool)), topicNames, func(rec *kgo.Record) error {
 		p.metrics.restoreRecords.Inc()
 		if batch = append(batch, rec); len(batch) == restoreBatch {
 			batches <- batch
@@ -194,6 +212,11 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 // restoreBatch is how many records a restore reads before the goroutine
 // that files them takes them.
 const restoreBatch = 256
+
+// restorePresizeLimit bounds the keys a partition's stored states are
+// made room for before its records are read: a log that compaction has
+// not yet cleaned holds more records than keys.
+const restorePresizeLimit = 1 << 22
 
 // restoreErrorLimit is how long a restore retries fetches that fail (a
 // broker restarting, a leader moving) before it gives up.

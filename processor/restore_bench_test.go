@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/productstream/productstream/kafka"
 	"github.com/productstream/productstream/schemas"
 	"github.com/productstream/productstream/topics"
 )
@@ -30,7 +31,9 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(cluster.Close)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	// Written as the processor writes them: lz4 by kafka.LZ4Compressor.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kafka.CompressionLZ4.ProducerOpt())
 	if err != nil {
 		b.Fatal(err)
 	}
