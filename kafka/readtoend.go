@@ -42,7 +42,6 @@ type readConfig struct {
 	settle        time.Duration
 	progressEvery time.Duration
 	progress      func(read int64)
-	planned       func([]Partition)
 	log           *slog.Logger
 }
 
@@ -107,15 +106,6 @@ func WithSettledTransactions(d time.Duration) ReadOption {
 // goroutine. Default: no progress reports.
 func WithProgress(every time.Duration, fn func(read int64)) ReadOption {
 	return func(c *readConfig) { c.progressEvery, c.progress = every, fn }
-}
-
-// WithPlanned calls fn, once the offsets are listed and before the first
-// record, with every partition to read: where it starts (Next) and the end
-// offset it is read to (End), so at most End-Next records; a partition
-// with nothing to read is not listed. fn runs on the calling goroutine.
-// Default: none.
-func WithPlanned(fn func([]Partition)) ReadOption {
-	return func(c *readConfig) { c.planned = fn }
 }
 
 // WithLogger logs fetch errors (at warn) to l. Default: discarded.
@@ -212,9 +202,6 @@ func readToEnd(ctx context.Context, client []kgo.Opt, topics []string, fn func(*
 	res.Missing = missing
 	if err != nil || len(left) == 0 {
 		return err
-	}
-	if cfg.planned != nil {
-		cfg.planned(short(left))
 	}
 	cl.AddConsumePartitions(consume)
 

@@ -172,34 +172,6 @@ func TestReadToEndPartitionsAndStarts(t *testing.T) {
 	})
 }
 
-// WithPlanned is told, once and before the first record, every partition
-// with something to read, where it starts and where it ends.
-func TestReadToEndPlanned(t *testing.T) {
-	inBubble(t, func(t *testing.T, b *broker) {
-		b.produce("t", 0, "a0", "a1", "a2", "a3", "a4")
-		b.produce("t", 2, "c0", "c1")
-		b.produce("u", 0, "u0", "u1")
-		var planned [][]kafka.Partition
-		records := 0
-		_, err := kafka.ReadToEnd(context.Background(), b.client, []string{"t", "u"}, func(*kgo.Record) error {
-			if len(planned) == 0 {
-				t.Error("a record came before the plan")
-			}
-			records++
-			return nil
-		}, kafka.WithStartOffsets(map[string]map[int32]int64{"t": {0: 3}}), kafka.WithPlanned(func(plan []kafka.Partition) {
-			planned = append(planned, plan)
-		}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := "[[t/0 (at 3, end 5) t/2 (at 0, end 2) u/0 (at 0, end 2)]]"
-		if fmt.Sprint(planned) != want || records != 6 {
-			t.Errorf("planned %v and read %d records, want %s and 6", planned, records, want)
-		}
-	})
-}
-
 // A partition whose record before the end offset was compacted away ends
 // at the first record past its end, which is not passed on.
 func TestReadToEndPastACompactedEnd(t *testing.T) {

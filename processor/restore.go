@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -72,31 +73,13 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 		earlyWG.Wait()
 	}()
 	opts := []kafka.ReadOption{
-		kafka.WithPartitions(parts...),
 		kafka.WithIdleEnd(p.cfg.RestoreIdle),
 		kafka.WithErrorLimit(restoreErrorLimit),
 		kafka.WithLogger(p.log),
-		kafka.WithProgress(5*time.Second, func(n int64) {
-			p.log.Info("restoring", "partitions", parts, "records", n, "elapsed", time.Since(start).Round(time.Millisecond))
-		}),
 	}
 	if p.eos {
 		opts = append(opts, kafka.WithSettledTransactions(settleLimit))
 	}
-	// Each partition's stored states are made room for at once, for as
-	// many keys as its state topics hold records: filling a map that grows
-	// on the way was most of filing a record.
-	opts = append(opts, kafka.WithPlanned(func(plan []kafka.Partition) {
-		records := map[int32]int64{}
-		for _, at := range plan {
-			if at.Topic != p.pending {
-				records[at.Partition] += at.End - at.Next
-			}
-		}
-		for part, n := range records {
-			r.stored[part] = make(map[string]storedState, min(n, restorePresizeLimit))
-		}
-	}))
 	// Entries are allocated a slab at a time.
 	var slab []entry
 	// keep files a record read. One goroutine calls it, in the order the
@@ -147,6 +130,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 		states[key] = e
 		delete(stored, key)
 	}
+	// The partitions are read by several clients at once, each fetching
+	// and decompressing on a goroutine of its own; one goroutine files
+	// what they read, a partition's records in the order they were read.
 	batches := make(chan []*kgo.Record, 4)
 	var keeper sync.WaitGroup
 	keeper.Go(func() {
@@ -156,22 +142,46 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 			}
 		}
 	})
-	batch := make([]*kgo.Record, 0, restoreBatch)
-	// Batches are decompressed where their records stay, without the
-	// copy franz-go otherwise makes of each: the values kept are most of
-	// what is read. Nothing is recycled, so the pool only sizes buffers.
-	pool := kafka.NewDecompressPool()
-	read, err := kafka.ReadToEnd(ctx, append(p.clientOptions(), kgo.WithPools(pool), kgo.WithHooks(pool)), topicNames, func(rec *kgo.Record) error {
-		p.metrics.restoreRecords.Inc()
-		if batch = append(batch, rec); len(batch) == restoreBatch {
+	groups := restoreGroups(parts, min(runtime.GOMAXPROCS(0), restoreReaders))
+	results := make([]kafka.ReadResult, len(groups))
+	readCtx, cancelRead := context.WithCancelCause(ctx)
+	defer cancelRead(nil)
+	var (
+		readers sync.WaitGroup
+		errOnce sync.Once
+		readErr error
+	)
+	for i, group := range groups {
+		readers.Go(func() {
+			batch := make([]*kgo.Record, 0, restoreBatch)
+			var err error
+			results[i], err = kafka.ReadToEnd(readCtx, p.clientOptions(), topicNames, func(rec *kgo.Record) error {
+				p.metrics.restoreRecords.Inc()
+				if batch = append(batch, rec); len(batch) == restoreBatch {
+					batches <- batch
+					batch = make([]*kgo.Record, 0, restoreBatch)
+				}
+				return nil
+			}, append(slices.Clip(opts), kafka.WithPartitions(group...),
+				kafka.WithProgress(5*time.Second, func(n int64) {
+					p.log.Info("restoring", "partitions", group, "records", n, "elapsed", time.Since(start).Round(time.Millisecond))
+				}))...)
 			batches <- batch
-			batch = make([]*kgo.Record, 0, restoreBatch)
-		}
-		return nil
-	}, opts...)
-	batches <- batch
+			if err != nil {
+				errOnce.Do(func() { readErr = err })
+				cancelRead(err) // the first error ends the other reads
+			}
+		})
+	}
+	readers.Wait()
 	close(batches)
 	keeper.Wait()
+	var read kafka.ReadResult
+	for _, res := range results {
+		read.Records += res.Records
+		read.Idle = append(read.Idle, res.Idle...)
+	}
+	err := readErr
 	if len(read.Idle) > 0 {
 		// Nothing for RestoreIdle before the end offsets: compaction
 		// removed the records at the end (a tombstone past its retention
@@ -209,14 +219,23 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (*restored, erro
 	return r, err
 }
 
+// restoreGroups deals parts out to n readers, or fewer when there are
+// fewer partitions.
+func restoreGroups(parts []int32, n int) [][]int32 {
+	groups := make([][]int32, min(max(n, 1), len(parts)))
+	for i, part := range parts {
+		groups[i%len(groups)] = append(groups[i%len(groups)], part)
+	}
+	return groups
+}
+
+// restoreReaders bounds the clients a restore reads its partitions with
+// (and GOMAXPROCS, too).
+const restoreReaders = 4
+
 // restoreBatch is how many records a restore reads before the goroutine
 // that files them takes them.
 const restoreBatch = 256
-
-// restorePresizeLimit bounds the keys a partition's stored states are
-// made room for before its records are read: a log that compaction has
-// not yet cleaned holds more records than keys.
-const restorePresizeLimit = 1 << 22
 
 // restoreErrorLimit is how long a restore retries fetches that fail (a
 // broker restarting, a leader moving) before it gives up.

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -85,5 +86,24 @@ func TestRestoreKeepsEachKeysLastRecord(t *testing.T) {
 	}
 	if pt.lookup("pshop:none") != nil {
 		t.Error("a key never seen has an entry")
+	}
+}
+
+// The partitions of a restore are dealt out to its readers, each to one,
+// and no reader is left without one.
+func TestRestoreGroups(t *testing.T) {
+	for _, c := range []struct {
+		parts []int32
+		n     int
+		want  string
+	}{
+		{[]int32{0, 1, 2, 3, 4}, 2, "[[0 2 4] [1 3]]"},
+		{[]int32{7}, 4, "[[7]]"},
+		{[]int32{0, 1}, 0, "[[0 1]]"},
+		{nil, 2, "[]"},
+	} {
+		if got := fmt.Sprint(restoreGroups(c.parts, c.n)); got != c.want {
+			t.Errorf("restoreGroups(%v, %d) = %s, want %s", c.parts, c.n, got, c.want)
+		}
 	}
 }
