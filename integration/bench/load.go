@@ -44,7 +44,8 @@ type workload struct {
 	keys   uint64  // product ids p0 .. p<keys-1>
 	zipfS  float64 // Zipf exponent of the product ids
 	seed   uint64
-	unique bool // every request a new product id f<n> (the freshness run)
+	unique bool // every request a new product id <prefix>f<n> (the freshness runs)
+	prefix string
 }
 
 // label describes the body sizes, e.g. "1 KB" or "1/16/192 KB (90/9/1 %)".
@@ -114,7 +115,7 @@ func (g *generator) next(seq uint64) (string, []byte, string) {
 	var id string
 	switch {
 	case g.w.unique:
-		id = "f" + strconv.FormatUint(seq, 10)
+		id = g.w.prefix + "f" + strconv.FormatUint(seq, 10)
 	case g.zipf != nil:
 		id = "p" + strconv.FormatUint(g.zipf.Uint64(), 10)
 	default:

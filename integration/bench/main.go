@@ -169,7 +169,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.bin, "bin", "", "use this productstream binary (e.g. one built with pprof) instead of building ./cmd/productstream")
 	fs.StringVar(&o.brokerDir, "broker-dir", os.Getenv("REALBROKER_DIR"), "realbroker.sh state dir, to find Kafka's pid and version (default $REALBROKER_DIR)")
 	fs.BoolVar(&o.keepTopics, "keep-topics", false, "keep the run's topics and schema subjects (default: delete them at the end)")
-	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each server before the measurements")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "closed-loop warm-up of each server before the measurements; also the warm-up, at its rate, of each freshness run to the sinks")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "closed-loop 1 KB phase (maximum throughput) per server, over all rounds")
 	fs.DurationVar(&o.mixedDuration, "mixed-duration", 10*time.Second, "closed-loop mixed-body phase per server, over all rounds")
 	fs.DurationVar(&o.openDuration, "open-duration", 10*time.Second, "open-loop phase at half of the edge's maximum, per server, over all rounds")

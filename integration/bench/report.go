@@ -665,8 +665,8 @@ func sinkSettings(r *results) [][]string {
 		{"sinks input", in + " (`-sink-records`)"},
 		{"sinks", fmt.Sprintf("each of %s runs %d times beside its baseline, in alternating order (baseline, sink, sink, baseline, ...), each run into a fresh index, table or key prefix (dropped after it) with a fresh consumer group; batch.max_records %d, batch.linger %s, batch.max_bytes %s, webhook concurrency %d",
 			strings.Join(o.sinkKinds, ", "), max(1, o.sinkRounds), o.sinkBatch, o.sinkLinger, thousands(config.DefaultSinkBatchBytes)+" bytes", o.webhookConcurrency)},
-		{"freshness to the sinks", fmt.Sprintf("%s at each of %s req/s, one request per product, quiet_period %s, max_delay %s, exactly once, with one sink of each of %s running (batch.linger %s, batch.max_records %d); OpenSearch, PostgreSQL and Redis asked every %s",
-			o.sinkFreshDuration, ratesText(o.sinkFreshRates), o.quietPeriod, o.maxDelay, strings.Join(o.sinkKinds, ", "), o.sinkFreshLinger, o.sinkBatch, o.sinkFreshPoll)},
+		{"freshness to the sinks", fmt.Sprintf("%s at each of %s req/s, one request per product, after a warm-up of %s at the same rate whose products are not measured (`-warmup`), quiet_period %s, max_delay %s, exactly once, with one sink of each of %s running (batch.linger %s, batch.max_records %d); OpenSearch, PostgreSQL and Redis asked every %s",
+			o.sinkFreshDuration, ratesText(o.sinkFreshRates), o.warmup, o.quietPeriod, o.maxDelay, strings.Join(o.sinkKinds, ", "), o.sinkFreshLinger, o.sinkBatch, o.sinkFreshPoll)},
 	}
 }
 

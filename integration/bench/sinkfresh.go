@@ -132,6 +132,15 @@ func (e *sinkEnv) runFreshness(ctx context.Context, rate float64) (*sinkFreshRes
 
 	t := newTarget("edge", "http://"+addr+lisaPath, h.o.concurrency)
 	defer t.close()
+	// A warm-up at the same rate, of products of its own that nothing
+	// watches: the measured products meet a pipeline already running, not
+	// the first transaction, connections and fetches of every part.
+	if h.o.warmup > 0 {
+		if _, err := runLoad(ctx, t, loadSpec{phase: "warm-up to the sinks", rate: rate, duration: h.o.warmup, senders: h.o.concurrency,
+			work: workload{mix: []mixPart{{h.o.size, 1}}, seed: h.o.seed, unique: true, prefix: "w"}}, nil); err != nil {
+			return nil, err
+		}
+	}
 	load, err := runLoad(ctx, t, loadSpec{phase: "fresh to the sinks", rate: rate, duration: h.o.sinkFreshDuration, senders: h.o.concurrency,
 		work: workload{mix: []mixPart{{h.o.size, 1}}, seed: h.o.seed, unique: true}, accepted: onAccepted}, nil)
 	if err != nil {
