@@ -20,10 +20,11 @@ import (
 // no record or union map is built. A union of null and one other type is
 // its branch index (a zigzag varint) and then, unless null, that type's
 // encoding. A string, the most common type, is its length (a zigzag
-// varint too) and its bytes, read without a codec. A writer schema the plan cannot follow, or whose values would
-// read otherwise than from the map, is decoded through the map: a named
-// type used twice, a union of more types, a union where changeFromNative
-// reads a plain value or the reverse, fields that are no record.
+// varint too) and its bytes, read without a codec. A writer schema the
+// plan cannot follow, or whose values would read otherwise than from the
+// map, is decoded through the map: a named type used twice, a union of
+// more types, a union where changeFromNative reads a plain value or the
+// reverse, fields that are no record.
 
 // fieldPlan decodes one field of a record.
 type fieldPlan struct {
@@ -207,14 +208,14 @@ func (s *Serde) changePlan(id int, c *goavro.Codec) *recordPlan {
 //
 // Every string of the change is a piece of one copy of body, made when the
 // first is decoded, and the typed fields point into one array of their
-// values: a change costs two allocations for its strings, not two for
-// each. A piece keeps the whole copy alive, which is little more than its
-// raw JSON, the largest field and the one a state keeps pieces of anyway.
+// values: a change's strings cost two allocations, not one or two each. A
+// piece keeps the whole copy alive, which is little more than its raw
+// JSON, the largest field and the one a state keeps pieces of anyway.
 func changeByPlan(plan *recordPlan, body []byte, ch *Change) ([]byte, error) {
 	var whole string
 	text := func(b []byte) string {
-		// goavro's bytes codec hands out b as a piece of the buffer it
-		// decodes, a piece of body: cap tells where it starts.
+		// textFromBinary hands out b as a piece of the buffer it reads,
+		// a piece of body: cap tells where it starts.
 		off := cap(body) - cap(b)
 		if len(b) == 0 || off < 0 || off+len(b) > len(body) || &body[off] != &b[0] {
 			return string(b)
