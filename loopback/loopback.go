@@ -45,8 +45,8 @@ type Ports struct {
 
 // Addr returns a loopback address whose port was free a moment ago and
 // that p has not handed out before. The port is outside the ephemeral
-// range when the window is (the default on Linux); otherwise it comes
-// from the kernel, as before.
+// range when the window is (the default on Linux); otherwise the kernel
+// picks it.
 func (p *Ports) Addr() (string, error) {
 	low, high := windowLow, windowHigh
 	if p.high > 0 {
