@@ -29,7 +29,7 @@ import (
 // fieldPlan decodes one field of a record.
 type fieldPlan struct {
 	name   string
-	codec  *goavro.Codec // the field's type; for a nullable union, its other branch; nil for text
+	codec  *goavro.Codec // the field's type; for a nullable union, its other branch; bytes for text
 	null   int64         // a nullable union's null branch: 0 or 1; -1 for no union
 	record *recordPlan   // a record field, decoded field by field
 	// text: the field is a string, read by textFromBinary and handed over
@@ -98,14 +98,14 @@ func newRecordPlan(schema map[string]any, optional func(string) bool, nest bool)
 			}
 			fp.record = nested
 		} else {
-			if typ == "string" {
-				fp.text = true
-				plan.fields = append(plan.fields, fp)
-				continue
-			}
 			text, err := json.Marshal(typ)
 			if err != nil {
 				return nil, errNoPlan
+			}
+			if typ == "string" {
+				// The bytes codec (the binary encodings are the same)
+				// reads what textFromBinary leaves to goavro.
+				fp.text, text = true, []byte(`"bytes"`)
 			}
 			// A name defined elsewhere in the schema does not compile on
 			// its own: the map decodes such a schema.
@@ -151,7 +151,7 @@ func (rp *recordPlan) decode(buf []byte, sink fieldSink) ([]byte, error) {
 			}
 		}
 		if f.text {
-			b, rest, err := textFromBinary(buf)
+			b, rest, err := textFromBinary(buf, f.codec)
 			if err != nil {
 				return nil, fmt.Errorf("field %q: %w", f.name, err)
 			}
@@ -173,12 +173,21 @@ func (rp *recordPlan) decode(buf []byte, sink fieldSink) ([]byte, error) {
 // piece of buf), and returns what follows it. A string's encoding is its
 // length in bytes, a long (a zigzag varint, like a union's branch), and
 // then the bytes; it is read here, not by goavro, whose codecs hand the
-// bytes over boxed in an interface, an allocation for every string.
-func textFromBinary(buf []byte) ([]byte, []byte, error) {
+// bytes over boxed in an interface, an allocation for every string. A
+// length that overflows a varint's 64 bits is left to bytes, goavro's
+// bytes codec, which reads such lengths its own way.
+func textFromBinary(buf []byte, bytes *goavro.Codec) ([]byte, []byte, error) {
 	size, n := binary.Varint(buf)
 	switch {
-	case n <= 0:
-		return nil, nil, errors.New("cannot decode binary string: bad length")
+	case n < 0:
+		v, rest, err := bytes.NativeFromBinary(buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, _ := v.([]byte)
+		return b, rest, nil
+	case n == 0:
+		return nil, nil, fmt.Errorf("cannot decode binary string: %w", io.ErrShortBuffer)
 	case size < 0:
 		return nil, nil, fmt.Errorf("cannot decode binary string: negative size: %d", size)
 	case size > int64(len(buf)-n):

@@ -123,6 +123,10 @@ func FuzzTextFromBinaryMatchesGoavro(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	bytesCodec, err := goavro.NewCodec(`"bytes"`)
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, s := range []string{"", "a", "héllo", string(make([]byte, 300))} {
 		enc, _ := codec.BinaryFromNative(nil, s)
 		f.Add(enc)
@@ -134,9 +138,10 @@ func FuzzTextFromBinaryMatchesGoavro(f *testing.F) {
 	f.Add([]byte{0x80})                                                             // a varint cut short
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}) // a varint too long
 	f.Add([]byte{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})       // the largest length
+	f.Add([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x30, 0x30}) // a length past 64 bits, which goavro reads as 0
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		want, wantRest, wantErr := codec.NativeFromBinary(buf)
-		got, rest, err := textFromBinary(buf)
+		got, rest, err := textFromBinary(buf, bytesCodec)
 		if (err == nil) != (wantErr == nil) {
 			t.Fatalf("%x: error %v, goavro's %v", buf, err, wantErr)
 		}
