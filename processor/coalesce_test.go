@@ -133,7 +133,7 @@ func virtualRun(t *testing.T, p *Processor, in <-chan schemas.Change) []schemas.
 			}
 			rec := &kgo.Record{Topic: p.cfg.Topics.Changes, Key: []byte(ch.Key()), Value: v, Offset: offset}
 			p.mu.Lock()
-			p.consumeFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: rec.Topic, Partitions: []kgo.FetchPartition{{Records: []*kgo.Record{rec}}}}}}})
+			p.consumeFetches(kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: rec.Topic, Partitions: []kgo.FetchPartition{{Records: []*kgo.Record{rec}}}}}}}, nil)
 			p.mu.Unlock()
 			offset++
 		case <-timer.C:

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -70,6 +71,7 @@ type decoded struct {
 	err error
 	fp  int64     // the change's fingerprint; 0 without an event id or with dedupe off
 	raw rawObject // ch.Raw split into its members
+	at  time.Time // when the processor polled it: its quiet period starts then
 }
 
 // ErrRawTooDeep is the dlq-error of a change whose raw JSON nests deeper
@@ -98,11 +100,18 @@ func (p *Processor) decodeChange(d *decoded, members []rawMember) {
 // and returns how many there were. Decoding is the largest cost of a change
 // and needs no processor state, so it runs on every CPU, a chunk at a time in
 // log order, while this goroutine applies each chunk as soon as it is
-// decoded: applying one chunk overlaps decoding the next. Called with mu
-// held.
-func (p *Processor) consumeFetches(fetches kgo.Fetches) int {
+// decoded: applying one chunk overlaps decoding the next. polled[i] is
+// when fetches[i] was polled; without it, now. Called with mu held.
+func (p *Processor) consumeFetches(fetches kgo.Fetches, polled []time.Time) int {
 	batch := make([]decoded, 0, fetches.NumRecords())
-	fetches.EachRecord(func(r *kgo.Record) { batch = append(batch, decoded{rec: r}) })
+	now := p.now()
+	for i, f := range fetches {
+		at := now
+		if i < len(polled) {
+			at = polled[i]
+		}
+		kgo.Fetches{f}.EachRecord(func(r *kgo.Record) { batch = append(batch, decoded{rec: r, at: at}) })
+	}
 	n := len(batch)
 	decode := func(lo, hi int) {
 		// Room for the raw members of each change, allocated at once;
@@ -196,7 +205,7 @@ func (p *Processor) consume(d *decoded) {
 	e = apply(e, ch, &d.raw, version, p.derive)
 	remember(&e.state, d.fp, p.cfg.DedupeEventIDs)
 	pt.states[key] = e
-	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, p.now(), e.deleted); np != nil {
+	if np := p.co.add(key, r.Partition, r.Offset, ch.ReceivedAt, d.at, e.deleted); np != nil {
 		pt.queue = append(pt.queue, np)
 	}
 	p.mode.changed(key, r.Partition)

@@ -79,7 +79,7 @@ func BenchmarkCycle(b *testing.B) {
 					offset++
 				}
 				fetches := kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: names.Changes, Partitions: []kgo.FetchPartition{{Partition: 0, Records: recs}}}}}}
-				p.consumeFetches(fetches)
+				p.consumeFetches(fetches, nil)
 				due := p.due()
 				records, err := p.outputs(due)
 				if err != nil {

@@ -192,6 +192,7 @@ func (m *exactlyOnce) transact(parent context.Context, due []*pending) error {
 	if err := m.sess.Begin(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	p.nextCycle = time.Now().Add(p.cfg.CommitInterval)
 	records, err := p.outputs(due)
 	if err == nil {
 		for _, d := range due {

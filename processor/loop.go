@@ -114,7 +114,7 @@ func (p *Processor) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		fetches, ok := p.poll(ctx)
+		fetches, polled, ok := p.poll(ctx)
 		if !ok {
 			// A close begun by a failed restore waits for the rebalance
 			// the poll blocks to be allowed.
@@ -142,7 +142,7 @@ func (p *Processor) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		err := p.cycle(ctx, fetches)
+		err := p.cycle(ctx, fetches, polled)
 		recycle(fetches)
 		switch {
 		case err != nil && permanent(err):
@@ -180,13 +180,13 @@ func (p *Processor) shutdown() error {
 	return err
 }
 
-// cycle applies a poll's records, and has the mode write the keys that
-// are due and whatever else the records queued. It lets a rebalance go on
-// once done.
-func (p *Processor) cycle(ctx context.Context, fetches kgo.Fetches) error {
+// cycle applies a poll's records (polled[i]: when fetches[i] came), and
+// has the mode write the keys that are due and whatever else the records
+// queued. It lets a rebalance go on once done.
+func (p *Processor) cycle(ctx context.Context, fetches kgo.Fetches, polled []time.Time) error {
 	t0 := time.Now()
 	p.mu.Lock()
-	records := p.consumeFetches(fetches)
+	records := p.consumeFetches(fetches, polled)
 	due := p.due()
 	t1 := time.Now()
 	err := p.mode.write(ctx, records, due)
@@ -197,17 +197,42 @@ func (p *Processor) cycle(ctx context.Context, fetches kgo.Fetches) error {
 	return err
 }
 
-// poll waits for records until the next deadline (at most 250 ms). It
-// reports false when the client is closed.
-func (p *Processor) poll(ctx context.Context) (kgo.Fetches, bool) {
+// poll waits for records until the next deadline (at most 250 ms). Then,
+// until CommitInterval after the last transaction began (exactly once), it
+// goes on gathering what arrives, so that one cycle, and its transaction,
+// carries all of it; polled[i] is when fetches[i] came, where each
+// record's quiet period starts. Polls in a row let no rebalance in
+// between: it waits for the cycle, as ever. It reports false when the
+// client is closed.
+func (p *Processor) poll(ctx context.Context) (fetches kgo.Fetches, polled []time.Time, ok bool) {
 	pctx, cancel := context.WithTimeout(ctx, p.pollWait())
-	fetches := p.client.PollRecords(pctx, 10000)
+	fetches = p.client.PollRecords(pctx, maxPollRecords)
 	cancel()
-	if fetches.IsClientClosed() {
-		return nil, false
+	polled = arrivedAt(polled, len(fetches), p.now())
+	for n := fetches.NumRecords(); !fetches.IsClientClosed() && ctx.Err() == nil && n < maxPollRecords && time.Now().Before(p.nextCycle); {
+		pctx, cancel := context.WithDeadline(ctx, p.nextCycle)
+		more := p.client.PollRecords(pctx, maxPollRecords-n)
+		cancel()
+		fetches = append(fetches, more...)
+		polled = arrivedAt(polled, len(more), p.now())
+		n += more.NumRecords()
 	}
-	return fetches, true
+	if fetches.IsClientClosed() {
+		return nil, nil, false
+	}
+	return fetches, polled, true
 }
+
+// arrivedAt appends n times at to polled.
+func arrivedAt(polled []time.Time, n int, at time.Time) []time.Time {
+	for range n {
+		polled = append(polled, at)
+	}
+	return polled
+}
+
+// maxPollRecords bounds the records of one cycle.
+const maxPollRecords = 10000
 
 // pollErrors looks at the errors of a poll: one that says Kafka does not
 // answer (a group session lost to it) counts as an outage, a permanent

@@ -129,6 +129,17 @@ type Config struct {
 	// heartbeating before it gives its partitions to others (0: franz-go's
 	// default, 45s). Config's processor.session_timeout.
 	SessionTimeout time.Duration
+	// CommitInterval paces the exactly-once mode: a transaction begins no
+	// sooner than this after the one before it began. Until then the
+	// loop does not poll, and what arrives waits in the client, so that a
+	// steady trickle of changes costs the broker a few transactions a
+	// second, each with more in it, instead of one per poll. It delays a
+	// key by at most this, and only while transactions follow each other
+	// closely: after a quiet spell the next one begins at once. 0 (the
+	// zero value): a transaction per poll. At least once ignores it: its
+	// writes are pipelined and cost no transactions. Config's
+	// processor.commit_interval.
+	CommitInterval time.Duration
 }
 
 // defaultRestoreIdle is Config.RestoreIdle's default. It is no operator
@@ -198,8 +209,11 @@ type Processor struct {
 	nextPing      time.Time
 	pings         int
 	registryTries int
-	stopping      chan struct{} // closed once Run's context has ended
-	stopOnce      sync.Once
+	// nextCycle is when the loop may poll again (CommitInterval). Run's
+	// goroutine only.
+	nextCycle time.Time
+	stopping  chan struct{} // closed once Run's context has ended
+	stopOnce  sync.Once
 }
 
 // New validates cfg and builds the group member (it joins in Run).
@@ -348,6 +362,8 @@ func validate(cfg *Config) error {
 		return &ConfigError{"DedupeEventIDs", fmt.Errorf("%d: want >= 0 (0: off)", cfg.DedupeEventIDs)}
 	case cfg.SessionTimeout < 0:
 		return &ConfigError{"SessionTimeout", fmt.Errorf("%s: want >= 0 (0: franz-go's default)", cfg.SessionTimeout)}
+	case cfg.CommitInterval < 0:
+		return &ConfigError{"CommitInterval", fmt.Errorf("%s: want >= 0 (0: a transaction per poll)", cfg.CommitInterval)}
 	}
 	// A Compression that is no codec can only come from a conversion; its
 	// name round-trips for every codec.

@@ -617,6 +617,58 @@ func TestExactlyOnceIdleFlushDoesNotPause(t *testing.T) {
 	})
 }
 
+// With CommitInterval, a steady trickle of changes (one every 20 ms for
+// 3 s, each a product of its own) costs one transaction per interval, not
+// one or two per change, and every change is still written, no later than
+// the interval after its quiet period. The same trickle without it takes a
+// transaction per poll.
+func TestCommitIntervalPacesTransactions(t *testing.T) {
+	const (
+		quiet    = 100 * time.Millisecond
+		interval = 500 * time.Millisecond
+		n        = 150
+	)
+	trickle := func(t *testing.T, e *env, every time.Duration) (committed int, ups []schemas.Update) {
+		e.startWith(Config{QuietPeriod: quiet, MaxDelay: time.Second, CommitInterval: every})
+		e.waitFetching()
+		before := testutil.ToFloat64(e.metrics.transactions.WithLabelValues("committed"))
+		for i := range n {
+			e.change(fmt.Sprintf("trickle-%d", i), schemas.Fields{Title: str("t")}, false)
+			time.Sleep(20 * time.Millisecond)
+		}
+		ups = e.updates(e.read(e.names.Updates, n, time.Minute))
+		if len(ups) != n {
+			t.Fatalf("%d updates of %d changes", len(ups), n)
+		}
+		return int(testutil.ToFloat64(e.metrics.transactions.WithLabelValues("committed")) - before), ups
+	}
+	virtualTest(t, true, func(t *testing.T, e *env) {
+		committed, ups := trickle(t, e, interval)
+		// 3 s of changes and their last quiet period, one transaction per
+		// interval at most.
+		if most := int((n*20*time.Millisecond+quiet)/interval) + 2; committed > most {
+			t.Errorf("%d transactions committed, want at most %d (one per %s)", committed, most, interval)
+		}
+		for _, u := range ups {
+			if late := u.EmittedAt.Sub(u.LastReceivedAt); late < quiet || late > quiet+interval {
+				t.Errorf("%s written %s after its change, want %s to %s", u.ProductID, late, quiet, quiet+interval)
+			}
+		}
+		if e.aborted() > 0 {
+			t.Errorf("%d transactions aborted", e.aborted())
+		}
+	})
+	virtualTest(t, true, func(t *testing.T, e *env) {
+		committed, ups := trickle(t, e, 0)
+		if committed < n {
+			t.Errorf("without an interval, %d transactions committed for %d changes, want one per poll at least", committed, n)
+		}
+		for _, u := range ups {
+			e.onTime(u.ProductID+"'s update after its change", u.EmittedAt.Sub(u.LastReceivedAt), quiet)
+		}
+	})
+}
+
 // New refuses a Config without a required setting, naming the field: the
 // defaults of MaxPendingKeys and MaxJSONDepth live in package config alone.
 func TestNewNamesTheMissingField(t *testing.T) {
@@ -638,6 +690,7 @@ func TestNewNamesTheMissingField(t *testing.T) {
 		{"negative max pending keys", func(c *Config) { c.MaxPendingKeys = -1 }, "MaxPendingKeys"},
 		{"zero max JSON depth", func(c *Config) { c.MaxJSONDepth = 0 }, "MaxJSONDepth"},
 		{"negative dedupe memory", func(c *Config) { c.DedupeEventIDs = -1 }, "DedupeEventIDs"},
+		{"negative commit interval", func(c *Config) { c.CommitInterval = -time.Millisecond }, "CommitInterval"},
 		{"compression that is no codec", func(c *Config) { c.Compression = kafka.Compression(200) }, "Compression"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -374,6 +374,7 @@ func runProcessor(ctx context.Context, r *role, serde *schemas.Serde, names topi
 		DedupeEventIDs: *cfg.Processor.DedupeEventIDs,
 		InstanceID:     cfg.Processor.InstanceID,
 		SessionTimeout: cfg.Processor.SessionTimeout,
+		CommitInterval: *cfg.Processor.CommitInterval,
 		TopicSpec:      topicSpec(cfg),
 		Compression:    r.compression,
 		Metrics:        pm,
