@@ -314,7 +314,7 @@ type Processor struct {
 	ExactlyOnce *bool `yaml:"exactly_once"`
 	// CommitInterval: with exactly_once, a transaction begins no sooner
 	// than this after the one before it began; changes arriving meanwhile
-	// wait and go into the next one (default 50ms; 0: a transaction per
+	// wait and go into the next one (default 25ms; 0: a transaction per
 	// poll). It adds at most this to an update's latency, and only while
 	// transactions follow each other closely, and saves the broker most
 	// of the transactions of a steady trickle of changes.
@@ -434,7 +434,7 @@ const (
 	DefaultMaxPendingKeys = 1_000_000
 	DefaultDedupeEventIDs = 16
 	DefaultSessionTimeout = 45 * time.Second
-	DefaultCommitInterval = 50 * time.Millisecond
+	DefaultCommitInterval = 25 * time.Millisecond
 )
 
 // MaxVersionEpoch is the highest processor.version_epoch: the epoch takes

@@ -366,7 +366,7 @@ func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, st
 	}
 	cfg := filepath.Join(h.work, name+".yaml")
 	if err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
-		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay, svc: h.o.svc}); err != nil {
+		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay, commit: &h.o.commitInterval, svc: h.o.svc}); err != nil {
 		return nil, "", fmt.Errorf("write %s: %w", cfg, err)
 	}
 	p, err := startProc(name, filepath.Join(h.work, name+".log"), nil, h.bin, "ingest", "--config", cfg)

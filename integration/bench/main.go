@@ -87,6 +87,7 @@ type options struct {
 	procRounds     int
 	procMaxValue   int
 	quietPeriod    time.Duration
+	commitInterval time.Duration // processor.commit_interval of every processor the harness runs
 	maxDelay       time.Duration
 	pollEvery      time.Duration
 	restoreRecords int // the restore's products topic holds at least this many records
@@ -187,6 +188,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.procRounds, "proc-rounds", 2, "runs of B3 and of the processor in each mode, in alternating order, summed")
 	fs.IntVar(&o.procMaxValue, "proc-max-value", 4096, "processor input: only the edge's changes whose value is at most this many bytes (the 1 KB bodies)")
 	fs.DurationVar(&o.quietPeriod, "quiet-period", 100*time.Millisecond, "processor.quiet_period of the processor runs")
+	fs.DurationVar(&o.commitInterval, "commit-interval", config.DefaultCommitInterval, "processor.commit_interval of every processor the harness runs (exactly once: the shortest time between two transactions' starts; 0: one per poll)")
 	fs.DurationVar(&o.maxDelay, "max-delay", time.Second, "processor.max_delay of the processor runs")
 	fs.DurationVar(&o.pollEvery, "poll", 50*time.Millisecond, "how often the processor's committed offsets are polled")
 	fs.IntVar(&o.restoreRecords, "restore-records", 200_000, "restore input: the transactional run's state records, copied with unique keys onto a products topic of its own until it holds at least this many")
@@ -285,6 +287,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-restore-records must be positive")
 	case o.freshRate <= 0:
 		return nil, errors.New("-fresh-rate must be positive")
+	case o.commitInterval < 0 || o.commitInterval > config.MaxCommitInterval:
+		return nil, fmt.Errorf("-commit-interval must be between 0 and %s", config.MaxCommitInterval)
 	case o.quietPeriod <= 0 || o.maxDelay < o.quietPeriod:
 		return nil, errors.New("want 0 < -quiet-period <= -max-delay")
 	}

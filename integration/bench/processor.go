@@ -307,7 +307,7 @@ func (h *harness) startProcessorEpoch(ctx context.Context, name, prefix, group s
 	cfg := filepath.Join(h.work, name+".yaml")
 	err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
 		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: exactlyOnce, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay,
-		debug: debug, epoch: epoch, svc: h.o.svc})
+		commit: &h.o.commitInterval, debug: debug, epoch: epoch, svc: h.o.svc})
 	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", cfg, err)
 	}

@@ -329,7 +329,7 @@ func renderMarkdown(r *results) string {
 		{"partitions", strconv.Itoa(int(o.parts)) + " for every topic"},
 		{"body limit", thousands(int64(maxBodyOf(o))) + " bytes on every server (`max_body_bytes`)"},
 		{"B2 producer", "acks=all, idempotent, murmur2 key partitioning, linger " + o.b2Linger.String() + ", " + config.DefaultCompression + " batches (the edge's settings; B3, the processor inputs and the restore input are written " + config.DefaultCompression + " too)"},
-		{"processor", fmt.Sprintf("quiet_period %s, max_delay %s; B3 and each mode run %d times, in alternating order (B3, off, on, on, off, B3, ...), each on its own copy of the input, and summed", o.quietPeriod, o.maxDelay, max(1, o.procRounds))},
+		{"processor", fmt.Sprintf("quiet_period %s, max_delay %s, commit_interval %s (exactly once); B3 and each mode run %d times, in alternating order (B3, off, on, on, off, B3, ...), each on its own copy of the input, and summed", o.quietPeriod, o.maxDelay, o.commitInterval, max(1, o.procRounds))},
 		{"freshness run", fmt.Sprintf("%s at %s req/s, one request per product, quiet_period %s, exactly once", o.freshDuration, rateText(o.freshRate), o.quietPeriod)},
 	}
 	if in := r.input; in != nil {

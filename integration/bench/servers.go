@@ -283,8 +283,9 @@ type psConfig struct {
 	debug       string // ops.listen, for profiles; empty: none
 	epoch       int    // processor.version_epoch; 0: the default
 	svc         services
-	instanceID  string        // processor.instance_id; empty: a dynamic member
-	session     time.Duration // processor.session_timeout; 0: the default
+	instanceID  string         // processor.instance_id; empty: a dynamic member
+	session     time.Duration  // processor.session_timeout; 0: the default
+	commit      *time.Duration // processor.commit_interval; nil: the default
 }
 
 // writeConfig writes a productstream config (the format of
@@ -326,6 +327,9 @@ processor:
 		c.group, c.quiet, c.maxDelay, c.exactlyOnce)
 	if c.epoch != 0 {
 		text += fmt.Sprintf("  version_epoch: %d\n", c.epoch)
+	}
+	if c.commit != nil {
+		text += fmt.Sprintf("  commit_interval: %s\n", *c.commit)
 	}
 	if c.session != 0 {
 		text += fmt.Sprintf("  session_timeout: %s\n", c.session)

@@ -85,7 +85,7 @@ func (h *harness) startMember(name, prefix, group, instanceID string, session ti
 	cfg := filepath.Join(h.work, name+".yaml")
 	if err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
 		listen: "127.0.0.1:0", maxBody: h.maxBody(), group: group, exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay,
-		debug: ops, svc: h.o.svc, instanceID: instanceID, session: session}); err != nil {
+		commit: &h.o.commitInterval, debug: ops, svc: h.o.svc, instanceID: instanceID, session: session}); err != nil {
 		return nil, fmt.Errorf("write %s: %w", cfg, err)
 	}
 	start := time.Now()
