@@ -72,6 +72,9 @@ type results struct {
 	fresh     *freshResult
 	coalescer *coalescerResult // nil: not measured (-coalescer-memory=false)
 	profiles  []*profileResult // CPU profiles of extra processor runs (-profile)
+	// CPU profiles of B2 and the edge in an extra closed-loop phase each
+	// (-profile).
+	ingestProfiles []*profileResult
 
 	sinkIn    *sinkInput             // the products topic the sinks read
 	sinks     []*sinkResult          // by kind, in the order measured
@@ -360,13 +363,20 @@ func (h *harness) maxBody() int {
 // public listener answers (/openapi.json, its one route that is not a
 // webhook).
 func (h *harness) startEdge(ctx context.Context, name, prefix string) (*proc, string, error) {
+	return h.startEdgeDebug(ctx, name, prefix, "")
+}
+
+// startEdgeDebug is startEdge with ops.listen set to debug (pprof), unless
+// empty.
+func (h *harness) startEdgeDebug(ctx context.Context, name, prefix, debug string) (*proc, string, error) {
 	addr, err := h.ports.Addr()
 	if err != nil {
 		return nil, "", err
 	}
 	cfg := filepath.Join(h.work, name+".yaml")
 	if err := writeConfig(cfg, psConfig{brokers: h.o.brokers, registry: h.o.registry, prefix: prefix, partitions: h.o.parts,
-		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay, commit: &h.o.commitInterval, svc: h.o.svc}); err != nil {
+		listen: addr, maxBody: h.maxBody(), group: h.runID + "-unused", exactlyOnce: true, quiet: h.o.quietPeriod, maxDelay: h.o.maxDelay, commit: &h.o.commitInterval,
+		debug: debug, svc: h.o.svc}); err != nil {
 		return nil, "", fmt.Errorf("write %s: %w", cfg, err)
 	}
 	p, err := startProc(name, filepath.Join(h.work, name+".log"), nil, h.bin, "ingest", "--config", cfg)
@@ -468,6 +478,8 @@ type server struct {
 	proc   *proc
 	target *target
 	meters []meter
+	pprof  string // where it serves CPU profiles (-profile); empty: nowhere
+	bin    string // the binary it runs, for go tool pprof
 }
 
 // runIngest measures the three HTTP servers; the edge writes to edgePrefix.
@@ -487,22 +499,43 @@ func (h *harness) runIngest(ctx context.Context, res *results, edgePrefix string
 			s.proc.stop(30 * time.Second)
 		}
 	}()
-	add := func(name string, p *proc, addr string) {
-		srvs = append(srvs, &server{name: name, proc: p, target: newTarget(name, "http://"+addr+lisaPath, h.o.concurrency), meters: h.meters(p)})
+	add := func(name string, p *proc, addr, pprof, bin string) {
+		srvs = append(srvs, &server{name: name, proc: p, target: newTarget(name, "http://"+addr+lisaPath, h.o.concurrency), meters: h.meters(p),
+			pprof: pprof, bin: bin})
+	}
+	// B2 and the edge serve CPU profiles for the profiled phase, which
+	// only then costs them anything.
+	var b2Prof, edgeProf string
+	if h.o.profile {
+		var err error
+		if b2Prof, err = h.ports.Addr(); err != nil {
+			return err
+		}
+		if edgeProf, err = h.ports.Addr(); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
 	p, addr, err := h.startBaseline(ctx, "b1")
 	if err != nil {
 		return err
 	}
-	add(srvB1, p, addr)
-	if p, addr, err = h.startBaseline(ctx, "b2", h.childArgs("", "-topic", b2Topic, "-linger", h.o.b2Linger.String())...); err != nil {
+	add(srvB1, p, addr, "", self)
+	b2Args := h.childArgs("", "-topic", b2Topic, "-linger", h.o.b2Linger.String())
+	if b2Prof != "" {
+		b2Args = append(b2Args, "-pprof", b2Prof)
+	}
+	if p, addr, err = h.startBaseline(ctx, "b2", b2Args...); err != nil {
 		return err
 	}
-	add(srvB2, p, addr)
-	if p, addr, err = h.startEdge(ctx, "edge", edgePrefix); err != nil {
+	add(srvB2, p, addr, b2Prof, self)
+	if p, addr, err = h.startEdgeDebug(ctx, "edge", edgePrefix, edgeProf); err != nil {
 		return err
 	}
-	add(srvEdge, p, addr)
+	add(srvEdge, p, addr, edgeProf, h.bin)
 
 	one := workload{mix: []mixPart{{h.o.size, 1}}, keys: h.o.keys, zipfS: h.o.zipfS, seed: h.o.seed}
 	mixed := one
@@ -547,7 +580,57 @@ func (h *harness) runIngest(ctx context.Context, res *results, edgePrefix string
 	if err := phase(loadSpec{phase: "open", rate: res.openRate, duration: h.o.openDuration, senders: h.o.concurrency, work: one}, res.open); err != nil {
 		return err
 	}
-	return phase(loadSpec{phase: "mixed", duration: h.o.mixedDuration, senders: h.o.concurrency, work: mixed}, res.mixed)
+	if err := phase(loadSpec{phase: "mixed", duration: h.o.mixedDuration, senders: h.o.concurrency, work: mixed}, res.mixed); err != nil {
+		return err
+	}
+	if !h.o.profile {
+		return nil
+	}
+	// Profiled phases of their own, after the measured ones, so that the
+	// profiler's cost is in no figure: B2 and the edge, closed loop, 1 KB.
+	for _, s := range srvs {
+		if s.pprof == "" {
+			continue
+		}
+		pr, err := h.profileServer(ctx, s, loadSpec{phase: "profile", duration: ingestProfileDuration, senders: h.o.concurrency, work: one})
+		if err != nil {
+			h.log.Warn("CPU profile not taken", "server", s.name, "err", err)
+			continue
+		}
+		res.ingestProfiles = append(res.ingestProfiles, pr)
+	}
+	return nil
+}
+
+// ingestProfileDuration is each profiled ingest phase.
+const ingestProfileDuration = 5 * time.Second
+
+// profileServer runs spec against s while taking back-to-back CPU
+// profiles of it, and summarizes them per request answered.
+func (h *harness) profileServer(ctx context.Context, s *server, spec loadSpec) (*profileResult, error) {
+	h.log.Info("CPU profile", "server", s.name)
+	stop := make(chan struct{})
+	var files []string
+	var perr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		files, perr = cpuProfiles(ctx, s.pprof, h.work, "profile-"+s.name, stop)
+	}()
+	l, err := runLoad(ctx, s.target, spec, s.meters)
+	close(stop)
+	<-done
+	if err != nil {
+		return nil, fmt.Errorf("%s profiled load: %w", s.name, err)
+	}
+	if perr != nil {
+		return nil, perr
+	}
+	pr := &profileResult{name: s.name, changes: int64(l.accepted), files: files}
+	if err := summarize(ctx, h.root, s.bin, pr, edgeProfileAreas); err != nil {
+		return nil, err
+	}
+	return pr, nil
 }
 
 // runProcessorSide measures B3, the processor in both modes and the

@@ -195,7 +195,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.freshDuration, "fresh-duration", 10*time.Second, "open-loop phase of the end-to-end freshness run")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "offered req/s of the freshness run (each request a new product)")
 	fs.BoolVar(&o.coalescerMemory, "coalescer-memory", true, "at the end of a run with the processor section, measure the coalescer's bytes per pending key with `go test -run '^TestCoalescerMemoryPerPendingKey$' ./processor/`")
-	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with ops.listen set, take CPU profiles of the whole run, and report where the CPU goes; likewise run once more, profiled, each sink below its target")
+	fs.BoolVar(&o.profile, "profile", true, "after the measured processor runs, run the processor once more in each mode with ops.listen set, take CPU profiles of the whole run, and report where the CPU goes; likewise run once more, profiled, each sink below its target; and profile B2 and the edge in a closed-loop phase of their own after the ingest phases")
 	fs.StringVar(&o.postgresDSN, "postgres-dsn", os.Getenv("PRODUCTSTREAM_POSTGRES_DSN"), "sinks: PostgreSQL DSN (default $PRODUCTSTREAM_POSTGRES_DSN; integration/backends/backends.sh env)")
 	fs.StringVar(&o.redisAddr, "redis-addr", os.Getenv("PRODUCTSTREAM_REDIS_ADDR"), "sinks: Redis host:port (default $PRODUCTSTREAM_REDIS_ADDR)")
 	fs.StringVar(&o.opensearchURL, "opensearch-url", os.Getenv("PRODUCTSTREAM_OPENSEARCH_URL"), "sinks: OpenSearch URL (default $PRODUCTSTREAM_OPENSEARCH_URL)")

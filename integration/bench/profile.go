@@ -49,6 +49,21 @@ var profileAreas = []profileArea{
 	{label: "system calls", focus: `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
 }
 
+// edgeProfileAreas are the parts reported for the profiles of B2 and the
+// edge (a sample may count in more than one).
+var edgeProfileAreas = []profileArea{
+	{label: "reading the request: headers and body (net/http)", focus: `net/http\.\(\*conn\)\.readRequest|ingest\.readBody|io\.ReadAll`},
+	{label: "signature and API key checks (crypto)", focus: `^crypto/`},
+	{label: "JSON: the product id, or the edge's parse and normalization", focus: `encoding/json\.|ingest\.parseObject|ingest\.object\.`},
+	{label: "Avro encoding (goavro, the edge's serde)", focus: `github\.com/linkedin/goavro|schemas\.\(\*Serde\)\.Encode`},
+	{label: "franz-go (produce, acknowledgements)", focus: `github\.com/twmb/franz-go`},
+	{label: "the edge's delivery log and metrics (deliveries, Prometheus)", focus: `productstream/deliveries|github\.com/prometheus`},
+	{label: "Gin's own work (routing, context; the edge's handler excluded)", focus: `github\.com/gin-gonic`, ignore: `productstream/ingest\.`},
+	{label: "writing the answer (net/http)", focus: `net/http\.\(\*response\)\.finishRequest|net/http\.\(\*response\)\.Write|net/http\.\(\*chunkWriter\)`},
+	{label: "garbage collector (background mark workers)", focus: `runtime\.gcBgMarkWorker`},
+	{label: "system calls", focus: `syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall`},
+}
+
 // cpuProfiles takes back-to-back CPU profiles of the process serving pprof
 // on addr, of 1 s each (net/http/pprof cannot end one early), into dir,
 // until stop is closed. The last one may run up to a second past stop.

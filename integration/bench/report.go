@@ -386,6 +386,12 @@ func renderIngest(b *strings.Builder, r *results) {
 	table(b, loadHead, loadRows(r, r.mixed, false))
 	fmt.Fprintf(b, "edge / B2 = **%s**, edge / B1 = **%s** (accepted req/s).\n\n",
 		ratioText(div(r.mixed[srvEdge].rps(), r.mixed[srvB2].rps())), ratioText(div(r.mixed[srvEdge].rps(), r.mixed[srvB1].rps())))
+
+	if len(r.ingestProfiles) > 0 {
+		b.WriteString("## Where the edge's CPU goes\n\n")
+		fmt.Fprintf(b, "One more closed-loop phase of %s (1 KB) against B2 and then the edge, after the measured ones, each server alone; the harness took back-to-back 1 s CPU profiles of the server through its profile endpoint (`ops.listen` for the edge, `-pprof` for B2) and merged them with `go tool pprof`. CPU per request is the samples over the requests answered 202 in the phase. A sample counts in every area its stack passes through, so the shares can add up to more than 100 %%. What the edge does beyond B2: it parses and normalizes the body into a change (JSON), encodes it in Avro, checks each source's limits and refusal budget, and records the delivery (metrics, and a record on the deliveries topic, batched apart from the answer).\n\n", ingestProfileDuration)
+		renderProfileTable(b, r.ingestProfiles, edgeProfileAreas, "request")
+	}
 }
 
 func renderProcessor(b *strings.Builder, r *results) {

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -393,6 +394,7 @@ func childMain(args []string) int {
 	expect := fs.Int64("expect", 0, "b3-passthrough: records to pass through")
 	maxBody := fs.Int64("max-body", 192<<10, "b1, b2: body limit in bytes")
 	linger := fs.Duration("linger", 0, "b2: producer linger")
+	pprofAddr := fs.String("pprof", "", "b1, b2: serve CPU profiles at /debug/pprof/profile on this address (default: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -405,6 +407,14 @@ func childMain(args []string) int {
 		return 1
 	}
 	seeds := svc.opts()
+	if *pprofAddr != "" {
+		stopProfiles, err := serveProfiles(*pprofAddr)
+		if err != nil {
+			log.Error("failed", "err", err)
+			return 1
+		}
+		defer stopProfiles()
+	}
 	switch *role {
 	case "b1":
 		err = serveHTTP(ctx, *addr, b1Handler(*maxBody))
@@ -427,6 +437,20 @@ func childMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// serveProfiles serves CPU profiles at /debug/pprof/profile on addr until
+// stop is called, as ops.listen does for productstream.
+func serveProfiles(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return func() { _ = hs.Close() }, nil
 }
 
 // serveHTTP serves h on addr until ctx ends, then shuts down gracefully.
