@@ -19,12 +19,24 @@ import (
 // struct. A union of null and one other type is its branch index (a zigzag
 // varint) and then, unless null, that type's encoding. Tests check the
 // bytes against goavro's encoding of the whole record.
+//
+// Handing goavro a field's value boxes it in an interface, an allocation
+// for every string, time and long. So a field is given by a typed
+// accessor where that is its type's only cost: a string (or nullable
+// string) is its length as a zigzag varint and then its bytes, and a long
+// is a zigzag varint, which is how the union's branch index is written
+// too. The other types go through goavro.
 
 // fieldEncoder encodes one field of a T.
 type fieldEncoder[T any] struct {
 	codec *goavro.Codec // the field's type; for a nullable union, its other branch
 	null  int64         // a nullable union's null branch: 0 or 1; -1 for no union
 	value func(*T) any  // the field's native value; nil for a union's null
+	// text, optText and long, instead of codec and value, give a string,
+	// a nullable string (nil: the union's null) or a long.
+	text    func(*T) string
+	optText func(*T) *string
+	long    func(*T) int64
 	// nested encodes a field that is a record of its own, instead of
 	// codec and value.
 	nested func(buf []byte, x *T) ([]byte, error)
@@ -44,6 +56,21 @@ func (re *recordEncoder[T]) encode(buf []byte, x *T) ([]byte, error) {
 			}
 			continue
 		}
+		switch {
+		case f.text != nil:
+			buf = appendText(buf, f.text(x))
+			continue
+		case f.optText != nil:
+			if v := f.optText(x); v != nil {
+				buf = appendText(binary.AppendVarint(buf, 1-f.null), *v)
+			} else {
+				buf = binary.AppendVarint(buf, f.null)
+			}
+			continue
+		case f.long != nil:
+			buf = binary.AppendVarint(buf, f.long(x))
+			continue
+		}
 		v := f.value(x)
 		if f.null >= 0 {
 			if v == nil {
@@ -59,11 +86,20 @@ func (re *recordEncoder[T]) encode(buf []byte, x *T) ([]byte, error) {
 	return buf, nil
 }
 
+// appendText appends an Avro string: its length in bytes, a zigzag varint,
+// and its bytes.
+func appendText(buf []byte, s string) []byte {
+	return append(binary.AppendVarint(buf, int64(len(s))), s...)
+}
+
 // newRecordEncoder plans the record schema whose JSON form is schema for
-// a T whose fields values gives by name; a field that is a record of its
-// own is encoded by nested[name]. Every field of the schema must be in
-// one of them, and every field in them in the schema.
-func newRecordEncoder[T any](schema map[string]any, values map[string]func(*T) any,
+// a T whose fields values gives by name, each a func(*T) any (its native
+// value, for goavro), a func(*T) string (a string field), a
+// func(*T) *string (a nullable string field) or a func(*T) int64 (a long
+// field); a field that is a record of its own is encoded by nested[name].
+// Every field of the schema must be in one of them, and every field in
+// them in the schema.
+func newRecordEncoder[T any](schema map[string]any, values map[string]any,
 	nested map[string]func([]byte, *T) ([]byte, error)) (*recordEncoder[T], error) {
 	if schema["type"] != "record" {
 		return nil, fmt.Errorf("%v: not a record", schema["name"])
@@ -81,7 +117,7 @@ func newRecordEncoder[T any](schema map[string]any, values map[string]func(*T) a
 		if !ok {
 			return nil, fmt.Errorf("%v: no value for field %q", schema["name"], name)
 		}
-		fe := fieldEncoder[T]{null: -1, value: value}
+		fe := fieldEncoder[T]{null: -1}
 		typ := field["type"]
 		if union, ok := typ.([]any); ok {
 			switch {
@@ -93,12 +129,36 @@ func newRecordEncoder[T any](schema map[string]any, values map[string]func(*T) a
 				return nil, fmt.Errorf("%v: field %q is a union of other than null and one type", schema["name"], name)
 			}
 		}
-		text, err := json.Marshal(typ)
-		if err != nil {
-			return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+		wrong := func(want string) error {
+			return fmt.Errorf("%v: field %q of type %v given as a %s", schema["name"], name, field["type"], want)
 		}
-		if fe.codec, err = goavro.NewCodecForStandardJSONFull(string(text)); err != nil {
-			return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+		switch v := value.(type) {
+		case func(*T) string:
+			if typ != "string" || fe.null >= 0 {
+				return nil, wrong("string")
+			}
+			fe.text = v
+		case func(*T) *string:
+			if typ != "string" || fe.null < 0 {
+				return nil, wrong("nullable string")
+			}
+			fe.optText = v
+		case func(*T) int64:
+			if typ != "long" || fe.null >= 0 {
+				return nil, wrong("long")
+			}
+			fe.long = v
+		case func(*T) any:
+			text, err := json.Marshal(typ)
+			if err != nil {
+				return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+			}
+			if fe.codec, err = goavro.NewCodecForStandardJSONFull(string(text)); err != nil {
+				return nil, fmt.Errorf("%v: field %q: %w", schema["name"], name, err)
+			}
+			fe.value = v
+		default:
+			return nil, fmt.Errorf("%v: field %q: an accessor of type %T", schema["name"], name, value)
 		}
 		re.fields = append(re.fields, fe)
 	}
@@ -145,38 +205,33 @@ func (enc *encoders) plan() error {
 		}
 		return nil
 	}
-	fieldValues := map[string]func(*Fields) any{}
+	fieldValues := map[string]any{}
 	for i, r := range fieldNames {
-		fieldValues[r.name] = func(f *Fields) any {
-			if p := *f.ptrs()[i]; p != nil {
-				return *p
-			}
-			return nil
-		}
+		fieldValues[r.name] = func(f *Fields) *string { return *f.ptrs()[i] }
 	}
-	changeFields, err := newRecordEncoder(fieldsSchema(KindChange), fieldValues, nil)
+	changeFields, err := newRecordEncoder[Fields](fieldsSchema(KindChange), fieldValues, nil)
 	if err != nil {
 		return err
 	}
-	stateFields, err := newRecordEncoder(fieldsSchema(KindState), fieldValues, nil)
+	stateFields, err := newRecordEncoder[Fields](fieldsSchema(KindState), fieldValues, nil)
 	if err != nil {
 		return err
 	}
 
-	enc.change, err = newRecordEncoder(sch[KindChange], map[string]func(*Change) any{
-		"event_id":       func(c *Change) any { return c.EventID },
-		"source":         func(c *Change) any { return c.Source },
-		"provider":       func(c *Change) any { return c.Provider },
-		"namespace":      func(c *Change) any { return c.Namespace },
-		"event_type":     func(c *Change) any { return c.EventType },
-		"resource":       func(c *Change) any { return c.Resource },
-		"product_id":     func(c *Change) any { return c.ProductID },
+	enc.change, err = newRecordEncoder[Change](sch[KindChange], map[string]any{
+		"event_id":       func(c *Change) string { return c.EventID },
+		"source":         func(c *Change) string { return c.Source },
+		"provider":       func(c *Change) string { return c.Provider },
+		"namespace":      func(c *Change) string { return c.Namespace },
+		"event_type":     func(c *Change) string { return c.EventType },
+		"resource":       func(c *Change) string { return c.Resource },
+		"product_id":     func(c *Change) string { return c.ProductID },
 		"deleted":        func(c *Change) any { return c.Deleted },
 		"received_at":    func(c *Change) any { return c.ReceivedAt },
 		"occurred_at":    func(c *Change) any { return optionalTime(c.OccurredAt) },
 		"notice":         func(c *Change) any { return c.Notice },
 		"collection_ids": func(c *Change) any { return stringArray(c.CollectionIDs) },
-		"raw":            func(c *Change) any { return c.Raw },
+		"raw":            func(c *Change) string { return c.Raw },
 	}, map[string]func([]byte, *Change) ([]byte, error){
 		"fields": func(buf []byte, c *Change) ([]byte, error) { return changeFields.encode(buf, &c.Fields) },
 	})
@@ -185,15 +240,15 @@ func (enc *encoders) plan() error {
 	}
 
 	// The fields ProductState and ResourceState share.
-	shared := func() map[string]func(*State) any {
-		return map[string]func(*State) any{
-			"namespace":           func(s *State) any { return s.Namespace },
-			"source":              func(s *State) any { return s.Source },
-			"provider":            func(s *State) any { return s.Provider },
-			"raw":                 func(s *State) any { return s.Raw },
-			"version":             func(s *State) any { return s.Version },
-			"change_count":        func(s *State) any { return s.ChangeCount },
-			"last_event_id":       func(s *State) any { return s.LastEventID },
+	shared := func() map[string]any {
+		return map[string]any{
+			"namespace":           func(s *State) string { return s.Namespace },
+			"source":              func(s *State) string { return s.Source },
+			"provider":            func(s *State) string { return s.Provider },
+			"raw":                 func(s *State) string { return s.Raw },
+			"version":             func(s *State) int64 { return s.Version },
+			"change_count":        func(s *State) int64 { return s.ChangeCount },
+			"last_event_id":       func(s *State) string { return s.LastEventID },
 			"updated_at":          func(s *State) any { return s.UpdatedAt },
 			"occurred_at":         func(s *State) any { return optionalTime(s.OccurredAt) },
 			"collection_ids":      func(s *State) any { return stringArray(s.CollectionIDs) },
@@ -202,19 +257,19 @@ func (enc *encoders) plan() error {
 		}
 	}
 	product := shared()
-	product["product_id"] = func(s *State) any { return s.ProductID }
-	enc.state, err = newRecordEncoder(sch[KindState], product, map[string]func([]byte, *State) ([]byte, error){
+	product["product_id"] = func(s *State) string { return s.ProductID }
+	enc.state, err = newRecordEncoder[State](sch[KindState], product, map[string]func([]byte, *State) ([]byte, error){
 		"fields": func(buf []byte, s *State) ([]byte, error) { return stateFields.encode(buf, &s.Fields) },
 	})
 	if err != nil {
 		return err
 	}
 	resource := shared()
-	resource["resource"] = func(s *State) any { return s.Resource }
-	resource["id"] = func(s *State) any { return s.ProductID }
+	resource["resource"] = func(s *State) string { return s.Resource }
+	resource["id"] = func(s *State) string { return s.ProductID }
 	resource["pos_ids"] = func(s *State) any { return stringArray(s.PosIDs) }
 	resource["product_ids"] = func(s *State) any { return stringArray(s.ProductIDs) }
-	if enc.resource, err = newRecordEncoder(sch[KindResource], resource, nil); err != nil {
+	if enc.resource, err = newRecordEncoder[State](sch[KindResource], resource, nil); err != nil {
 		return err
 	}
 
@@ -224,12 +279,12 @@ func (enc *encoders) plan() error {
 		return fmt.Errorf("ProductUpdate: state must be the last field")
 	}
 	head := map[string]any{"type": "record", "name": "ProductUpdateHead", "fields": fields[:len(fields)-1]}
-	enc.updateHead, err = newRecordEncoder(head, map[string]func(*Update) any{
-		"namespace":         func(u *Update) any { return u.Namespace },
-		"product_id":        func(u *Update) any { return u.ProductID },
+	enc.updateHead, err = newRecordEncoder[Update](head, map[string]any{
+		"namespace":         func(u *Update) string { return u.Namespace },
+		"product_id":        func(u *Update) string { return u.ProductID },
 		"deleted":           func(u *Update) any { return u.Deleted },
 		"change_count":      func(u *Update) any { return u.ChangeCount },
-		"version":           func(u *Update) any { return u.Version },
+		"version":           func(u *Update) int64 { return u.Version },
 		"first_received_at": func(u *Update) any { return u.FirstReceivedAt },
 		"last_received_at":  func(u *Update) any { return u.LastReceivedAt },
 		"emitted_at":        func(u *Update) any { return u.EmittedAt },
@@ -238,16 +293,16 @@ func (enc *encoders) plan() error {
 		return err
 	}
 
-	enc.event, err = newRecordEncoder(sch[KindEvent], map[string]func(*Event) any{
-		"event_id":    func(e *Event) any { return e.EventID },
-		"source":      func(e *Event) any { return e.Source },
-		"provider":    func(e *Event) any { return e.Provider },
-		"namespace":   func(e *Event) any { return e.Namespace },
-		"event_type":  func(e *Event) any { return e.EventType },
-		"subject":     func(e *Event) any { return e.Subject },
+	enc.event, err = newRecordEncoder[Event](sch[KindEvent], map[string]any{
+		"event_id":    func(e *Event) string { return e.EventID },
+		"source":      func(e *Event) string { return e.Source },
+		"provider":    func(e *Event) string { return e.Provider },
+		"namespace":   func(e *Event) string { return e.Namespace },
+		"event_type":  func(e *Event) string { return e.EventType },
+		"subject":     func(e *Event) string { return e.Subject },
 		"received_at": func(e *Event) any { return e.ReceivedAt },
 		"occurred_at": func(e *Event) any { return optionalTime(e.OccurredAt) },
-		"raw":         func(e *Event) any { return e.Raw },
+		"raw":         func(e *Event) string { return e.Raw },
 	}, nil)
 	if err != nil {
 		return err

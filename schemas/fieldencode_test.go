@@ -188,3 +188,36 @@ func (r randomValues) state() State {
 	}
 	return st
 }
+
+// A typed accessor must match its field's type: a string one for a
+// string, a *string one for a nullable string, an int64 one for a long;
+// anything else is refused when the encoder is planned.
+func TestRecordEncoderRefusesAMismatchedAccessor(t *testing.T) {
+	schema := func(typ any) map[string]any {
+		return map[string]any{"type": "record", "name": "R", "fields": []any{map[string]any{"name": "f", "type": typ}}}
+	}
+	type r struct{}
+	text := func(*r) string { return "" }
+	optText := func(*r) *string { return nil }
+	long := func(*r) int64 { return 0 }
+	for _, tc := range []struct {
+		typ      any
+		accessor any
+		ok       bool
+	}{
+		{"string", text, true},
+		{[]any{"null", "string"}, optText, true},
+		{"long", long, true},
+		{"long", text, false},
+		{"string", optText, false},
+		{[]any{"null", "string"}, text, false},
+		{"string", long, false},
+		{[]any{"null", "long"}, long, false},
+		{"string", func(*r) int { return 0 }, false},
+	} {
+		_, err := newRecordEncoder[r](schema(tc.typ), map[string]any{"f": tc.accessor}, nil)
+		if (err == nil) != tc.ok {
+			t.Errorf("type %v, accessor %T: err %v, want ok %t", tc.typ, tc.accessor, err, tc.ok)
+		}
+	}
+}
