@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/productstream/productstream/config"
 )
@@ -24,6 +28,13 @@ func (l *deliveryLog) Observe(d Delivery) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seen = append(l.seen, d)
+}
+
+// count is how many deliveries were observed.
+func (l *deliveryLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
 }
 
 // last returns the latest Delivery, failing t when there is none.
@@ -166,5 +177,61 @@ func TestDeliveryIDIsBounded(t *testing.T) {
 	}
 	if d := obs.last(t); d.Reason != ReasonInvalidPayload || d.DeliveryID != strings.Repeat("c", maxDeliveryID) {
 		t.Fatalf("got %+v, want invalid_payload with the id cut to %d bytes", d, maxDeliveryID)
+	}
+}
+
+// A sender that hangs up while Kafka holds its write does not cut the
+// wait short: once Kafka acknowledges, the delivery is logged accepted,
+// with where its record was written.
+func TestDeliverySenderHangsUpWhileKafkaHoldsTheWrite(t *testing.T) {
+	obs := &deliveryLog{}
+	f := startEdge(t, testSources, Deps{}, 5*time.Second, WithObserver(obs))
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() {
+			close(held)
+			f.cluster.SleepControl(func() { <-release })
+		})
+		return nil, nil, false
+	})
+	body := []byte(`{"productId":"hangs-up","price":1}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url+"/webhooks/lisa-main", bytes.NewReader(body))
+	req.Header.Set("Authorization", "ApiKey k1")
+	req.Header.Set("X-Hmac-Signature", sign("s1", body))
+	req.Header.Set("Content-Type", "application/json")
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the record never reached the broker")
+	}
+	cancel() // the sender hangs up
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the sender's request ended with %v, want it canceled", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the server sees the connection close
+	if n := obs.count(); n != 0 {
+		t.Fatalf("%d deliveries logged while Kafka held the write", n)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for obs.count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := obs.last(t)
+	if d.Outcome != Accepted || d.Records != 1 || len(d.Written) != 1 || d.Written[0].Key != "shop-eu:hangs-up" {
+		t.Fatalf("got %+v, want the delivery accepted with its record written", d)
+	}
+	if got := f.records(); len(got) != 1 {
+		t.Fatalf("%d records in the changes topic, want 1", len(got))
 	}
 }

@@ -21,12 +21,12 @@ import (
 )
 
 // bodyText is body as a string, without copying it: the raw JSON a change
-// carries, and the text parseObject parses. Its callers never write to a
-// body once it was read (readBody reads into a buffer of its own, and a
-// message is decoded into one), so the string stays what it was; and what
-// holds the string lives no longer than the request: the batch until it
-// is encoded, an object's keys. Strings kept longer (ids, dedupe keys)
-// are copies.
+// carries, the text parseObject parses, and the text fields a change
+// carries (object.text). Its callers never write to a body once it was
+// read (readBody reads into a buffer of its own, and a message is decoded
+// into one), so the string stays what it was; and what holds the string
+// lives no longer than the request: the batch until it is encoded, an
+// object's keys. Strings kept longer (ids, dedupe keys) are copies.
 func bodyText(body []byte) string {
 	return unsafe.String(unsafe.SliceData(body), len(body))
 }
@@ -167,13 +167,16 @@ func hex4(b []byte) (rune, bool) {
 }
 
 // text returns the first of keys that holds a string (nil if none does).
+// A string without escapes is the body's own text (bodyText), not a copy:
+// a change's fields live no longer than its batch.
 func (o object) text(keys ...string) *string {
 	for _, k := range keys {
 		raw := o[k]
 		if len(raw) == 0 || raw[0] != '"' {
 			continue // absent, or not a string
 		}
-		if s, ok := plainString(raw); ok {
+		if len(raw) >= 2 && bytes.IndexByte(raw, '\\') < 0 {
+			s := bodyText(raw[1 : len(raw)-1])
 			return &s
 		}
 		var s string
@@ -214,7 +217,7 @@ func jsonNumber(raw json.RawMessage) (string, bool) {
 		plain = raw[1 : len(raw)-1]
 	}
 	if len(plain) > 0 && (plain[0] == '-' || isDigit(plain[0])) && isDigit(plain[len(plain)-1]) && json.Valid(plain) {
-		return string(plain), true
+		return bodyText(plain), true // the body's own text, as object.text's
 	}
 	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil {

@@ -219,6 +219,17 @@ type Source struct {
 	// MaxBody is the body limit in bytes: max_body_bytes, else the
 	// provider's.
 	MaxBody int64
+	// name is Name as the bytes of every record's source header, made
+	// once by NewSources and shared by the records: never written to.
+	name []byte
+}
+
+// nameHeader is the value of the source header of the source's records.
+func (s *Source) nameHeader() []byte {
+	if s.name == nil {
+		return []byte(s.Name) // a Source not made by NewSources
+	}
+	return s.name
 }
 
 // NewSources builds every configured source with the built-in providers.
@@ -251,7 +262,7 @@ func (r registry) newSources(cfgs []config.Source, deps Deps) ([]*Source, error)
 		if err != nil {
 			return nil, atSource(i, err)
 		}
-		out = append(out, &Source{Source: c, Adapter: a, MaxBody: cmp.Or(c.MaxBodyBytes, reg.MaxBody)})
+		out = append(out, &Source{Source: c, Adapter: a, MaxBody: cmp.Or(c.MaxBodyBytes, reg.MaxBody), name: []byte(c.Name)})
 	}
 	return out, nil
 }

@@ -340,7 +340,11 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 		return a, err
 	}
 	if len(records) > 0 {
-		ctx, cancel := context.WithTimeout(req.Context(), s.timeout)
+		// The wait is bounded by the produce timeout alone, not cut short
+		// when the sender hangs up: its records are on their way either
+		// way, and the delivery log can then say where they were written.
+		// (Nor does the request's context pay for a child to cancel.)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), s.timeout)
 		defer cancel()
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
 			return a, err
@@ -380,8 +384,14 @@ func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, []Written, error)
 	records := make([]*kgo.Record, 0, b.Len())
 	written := make([]Written, 0, b.Len())
 	add := func(topic, key, eventID string, value []byte) {
-		records = append(records, &kgo.Record{Topic: topic, Key: []byte(key), Value: value,
-			Headers: []kgo.RecordHeader{{Key: "event-id", Value: []byte(eventID)}, {Key: "source", Value: []byte(src.Name)}}})
+		// One allocation holds the record and its headers, and one the
+		// bytes of its key and event id.
+		r := &headedRecord{Record: kgo.Record{Topic: topic, Value: value}}
+		kb := append(append(make([]byte, 0, len(key)+len(eventID)), key...), eventID...)
+		r.Key = kb[:len(key):len(key)]
+		r.headers = [2]kgo.RecordHeader{{Key: "event-id", Value: kb[len(key):]}, {Key: "source", Value: src.nameHeader()}}
+		r.Headers = r.headers[:]
+		records = append(records, &r.Record)
 		written = append(written, Written{Topic: topic, Key: key, EventID: eventID})
 	}
 	for i := range b.Changes {
@@ -399,6 +409,13 @@ func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, []Written, error)
 		add(s.out.EventsTopic, b.Events[i].Key(), b.Events[i].EventID, v)
 	}
 	return records, written, nil
+}
+
+// headedRecord is a record and the two headers every record of the edge
+// carries, allocated together.
+type headedRecord struct {
+	kgo.Record
+	headers [2]kgo.RecordHeader
 }
 
 // checkBasicAuth enforces the source's basic auth, when it has one.

@@ -100,3 +100,16 @@ func FuzzExceeds(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkExceeds scans the load harness's 1 KB body: a few short
+// members and a long description.
+func BenchmarkExceeds(b *testing.B) {
+	body := []byte(`{"productId":"p1","price":"19.99","currency":"EUR","title":"Bench product p1","updatedAt":"2026-11-30T12:00:00Z","seq":1,"description":"` +
+		strings.Repeat("lorem ipsum ", 75) + `"}`)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if Exceeds(body, Default) {
+			b.Fatal("a flat body exceeds the default depth")
+		}
+	}
+}
