@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,7 +57,22 @@ type Recorder struct {
 	dropped  prometheus.Counter
 	unlogged atomic.Int64 // records dropped since the last warning
 	lastLog  atomic.Int64 // when the last warning was logged, Unix ns
+	// pool holds *logRecord the client is done with, for the next
+	// deliveries to reuse with their buffers.
+	pool sync.Pool
 }
+
+// logRecord is a record of the deliveries topic with the buffers its key
+// and value are written to, and its promise, made once: the client calls
+// it when it is done with the record, which then goes back to the pool.
+type logRecord struct {
+	kgo.Record
+	key, value []byte
+	promise    func(*kgo.Record, error)
+}
+
+// maxPooledRecord bounds the value buffer a pooled record keeps.
+const maxPooledRecord = 16 << 10
 
 var _ ingest.Observer = (*Recorder)(nil)
 
@@ -96,19 +113,39 @@ func NewRecorder(cl *kgo.Client, topic, instance string, log *slog.Logger, reg p
 // Observe writes d's Record, without waiting for Kafka.
 func (r *Recorder) Observe(d ingest.Delivery) {
 	rec := recordOf(d, r.instance)
-	v, err := rec.appendJSON(make([]byte, 0, recordSize+len(rec.Written)*writtenSize))
+	lr := r.logRecord()
+	v, err := rec.appendJSON(slices.Grow(lr.value[:0], recordSize+len(rec.Written)*writtenSize))
 	if err != nil {
 		r.drop(err)
+		r.pool.Put(lr)
 		return
 	}
-	r.cl.TryProduce(context.Background(), &kgo.Record{Topic: r.topic, Key: []byte(d.Source), Value: v}, r.produced)
+	lr.value, lr.key = v, append(lr.key[:0], d.Source...)
+	lr.Record = kgo.Record{Topic: r.topic, Key: lr.key, Value: v}
+	r.cl.TryProduce(context.Background(), &lr.Record, lr.promise)
+}
+
+// logRecord returns a record from the pool, or a new one.
+func (r *Recorder) logRecord() *logRecord {
+	if lr, ok := r.pool.Get().(*logRecord); ok {
+		return lr
+	}
+	lr := &logRecord{}
+	lr.promise = func(_ *kgo.Record, err error) { r.produced(lr, err) }
+	return lr
 }
 
 // produced is the promise of every record: it runs on the client's
-// promise goroutine and must not block.
-func (r *Recorder) produced(_ *kgo.Record, err error) {
+// promise goroutine (or in TryProduce, when the client's buffer is full)
+// and must not block. The client is done with the record: it goes back
+// to the pool.
+func (r *Recorder) produced(lr *logRecord, err error) {
 	if err != nil {
 		r.drop(err)
+	}
+	if cap(lr.value) <= maxPooledRecord {
+		lr.Record = kgo.Record{}
+		r.pool.Put(lr)
 	}
 }
 

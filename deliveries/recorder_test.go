@@ -132,7 +132,7 @@ func TestRecordCarriesNoBodyOrCredentials(t *testing.T) {
 	}
 	rec, _, _ := newRecorder(t, c.ListenAddrs(), "h:1")
 	edgeClient := newClient(t, c.ListenAddrs(), ingest.ProducerOptions(5*time.Second)...)
-	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: edgeClient}, Encoder: serde,
+	edge := ingest.New(sources, ingest.Output{Producer: ingest.NewKafkaProducer(edgeClient), Encoder: serde,
 		ChangesTopic: changes, EventsTopic: events}, ingest.WithLogger(discard), ingest.WithObserver(rec))
 	srv := httptest.NewServer(edge.Handler())
 	t.Cleanup(srv.Close)

@@ -77,7 +77,7 @@ func BenchmarkEdgeRole(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: changes, EventsTopic: events},
+	edge := ingest.New(sources, ingest.Output{Producer: ingest.NewKafkaProducer(cl), Encoder: serde, ChangesTopic: changes, EventsTopic: events},
 		ingest.WithLogger(discard), ingest.WithProduceTimeout(10*time.Second),
 		ingest.WithRefusalBudget(config.DefaultUnverifiedPerSecond, config.DefaultUnverifiedBurst),
 		ingest.WithObserver(m), ingest.WithObserver(recorder))

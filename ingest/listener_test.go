@@ -75,7 +75,7 @@ func listenEdge(t *testing.T, lc ListenerConfig) (*fixture, string, *connEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge := New(sources, Output{Producer: KafkaProducer{f.client}, Encoder: f.serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic},
+	edge := New(sources, Output{Producer: NewKafkaProducer(f.client), Encoder: f.serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic},
 		WithLogger(log), WithProduceTimeout(5*time.Second))
 	addr, ev := serveOn(t, edge.Handler(), lc)
 	f.url = "http://" + addr

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,7 +14,9 @@ import (
 // Producer writes records to Kafka.
 //
 // Produce returns nil only after every record was acknowledged by the
-// broker (acks=all). On error some records may still have been written:
+// broker (acks=all), and keeps no reference to the records once it did:
+// the caller reuses them and their buffers. On error some records may
+// still have been written, or be on their way: the caller leaves them be,
 // the sender retries, and the event id lets readers recognise the repeat.
 // It is safe for concurrent use.
 type Producer interface {
@@ -21,10 +24,11 @@ type Producer interface {
 }
 
 // Encoder encodes changes and events as record values (the Confluent wire
-// format). It is safe for concurrent use.
+// format), appending each to dst and returning the extended buffer, as
+// append does. It is safe for concurrent use.
 type Encoder interface {
-	EncodeChange(*schemas.Change) ([]byte, error)
-	EncodeEvent(*schemas.Event) ([]byte, error)
+	AppendChange(dst []byte, c *schemas.Change) ([]byte, error)
+	AppendEvent(dst []byte, e *schemas.Event) ([]byte, error)
 }
 
 // ProducerOptions are the kgo options the ingest producer needs on top of
@@ -44,27 +48,65 @@ func ProducerOptions(deliveryTimeout time.Duration) []kgo.Opt {
 	}
 }
 
-// KafkaProducer is the Producer backed by a kgo client.
-type KafkaProducer struct{ Client *kgo.Client }
+// KafkaProducer is the Producer backed by a kgo client. Build it with
+// NewKafkaProducer.
+type KafkaProducer struct {
+	client *kgo.Client
+	// waits holds *ackWait every promise of which has been called, for
+	// the next Produce to reuse.
+	waits sync.Pool
+}
+
+// NewKafkaProducer returns the Producer writing through cl (built with
+// ProducerOptions; the caller flushes and closes it).
+func NewKafkaProducer(cl *kgo.Client) *KafkaProducer { return &KafkaProducer{client: cl} }
+
+// ackWait gathers the acknowledgements of one Produce: its promise, made
+// once, sends each record's result on acks.
+type ackWait struct {
+	acks    chan error
+	promise func(*kgo.Record, error)
+}
+
+// maxPooledAcks is the room of a pooled ackWait's channel: a delivery of
+// more records has one of its own.
+const maxPooledAcks = 8
+
+// wait returns an ackWait with room for n results.
+func (p *KafkaProducer) wait(n int) *ackWait {
+	if n <= maxPooledAcks {
+		if w, ok := p.waits.Get().(*ackWait); ok {
+			return w
+		}
+	}
+	w := &ackWait{acks: make(chan error, max(n, maxPooledAcks))}
+	w.promise = func(_ *kgo.Record, err error) { w.acks <- err }
+	return w
+}
 
 // Produce implements Producer. It stops waiting when ctx ends even while a
 // batch is in flight: kgo cannot abandon an idempotent batch it has sent, so
 // such a record may still be written after the sender was told 503; its
 // event id makes the sender's retry recognisable.
-func (p KafkaProducer) Produce(ctx context.Context, records ...*kgo.Record) error {
-	acks := make(chan error, len(records))
+func (p *KafkaProducer) Produce(ctx context.Context, records ...*kgo.Record) error {
+	w := p.wait(len(records))
 	for _, r := range records {
-		p.Client.Produce(ctx, r, func(_ *kgo.Record, err error) { acks <- err })
+		p.client.Produce(ctx, r, w.promise)
 	}
 	for range records {
 		select {
-		case err := <-acks:
+		case err := <-w.acks:
 			if err != nil {
+				// Other promises may not have been called yet: w is
+				// not reused.
 				return fmt.Errorf("%w: kafka did not acknowledge: %w", ErrUnavailable, err)
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("%w: kafka did not acknowledge in time: %w", ErrUnavailable, ctx.Err())
 		}
+	}
+	if cap(w.acks) == maxPooledAcks {
+		p.waits.Put(w)
 	}
 	return nil
 }

@@ -46,6 +46,9 @@ type Server struct {
 	retryAfter string
 	now        func() time.Time
 	engine     *gin.Engine
+	// pool holds *headedRecord whose writes Kafka acknowledged, for the
+	// next deliveries to reuse with their buffers.
+	pool sync.Pool
 }
 
 // Output is where accepted deliveries go.
@@ -335,8 +338,9 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 	if err != nil {
 		return a, err
 	}
-	records, written, err := s.records(src, batch)
+	held, records, written, err := s.records(src, batch)
 	if err != nil {
+		s.recycle(held)
 		return a, err
 	}
 	if len(records) > 0 {
@@ -347,13 +351,14 @@ func (s *Server) accept(req *http.Request, set *sourceSet, src *Source) (accepta
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), s.timeout)
 		defer cancel()
 		if err := s.out.Producer.Produce(ctx, records...); err != nil {
-			return a, err
+			return a, err // some records may still be in flight: not reused
 		}
 		// The producer has set each record's partition and offset by now.
 		for i, r := range records {
 			written[i].Partition, written[i].Offset = r.Partition, r.Offset
 		}
 		a.written = written
+		s.recycle(held)
 	}
 	if replayKey != "" {
 		replays.Add(replayKey, len(records))
@@ -379,43 +384,79 @@ func (id Identity) key(body []byte) string {
 
 // records encodes a batch as Kafka records, changes first, and lists
 // what each one is: the delivery's Written, once Kafka has acknowledged
-// them and their partitions and offsets are known.
-func (s *Server) records(src *Source, b Batch) ([]*kgo.Record, []Written, error) {
-	records := make([]*kgo.Record, 0, b.Len())
-	written := make([]Written, 0, b.Len())
-	add := func(topic, key, eventID string, value []byte) {
-		// One allocation holds the record and its headers, and one the
-		// bytes of its key and event id.
-		r := &headedRecord{Record: kgo.Record{Topic: topic, Value: value}}
-		kb := append(append(make([]byte, 0, len(key)+len(eventID)), key...), eventID...)
-		r.Key = kb[:len(key):len(key)]
-		r.headers = [2]kgo.RecordHeader{{Key: "event-id", Value: kb[len(key):]}, {Key: "source", Value: src.nameHeader()}}
+// them and their partitions and offsets are known. held are the records
+// with their buffers, each taken from the pool: the caller hands them to
+// recycle once nothing refers to them any longer.
+func (s *Server) records(src *Source, b Batch) (held []*headedRecord, records []*kgo.Record, written []Written, err error) {
+	held = make([]*headedRecord, 0, b.Len())
+	records = make([]*kgo.Record, 0, b.Len())
+	written = make([]Written, 0, b.Len())
+	add := func(topic, key, eventID string, encode func([]byte) ([]byte, error)) error {
+		r := s.record()
+		held = append(held, r)
+		v, err := encode(r.value[:0])
+		if err != nil {
+			return err
+		}
+		r.value = v
+		r.ids = append(append(r.ids[:0], key...), eventID...)
+		r.Record = kgo.Record{Topic: topic, Key: r.ids[:len(key):len(key)], Value: v}
+		r.headers = [2]kgo.RecordHeader{{Key: "event-id", Value: r.ids[len(key):]}, {Key: "source", Value: src.nameHeader()}}
 		r.Headers = r.headers[:]
 		records = append(records, &r.Record)
 		written = append(written, Written{Topic: topic, Key: key, EventID: eventID})
+		return nil
 	}
 	for i := range b.Changes {
-		v, err := s.out.Encoder.EncodeChange(&b.Changes[i])
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode change: %w", err)
+		c := &b.Changes[i]
+		if err := add(s.out.ChangesTopic, c.Key(), c.EventID, func(dst []byte) ([]byte, error) { return s.out.Encoder.AppendChange(dst, c) }); err != nil {
+			return held, nil, nil, fmt.Errorf("encode change: %w", err)
 		}
-		add(s.out.ChangesTopic, b.Changes[i].Key(), b.Changes[i].EventID, v)
 	}
 	for i := range b.Events {
-		v, err := s.out.Encoder.EncodeEvent(&b.Events[i])
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode event: %w", err)
+		e := &b.Events[i]
+		if err := add(s.out.EventsTopic, e.Key(), e.EventID, func(dst []byte) ([]byte, error) { return s.out.Encoder.AppendEvent(dst, e) }); err != nil {
+			return held, nil, nil, fmt.Errorf("encode event: %w", err)
 		}
-		add(s.out.EventsTopic, b.Events[i].Key(), b.Events[i].EventID, v)
 	}
-	return records, written, nil
+	return held, records, written, nil
 }
 
-// headedRecord is a record and the two headers every record of the edge
-// carries, allocated together.
+// headedRecord is a record, the two headers every record of the edge
+// carries, and the buffers its value and its key and event id are
+// written to: allocated together, and reused once Kafka acknowledged
+// the record.
 type headedRecord struct {
 	kgo.Record
 	headers [2]kgo.RecordHeader
+	value   []byte
+	ids     []byte // the key, then the event id
+}
+
+// maxPooledValue bounds the value buffer a record keeps for reuse: the
+// rare large body's buffer goes to the garbage collector instead of
+// pinning its size in the pool.
+const maxPooledValue = 64 << 10
+
+// record returns a record from the pool, or a new one.
+func (s *Server) record() *headedRecord {
+	if r, ok := s.pool.Get().(*headedRecord); ok {
+		return r
+	}
+	return &headedRecord{}
+}
+
+// recycle returns records to the pool. Only records nothing refers to
+// any longer may be: never written, or acknowledged by Kafka (the
+// Producer keeps no reference to a record once it returned nil).
+func (s *Server) recycle(held []*headedRecord) {
+	for _, r := range held {
+		if cap(r.value) > maxPooledValue {
+			continue
+		}
+		r.Record, r.headers = kgo.Record{}, [2]kgo.RecordHeader{}
+		s.pool.Put(r)
+	}
 }
 
 // checkBasicAuth enforces the source's basic auth, when it has one.

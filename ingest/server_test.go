@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func testOutput(t *testing.T, produceTimeout time.Duration) (*kfake.Cluster, *sc
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return cluster, serde, cl, Output{Producer: KafkaProducer{cl}, Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
+	return cluster, serde, cl, Output{Producer: NewKafkaProducer(cl), Encoder: serde, ChangesTopic: testTopic, EventsTopic: testEventsTopic}
 }
 
 // breakProduce makes the broker refuse every produce request, as when Kafka
@@ -228,6 +229,86 @@ func TestAcceptedNotificationReachesKafka(t *testing.T) {
 			ch.Source != "lisa-main" || ch.Provider != "lisa" || !ch.OccurredAt.Equal(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)) ||
 			!strings.HasPrefix(ch.EventID, "sha256:") {
 			t.Fatalf("change decoded wrong: %+v", ch)
+		}
+	}
+}
+
+// The edge reuses each record and its buffers once Kafka acknowledged it:
+// deliveries sent at once, of bodies of many sizes, before, while and
+// after the broker refuses writes, each land as their own record, with
+// their own key, value and headers.
+func TestReusedRecordsKeepEachDeliverysBytes(t *testing.T) {
+	f := newFixture(t, time.Second)
+	bodies := map[string]string{}
+	var mu sync.Mutex
+	send := func(phase string, senders, each int, want int) {
+		var wg sync.WaitGroup
+		for g := range senders {
+			wg.Go(func() {
+				for i := range each {
+					id := fmt.Sprintf("%s-%d-%d", phase, g, i)
+					body := fmt.Sprintf(`{"productId":%q,"title":"t %s","description":%q}`, id, id, strings.Repeat(id, (g*each+i)*7%60))
+					status, resp, _ := f.postT(t, "/webhooks/lisa-main", strings.NewReader(body), int64(len(body)),
+						map[string]string{"Authorization": "ApiKey k1", "X-Hmac-Signature": sign("s1", []byte(body))})
+					if status != want {
+						t.Errorf("%s: %d %v, want %d", id, status, resp, want)
+					}
+					mu.Lock()
+					bodies[id] = body
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	send("before", 8, 25, http.StatusAccepted)
+	restore := f.breakProduce()
+	send("refused", 4, 1, http.StatusServiceUnavailable)
+	restore()
+	// The producer backs off after the refusals, partition by partition:
+	// wait until a round of deliveries to every partition is written.
+	deadline := time.Now().Add(20 * time.Second)
+	for round := 0; ; round++ {
+		var failed atomic.Int32
+		var wg sync.WaitGroup
+		for p := range 12 {
+			id := fmt.Sprintf("refused-probe-%d-%d", round, p)
+			body := fmt.Sprintf(`{"productId":%q,"title":"t %s"}`, id, id)
+			bodies[id] = body
+			wg.Go(func() {
+				if status, _, _ := f.postSigned("/webhooks/lisa-main", []byte(body), "s1", "k1"); status != http.StatusAccepted {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if failed.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the producer did not write again within 20s of the broker's recovery")
+		}
+	}
+	send("after", 8, 25, http.StatusAccepted)
+	seen := map[string]int{}
+	for _, r := range f.records() {
+		ch, err := f.serde.DecodeChange(context.Background(), r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headers := map[string]string{}
+		for _, h := range r.Headers {
+			headers[h.Key] = string(h.Value)
+		}
+		if string(r.Key) != "shop-eu:"+ch.ProductID || ch.Raw != bodies[ch.ProductID] || headers["event-id"] != ch.EventID ||
+			headers["source"] != "lisa-main" || *ch.Fields.Title != "t "+ch.ProductID {
+			t.Fatalf("record %s (headers %v) holds %+v: not its delivery's", r.Key, headers, ch)
+		}
+		seen[ch.ProductID]++
+	}
+	for id := range bodies {
+		if n := seen[id]; n != 1 && !strings.HasPrefix(id, "refused-") {
+			t.Errorf("%s written %d times, want once", id, n)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -219,7 +221,9 @@ func TestFingerprintsText(t *testing.T) {
 
 // A record is encoded into a buffer sized for it at once: the size hint is
 // never below the encoded size, and not far above it, for records small
-// and large, with every field, set and map filled.
+// and large, with every field, set and map filled. AppendChange and
+// AppendEvent write the same bytes after what their buffer holds, and
+// reuse a buffer with room.
 func TestEncodeSizesTheBufferOnce(t *testing.T) {
 	s, _ := newSerde(t)
 	now := time.Now()
@@ -261,6 +265,29 @@ func TestEncodeSizesTheBufferOnce(t *testing.T) {
 			up := Update{Namespace: "n", ProductID: "p", ChangeCount: 3, Version: 9, FirstReceivedAt: now, LastReceivedAt: now, EmittedAt: now, State: &st}
 			if b, err = s.EncodeUpdate(&up); err != nil || len(b) > cap(b) || cap(b) > len(b)*2+recordOverhead*2 {
 				t.Errorf("update: %d bytes in a buffer of %d (%v)", len(b), cap(b), err)
+			}
+			// Appended to a buffer in use, a change is the same bytes
+			// after what the buffer held, and a reused buffer is not
+			// grown again.
+			want, err := s.EncodeChange(&tc.ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf, err := s.AppendChange([]byte("prefix"), &tc.ch)
+			if err != nil || string(buf) != "prefix"+string(want) {
+				t.Fatalf("AppendChange after a prefix: %q (%v), want the prefix and EncodeChange's %q", buf, err, want)
+			}
+			again, err := s.AppendChange(buf[:0], &tc.ch)
+			if err != nil || !bytes.Equal(again, want) || unsafe.SliceData(again) != unsafe.SliceData(buf) {
+				t.Fatalf("AppendChange into a reused buffer: %q (%v), want EncodeChange's bytes in the same buffer", again, err)
+			}
+			ev := Event{EventID: tc.ch.EventID, Source: "s", Provider: "lisa", Namespace: "n", EventType: "order.created", Subject: "o1", Raw: tc.ch.Raw, ReceivedAt: now}
+			wantEv, err := s.EncodeEvent(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.AppendEvent(again[:0], &ev); err != nil || !bytes.Equal(got, wantEv) {
+				t.Fatalf("AppendEvent: %q (%v), want EncodeEvent's %q", got, err, wantEv)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/linkedin/goavro/v2"
@@ -75,15 +76,19 @@ func (s *Serde) Register(ctx context.Context, topics map[Kind][]string) error {
 // ID returns the registered schema ID of kind (0 before Register).
 func (s *Serde) ID(k Kind) int { return s.ids[k] }
 
-// encode encodes x with re as kind k's current schema, into a buffer of
-// sizeHint bytes: the record's encoded size, estimated from its strings,
-// so that it is written without growing the buffer again and again.
-func encode[T any](s *Serde, k Kind, re *recordEncoder[T], x *T, sizeHint int) ([]byte, error) {
+// encode appends x, encoded with re as kind k's current schema, to dst,
+// first growing dst to hold sizeHint more bytes when it has not the room:
+// the record's encoded size, estimated from its strings, so that it is
+// written without growing the buffer again and again.
+func encode[T any](s *Serde, k Kind, re *recordEncoder[T], dst []byte, x *T, sizeHint int) ([]byte, error) {
 	id := s.ids[k]
 	if id == 0 {
 		return nil, fmt.Errorf("%s: %w", k, ErrNotRegistered)
 	}
-	b, _ := s.hdr.AppendEncode(make([]byte, 0, sizeHint), id, nil)
+	if cap(dst)-len(dst) < sizeHint {
+		dst = slices.Grow(dst, sizeHint)
+	}
+	b, _ := s.hdr.AppendEncode(dst, id, nil)
 	b, err := re.encode(b, x)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k, err)
@@ -93,16 +98,25 @@ func encode[T any](s *Serde, k Kind, re *recordEncoder[T], x *T, sizeHint int) (
 
 // EncodeChange encodes a change as a ProductChange record value.
 func (s *Serde) EncodeChange(c *Change) ([]byte, error) {
-	return encode(s, KindChange, s.enc.change, c, c.sizeHint())
+	hint := c.sizeHint()
+	return encode(s, KindChange, s.enc.change, make([]byte, 0, hint), c, hint)
+}
+
+// AppendChange appends a change, encoded as EncodeChange encodes it, to
+// dst: a buffer its caller reuses.
+func (s *Serde) AppendChange(dst []byte, c *Change) ([]byte, error) {
+	return encode(s, KindChange, s.enc.change, dst, c, c.sizeHint())
 }
 
 // EncodeState encodes a state: a product's as a ProductState record value,
 // any other resource's as a ResourceState.
 func (s *Serde) EncodeState(st *State) ([]byte, error) {
 	if st.IsProduct() {
-		return encode(s, KindState, s.enc.state, st, st.sizeHint())
+		hint := st.sizeHint()
+		return encode(s, KindState, s.enc.state, make([]byte, 0, hint), st, hint)
 	}
-	return encode(s, KindResource, s.enc.resource, st, st.sizeHint())
+	hint := st.sizeHint()
+	return encode(s, KindResource, s.enc.resource, make([]byte, 0, hint), st, hint)
 }
 
 // EncodeUpdate encodes an update as a ProductUpdate record value.
@@ -113,9 +127,14 @@ func (s *Serde) EncodeUpdate(u *Update) ([]byte, error) {
 
 // EncodeEvent encodes an analytics event as an AnalyticsEvent record value.
 func (s *Serde) EncodeEvent(e *Event) ([]byte, error) {
-	hint := recordOverhead + len(e.EventID) + len(e.Source) + len(e.Provider) + len(e.Namespace) + len(e.EventType) +
-		len(e.Subject) + len(e.Raw)
-	return encode(s, KindEvent, s.enc.event, e, hint)
+	hint := e.sizeHint()
+	return encode(s, KindEvent, s.enc.event, make([]byte, 0, hint), e, hint)
+}
+
+// AppendEvent appends an analytics event, encoded as EncodeEvent encodes
+// it, to dst: a buffer its caller reuses.
+func (s *Serde) AppendEvent(dst []byte, e *Event) ([]byte, error) {
+	return encode(s, KindEvent, s.enc.event, dst, e, e.sizeHint())
 }
 
 // DecodeEvent decodes an AnalyticsEvent record value.

@@ -434,6 +434,12 @@ func (c *Change) sizeHint() int {
 		len(c.Resource) + len(c.ProductID) + c.Fields.size() + stringsSize(c.CollectionIDs) + len(c.Raw) + 4
 }
 
+// sizeHint estimates e's encoded size.
+func (e *Event) sizeHint() int {
+	return recordOverhead + len(e.EventID) + len(e.Source) + len(e.Provider) + len(e.Namespace) + len(e.EventType) +
+		len(e.Subject) + len(e.Raw)
+}
+
 // sizeHint estimates s's encoded size, as a state or an update's state.
 func (s *State) sizeHint() int {
 	n := recordOverhead + len(s.Namespace) + len(s.Resource) + len(s.ProductID) + len(s.Source) + len(s.Provider) +

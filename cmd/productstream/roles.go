@@ -289,7 +289,7 @@ func serveIngest(ctx context.Context, r *role, sources []*ingest.Source, reload 
 	if err != nil {
 		return fmt.Errorf("delivery log: %w", err)
 	}
-	edge := ingest.New(sources, ingest.Output{Producer: ingest.KafkaProducer{Client: cl}, Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
+	edge := ingest.New(sources, ingest.Output{Producer: ingest.NewKafkaProducer(cl), Encoder: serde, ChangesTopic: names.Changes, EventsTopic: names.Events},
 		ingest.WithLogger(log.With("component", "ingest")), ingest.WithProduceTimeout(cfg.Kafka.ProduceTimeout),
 		ingest.WithRefusalBudget(cfg.HTTP.UnverifiedLimit.PerSecond, cfg.HTTP.UnverifiedLimit.Burst),
 		ingest.WithTrustedProxies(proxies), ingest.WithObserver(m), ingest.WithObserver(recorder))
