@@ -15,9 +15,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
-	"github.com/tidwall/gjson"
-
-	"github.com/productstream/productstream/jsondepth"
+	"github.com/productstream/productstream/rawjson"
 )
 
 // bodyText is body as a string, without copying it: the raw JSON a change
@@ -40,32 +38,37 @@ type object map[string]json.RawMessage
 // parseObject parses body as one JSON object, the one payload check every
 // provider's Normalize makes. It refuses invalid UTF-8, so the raw body can
 // travel as an Avro string, and nesting deeper than maxDepth levels, which
-// the parsers of consumers and sinks refuse; both are linear scans made
-// before parsing. The values are slices of body, and the keys, unless
-// escaped, substrings of it (gjson validates and splits without copying or
-// decoding); a repeated key keeps its last value, as encoding/json does.
+// the parsers of consumers and sinks refuse. One pass (rawjson.Split)
+// validates, bounds the depth and splits the members, after the UTF-8
+// check. The values are slices of body, and the keys, unless escaped,
+// substrings of it; a repeated key keeps its last value, as encoding/json
+// does.
 func parseObject(body []byte, maxDepth int) (object, error) {
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not valid UTF-8", ErrInvalidPayload)
 	}
-	if jsondepth.Exceeds(body, maxDepth) {
+	// Room for 8 members: most payloads fit, and a larger one grows as
+	// it must.
+	members, isObject, tooDeep := rawjson.Split(bodyText(body), make([]rawjson.Member, 0, 8), maxDepth, rawjson.AsIs)
+	if tooDeep {
 		return nil, fmt.Errorf("%w: body nests deeper than %d levels", ErrInvalidPayload, maxDepth)
 	}
-	if !gjson.ValidBytes(body) {
+	if !isObject {
 		return nil, explainInvalid(body)
-	}
-	parsed := gjson.Parse(bodyText(body))
-	if !parsed.IsObject() {
-		return nil, fmt.Errorf("%w: body is not a JSON object", ErrInvalidPayload)
 	}
 	// Room for 8 members, the most a map holds without a table of its
 	// own: most payloads fit, and a larger one grows as it must.
 	o := make(object, 8)
-	parsed.ForEach(func(k, v gjson.Result) bool {
-		o[k.String()] = json.RawMessage(body[v.Index : v.Index+len(v.Raw) : v.Index+len(v.Raw)])
-		return true
-	})
+	for _, m := range members {
+		o[m.Name] = bodyBytes(m.Value)
+	}
 	return o, nil
+}
+
+// bodyBytes is bodyText undone: text that slices a body, as the body's
+// own bytes again, without copying them.
+func bodyBytes(text string) json.RawMessage {
+	return unsafe.Slice(unsafe.StringData(text), len(text))
 }
 
 // explainInvalid says what is wrong with a body that is not one valid JSON
