@@ -35,6 +35,7 @@ type Config struct {
 	Ops            Ops       `yaml:"ops"`
 	Console        Console   `yaml:"console"`
 	Log            Log       `yaml:"log"`
+	Runtime        Runtime   `yaml:"runtime"`
 	Debug          Debug     `yaml:"debug"`
 
 	// Deprecations name the deprecated keys the file used, each with its
@@ -650,6 +651,7 @@ func (c *Config) Validate(n Needs) error {
 	c.Ops.validate(&errs) // debug.listen and processor.metrics_listen are folded into it
 	c.Console.validate(&errs)
 	c.Log.validate(&errs)
+	c.Runtime.validate(&errs)
 	return errors.Join(errs...)
 }
 

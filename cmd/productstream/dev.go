@@ -45,6 +45,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := cfg.Validate(needs); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
+	tuneRuntime(cfg.Runtime, "dev", log)
 	sources, err := ingest.NewSources(cfg.Sources, ingest.Deps{Log: log})
 	if err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)

@@ -142,6 +142,7 @@ func runRole(ctx context.Context, name string, args []string, needs config.Needs
 	if err != nil {
 		return err
 	}
+	tuneRuntime(cfg.Runtime, name, log)
 	if name != "ingest" { // the ingest role's reloader takes SIGHUP
 		defer ignoreHangup(ctx, log, name)()
 	}

@@ -319,6 +319,8 @@ func renderMarkdown(r *results) string {
 	}
 	settings := [][]string{
 		{"productstream", bin},
+		{"garbage collector", fmt.Sprintf("the edge: the ingest role's defaults (`runtime.gc_percent` %d, `runtime.memory_limit_bytes` %d); the processor, B1, B2 and B3: Go's (100, no limit)",
+			config.DefaultIngestGCPercent, config.DefaultIngestMemoryLimitBytes)},
 		{"rounds", fmt.Sprintf("every ingest phase is split into %d rounds that rotate through the three servers (all running at once), and each server's rounds are merged", max(1, o.rounds))},
 		{"warm-up per server", o.warmup.String()},
 		{"closed loop, 1 KB (maximum throughput)", o.duration.String() + " per server, " + strconv.Itoa(o.concurrency) + " keep-alive connections"},
